@@ -132,7 +132,9 @@ mod tests {
             partner_id: PartnerId::parse("p1").unwrap(),
             tenant_id: TenantId::parse("t1").unwrap(),
             sub_tenant_id: TenantId::parse("s1").unwrap(),
-            call_ids: (0..calls).map(|i| CallId::parse(&format!("c{i}")).unwrap()).collect(),
+            call_ids: (0..calls)
+                .map(|i| CallId::parse(&format!("c{i}")).unwrap())
+                .collect(),
             received_at: "2024-05-01T12:00:00Z".parse().unwrap(),
             request_id: "req-1".into(),
         }

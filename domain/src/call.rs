@@ -173,13 +173,15 @@ impl Call {
         let payload_differs = known.call != cmd.call
             || known.tenant_id != cmd.tenant_id
             || known.sub_tenant_id != cmd.sub_tenant_id;
-        Ok(CallEvent::DuplicateSubmissionReceived(DuplicateSubmissionReceived {
-            batch_id: cmd.batch_id,
-            tenant_id: cmd.tenant_id,
-            sub_tenant_id: cmd.sub_tenant_id,
-            received_at: cmd.received_at,
-            payload_differs,
-        }))
+        Ok(CallEvent::DuplicateSubmissionReceived(
+            DuplicateSubmissionReceived {
+                batch_id: cmd.batch_id,
+                tenant_id: cmd.tenant_id,
+                sub_tenant_id: cmd.sub_tenant_id,
+                received_at: cmd.received_at,
+                payload_differs,
+            },
+        ))
     }
 }
 
@@ -265,7 +267,10 @@ mod tests {
         let first = accept("p1", "t1", new_call("c1"), 1);
         let mut changed = new_call("c1");
         changed.agent.extra.insert("team".into(), json!("red"));
-        for again in [accept("p1", "t1", changed, 2), accept("p1", "other-tenant", new_call("c1"), 2)] {
+        for again in [
+            accept("p1", "t1", changed, 2),
+            accept("p1", "other-tenant", new_call("c1"), 2),
+        ] {
             let events = CallTest::with(())
                 .given(vec![accepted(&first)])
                 .when(CallCommand::AcceptCall(again))
@@ -283,7 +288,12 @@ mod tests {
         let first = accept("p1", "t1", new_call("c1"), 1);
         CallTest::with(())
             .given(vec![accepted(&first)])
-            .when(CallCommand::AcceptCall(accept("p2", "t1", new_call("c1"), 2)))
+            .when(CallCommand::AcceptCall(accept(
+                "p2",
+                "t1",
+                new_call("c1"),
+                2,
+            )))
             .then_expect_error(CallError::OtherPartnersCall {
                 owner: "p1".into(),
                 requester: "p2".into(),

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::values::{
-    CallId, E164Number, EmailAddress, ExternalId, HttpsUrl, RecordingUrl, ShortText,
-    UtcTimestamp, ValueError,
+    CallId, E164Number, EmailAddress, ExternalId, HttpsUrl, RecordingUrl, ShortText, UtcTimestamp,
+    ValueError,
 };
 
 /// Most calls one request may carry.
@@ -114,7 +114,10 @@ pub fn validate_batch(body: &Value) -> Result<Vec<NewCall>, Vec<FieldError>> {
     if items.len() > MAX_CALLS_PER_BATCH {
         errors.push(
             "data",
-            format!("data must contain at most {MAX_CALLS_PER_BATCH} calls, got {}", items.len()),
+            format!(
+                "data must contain at most {MAX_CALLS_PER_BATCH} calls, got {}",
+                items.len()
+            ),
         );
     }
     let calls: Vec<NewCall> = items
@@ -134,7 +137,10 @@ struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -148,9 +154,18 @@ struct ObjectReader<'a> {
 
 impl<'a> ObjectReader<'a> {
     /// Returns `None` (after reporting) when `value` is absent or not an object.
-    fn open(path: String, name: &str, value: Option<&'a Value>, errors: &mut Errors) -> Option<Self> {
+    fn open(
+        path: String,
+        name: &str,
+        value: Option<&'a Value>,
+        errors: &mut Errors,
+    ) -> Option<Self> {
         match value {
-            Some(Value::Object(object)) => Some(Self { path, object, known: Vec::new() }),
+            Some(Value::Object(object)) => Some(Self {
+                path,
+                object,
+                known: Vec::new(),
+            }),
             None | Some(Value::Null) => {
                 errors.push(path, format!("{name} is required"));
                 None
@@ -172,7 +187,12 @@ impl<'a> ObjectReader<'a> {
     }
 
     /// A string field, required or not; `None` after reporting if it is absent or mistyped.
-    fn string(&mut self, name: &'static str, required: bool, errors: &mut Errors) -> Option<&'a str> {
+    fn string(
+        &mut self,
+        name: &'static str,
+        required: bool,
+        errors: &mut Errors,
+    ) -> Option<&'a str> {
         match self.get(name) {
             Some(Value::String(s)) => Some(s),
             Some(_) => {
@@ -254,7 +274,10 @@ fn parse_call(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Option<CallDe
     let contact_number = call.parsed("contact_number", true, E164Number::parse, errors);
     if let (Some(start), Some(end)) = (start_time, end_time) {
         if end <= start {
-            errors.push(call.field_path("end_time"), "end_time must be after start_time");
+            errors.push(
+                call.field_path("end_time"),
+                "end_time must be after start_time",
+            );
         }
     }
     Some(CallDetails {
@@ -273,7 +296,12 @@ fn parse_agent(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Option<Agent
     let id = agent.parsed("id", true, ExternalId::parse, errors);
     let email = agent.parsed("email", false, EmailAddress::parse, errors);
     let name = agent.parsed("name", false, ShortText::parse, errors);
-    Some(Agent { id: id?, email, name, extra: agent.extra() })
+    Some(Agent {
+        id: id?,
+        email,
+        name,
+        extra: agent.extra(),
+    })
 }
 
 fn parse_customer(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Option<Customer> {
@@ -283,7 +311,13 @@ fn parse_customer(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Option<Cu
     let name = customer.parsed("name", false, ShortText::parse, errors);
     let email = customer.parsed("email", false, EmailAddress::parse, errors);
     let disposition_status = customer.parsed("disposition_status", false, ShortText::parse, errors);
-    Some(Customer { id: id?, name, email, disposition_status, extra: customer.extra() })
+    Some(Customer {
+        id: id?,
+        name,
+        email,
+        disposition_status,
+        extra: customer.extra(),
+    })
 }
 
 fn parse_metadata(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Map<String, Value> {
@@ -298,7 +332,10 @@ fn parse_metadata(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Map<Strin
     if pairs.len() > MAX_METADATA_PAIRS {
         errors.push(
             path,
-            format!("metadata must have at most {MAX_METADATA_PAIRS} pairs, got {}", pairs.len()),
+            format!(
+                "metadata must have at most {MAX_METADATA_PAIRS} pairs, got {}",
+                pairs.len()
+            ),
         );
         // Do not report on each of possibly thousands of keys: the count is the problem.
         return Map::new();
@@ -338,7 +375,10 @@ fn parse_custom_fields(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Vec<
     if fields.len() > MAX_CUSTOM_FIELDS {
         errors.push(
             path,
-            format!("custom_fields must have at most {MAX_CUSTOM_FIELDS} entries, got {}", fields.len()),
+            format!(
+                "custom_fields must have at most {MAX_CUSTOM_FIELDS} entries, got {}",
+                fields.len()
+            ),
         );
         return Vec::new();
     }
@@ -352,7 +392,10 @@ fn parse_custom_fields(item: &mut ObjectReader<'_>, errors: &mut Errors) -> Vec<
         let name = reader.parsed("internal_name", true, parse_internal_name, errors);
         let value = reader.parsed("value", true, parse_custom_value, errors);
         if let (Some(internal_name), Some(value)) = (name, value) {
-            parsed.push(CustomField { internal_name, value });
+            parsed.push(CustomField {
+                internal_name,
+                value,
+            });
         }
     }
     parsed
@@ -368,7 +411,9 @@ fn parse_internal_name(value: &str) -> Result<String, ValueError> {
 
 fn parse_custom_value(value: &str) -> Result<String, ValueError> {
     if value.chars().count() > MAX_VALUE_CHARS {
-        return Err(ValueError(format!("must be at most {MAX_VALUE_CHARS} characters")));
+        return Err(ValueError(format!(
+            "must be at most {MAX_VALUE_CHARS} characters"
+        )));
     }
     Ok(value.to_owned())
 }
@@ -422,7 +467,10 @@ mod tests {
         let errors = validate_batch(&json!({"data": [item]})).unwrap_err();
         assert_eq!(
             errors,
-            vec![FieldError { field: "data[0].call.id".into(), message: "id should not be empty".into() }]
+            vec![FieldError {
+                field: "data[0].call.id".into(),
+                message: "id should not be empty".into()
+            }]
         );
     }
 
@@ -432,7 +480,10 @@ mod tests {
         first["agent"]["email"] = json!("nope");
         first["call"]["end_time"] = json!("2023-01-01T09:00:00Z");
         let mut second = published_item();
-        second["call"].as_object_mut().unwrap().remove("recording_url");
+        second["call"]
+            .as_object_mut()
+            .unwrap()
+            .remove("recording_url");
         second["call"]["contact_number"] = json!(1234567890);
         second["callback_url"] = json!("http://insecure.example.com/cb");
         let body = json!({"data": [first, "not an object", second]});
@@ -454,14 +505,23 @@ mod tests {
 
     #[test]
     fn the_shape_of_the_document_is_checked_first() {
-        assert_eq!(fields(&validate_batch(&json!({})).unwrap_err()), vec!["data"]);
-        assert_eq!(fields(&validate_batch(&json!({"data": {}})).unwrap_err()), vec!["data"]);
+        assert_eq!(
+            fields(&validate_batch(&json!({})).unwrap_err()),
+            vec!["data"]
+        );
+        assert_eq!(
+            fields(&validate_batch(&json!({"data": {}})).unwrap_err()),
+            vec!["data"]
+        );
         assert_eq!(fields(&validate_batch(&json!([])).unwrap_err()), vec![""]);
         let empty = validate_batch(&json!({"data": []})).unwrap_err();
         assert_eq!(empty[0].message, "data must contain at least 1 call");
         let many: Vec<Value> = (0..51).map(|_| published_item()).collect();
         let too_many = validate_batch(&json!({"data": many})).unwrap_err();
-        assert_eq!(too_many[0].message, "data must contain at most 50 calls, got 51");
+        assert_eq!(
+            too_many[0].message,
+            "data must contain at most 50 calls, got 51"
+        );
     }
 
     #[test]
@@ -500,7 +560,10 @@ mod tests {
         let six: Map<String, Value> = (0..6).map(|i| (format!("k{i}"), json!(i))).collect();
         item["metadata"] = Value::Object(six);
         let errors = validate_batch(&json!({"data": [item]})).unwrap_err();
-        assert_eq!(errors[0].message, "metadata must have at most 5 pairs, got 6");
+        assert_eq!(
+            errors[0].message,
+            "metadata must have at most 5 pairs, got 6"
+        );
 
         let mut item = published_item();
         item["custom_fields"] = json!(vec![json!({"internal_name": "a", "value": "b"}); 11]);

@@ -206,8 +206,7 @@ pub struct UtcTimestamp(DateTime<Utc>);
 
 impl UtcTimestamp {
     pub fn parse(value: &str) -> Result<Self, ValueError> {
-        let invalid =
-            || refuse("must be an ISO 8601 time in UTC, e.g. 2023-01-01T10:00:00Z");
+        let invalid = || refuse("must be an ISO 8601 time in UTC, e.g. 2023-01-01T10:00:00Z");
         let in_utc = value.ends_with('Z') || value.ends_with("+00:00");
         if !in_utc {
             return Err(invalid());
@@ -265,7 +264,15 @@ mod tests {
         for good in ["+1234567890", "+44", "+123456789012345"] {
             assert!(E164Number::parse(good).is_ok(), "{good} refused");
         }
-        for bad in ["1234567890", "+0123", "+1", "+1234567890123456", "+12 34", "+12a4", ""] {
+        for bad in [
+            "1234567890",
+            "+0123",
+            "+1",
+            "+1234567890123456",
+            "+12 34",
+            "+12a4",
+            "",
+        ] {
             assert!(E164Number::parse(bad).is_err(), "{bad} accepted");
         }
     }
@@ -276,7 +283,13 @@ mod tests {
         assert_eq!(t.to_string(), "2023-01-01T10:00:00Z");
         assert_eq!(UtcTimestamp::parse("2023-01-01T10:00:00+00:00").unwrap(), t);
         assert!(UtcTimestamp::parse("2023-01-01T10:00:00.250Z").is_ok());
-        for bad in ["2023-01-01T10:00:00+02:00", "2023-01-01T10:00:00", "2023-01-01", "yesterday", "2023-02-30T10:00:00Z"] {
+        for bad in [
+            "2023-01-01T10:00:00+02:00",
+            "2023-01-01T10:00:00",
+            "2023-01-01",
+            "yesterday",
+            "2023-02-30T10:00:00Z",
+        ] {
             assert!(UtcTimestamp::parse(bad).is_err(), "{bad} accepted");
         }
     }

@@ -1,0 +1,92 @@
+//! The `callingest` command line. Logs go to stderr; stdout carries only a command's output,
+//! so `callingest partner create ... | jq` works.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::{DatabaseConfig, ServeConfig};
+use crate::partners::{self, DEFAULT_RATE_LIMIT_PER_MINUTE};
+
+#[derive(Debug, Parser)]
+#[command(name = "callingest", version, about = "Batch call ingestion service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (applies pending migrations first).
+    Serve(ServeConfig),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseConfig),
+    /// Print the OpenAPI document (or write it to a file).
+    Openapi {
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Manage partners.
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartnerCommand {
+    /// Create a partner; prints `{"partner_id", "api_key", "signing_secret"}` as JSON. The API
+    /// key is shown only this once.
+    Create {
+        /// Partner id: 1 to 64 of A-Z a-z 0-9 . _ -
+        #[arg(long)]
+        id: String,
+        /// Display name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests per minute allowed to the ingest endpoint.
+        #[arg(long, default_value_t = DEFAULT_RATE_LIMIT_PER_MINUTE)]
+        rate_limit_per_minute: u32,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::telemetry::init_logging();
+    match cli.command {
+        Command::Serve(config) => Application::build(&config).await?.run().await,
+        Command::Migrate(database) => {
+            let pool = crate::db::connect(&database).await?;
+            crate::db::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi { output } => {
+            let spec = crate::http::openapi_json();
+            match output {
+                Some(path) => std::fs::write(&path, spec + "\n")
+                    .with_context(|| format!("could not write {}", path.display())),
+                None => {
+                    println!("{spec}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Partner(PartnerCommand::Create {
+            id,
+            name,
+            rate_limit_per_minute,
+            database,
+        }) => {
+            let pool = crate::db::connect(&database).await?;
+            crate::db::migrate(&pool).await?;
+            let credentials =
+                partners::create_partner(&pool, &id, name.as_deref(), rate_limit_per_minute)
+                    .await?;
+            println!("{}", serde_json::to_string(&credentials)?);
+            Ok(())
+        }
+    }
+}

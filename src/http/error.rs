@@ -1,0 +1,199 @@
+//! The one error type of the HTTP layer. Every variant is an answer of the published contract;
+//! all share the `ErrorBody` schema so generated clients get one error type.
+
+use callingest_domain::submission::FieldError;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::ingest::IngestError;
+
+/// Body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Every broken rule of the request, on 422 only.
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<Vec<FieldErrorBody>>,
+}
+
+/// One broken rule of a submitted batch.
+#[derive(Debug, Clone, Object)]
+pub struct FieldErrorBody {
+    /// Path of the field, e.g. `data[0].call.id`.
+    pub field: String,
+    /// What is wrong with it, e.g. `id should not be empty`.
+    pub message: String,
+}
+
+fn body(message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        success: false,
+        message: message.into(),
+        errors: None,
+    })
+}
+
+/// The window of the rate limit, in seconds (limits are per minute).
+const RATE_LIMIT_WINDOW_SECS: u64 = 60;
+
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// A tenant header is missing or blank, or the body is not valid JSON.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Unknown partner, or a missing or wrong API key.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such resource.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The body is larger than 5 MiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not declared as `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// The batch breaks rules of the contract; `errors` lists every one. Nothing was stored.
+    #[oai(status = 422)]
+    ValidationFailed(Json<ErrorBody>),
+    /// The partner sent more requests per minute than its limit allows.
+    #[oai(status = 429)]
+    RateLimited(
+        Json<ErrorBody>,
+        /// Seconds to wait before the next request is allowed.
+        #[oai(header = "Retry-After")]
+        u64,
+        /// The limit in force: `"per-minute";q=<requests>;w=60`.
+        #[oai(header = "RateLimit-Policy")]
+        String,
+        /// What is left of it: `"per-minute";r=0;t=<seconds until allowed>`.
+        #[oai(header = "RateLimit")]
+        String,
+    ),
+    /// Something unexpected failed; details are only in the service's logs.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The database is unreachable for now; try again shortly.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl ApiError {
+    pub fn forbidden() -> Self {
+        Self::Forbidden(body("Forbidden"))
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(body(message))
+    }
+
+    pub fn not_found() -> Self {
+        Self::NotFound(body("Not found"))
+    }
+
+    pub fn payload_too_large(limit_bytes: usize) -> Self {
+        Self::PayloadTooLarge(body(format!(
+            "Request body is larger than {limit_bytes} bytes"
+        )))
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::UnsupportedMediaType(body("Content-Type must be application/json"))
+    }
+
+    pub fn validation_failed(errors: Vec<FieldError>) -> Self {
+        let errors = errors
+            .into_iter()
+            .map(|e| FieldErrorBody {
+                field: e.field,
+                message: e.message,
+            })
+            .collect();
+        Self::ValidationFailed(Json(ErrorBody {
+            success: false,
+            message: "Validation failed".into(),
+            errors: Some(errors),
+        }))
+    }
+
+    pub fn rate_limited(limit_per_minute: u32, wait_secs: u64) -> Self {
+        Self::RateLimited(
+            body(format!(
+                "Rate limit exceeded. Try again in {wait_secs} seconds."
+            )),
+            wait_secs,
+            format!("\"per-minute\";q={limit_per_minute};w={RATE_LIMIT_WINDOW_SECS}"),
+            format!("\"per-minute\";r=0;t={wait_secs}"),
+        )
+    }
+
+    /// Logs the cause chain; the partner only learns that it failed.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %ErrorChain(cause), "request failed");
+        Self::Internal(body("Internal server error"))
+    }
+
+    pub fn unavailable(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::warn!(error = %ErrorChain(cause), "database unavailable");
+        Self::Unavailable(body("Service temporarily unavailable, please retry"))
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        match &err {
+            IngestError::Unavailable(_) => Self::unavailable(&err),
+            IngestError::Store(_) => Self::internal(&err),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::unavailable(&err)
+            }
+            _ => Self::internal(&err),
+        }
+    }
+}
+
+/// Formats an error with all its sources: `outer: inner: root`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
+
+/// Turns any error poem or poem-openapi raised by itself (unknown path, unparsable parameter,
+/// ...) into the same JSON shape; answers already built from an [`ApiError`] pass unchanged.
+pub async fn json_error(err: poem::Error) -> poem::Response {
+    use poem::IntoResponse;
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let message = if status.is_server_error() {
+        tracing::error!(error = %err, "unhandled error");
+        "Internal server error".to_owned()
+    } else if status == poem::http::StatusCode::NOT_FOUND {
+        "Not found".to_owned()
+    } else {
+        err.to_string()
+    };
+    let mut response = body(message).into_response();
+    response.set_status(status);
+    response
+}

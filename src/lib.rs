@@ -1,0 +1,11 @@
+//! The callingest service: configuration, database, HTTP API and command line, wired around
+//! the pure `callingest-domain` crate.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod ingest;
+pub mod partners;
+pub mod telemetry;
