@@ -1,0 +1,204 @@
+//! `spawn_app()`: a fresh database, the service bound to a free loopback port, one partner.
+
+use std::time::Duration;
+
+use callingest::app::Application;
+use callingest::config::{DatabaseConfig, Secret, ServeConfig};
+use callingest::partners::{create_partner, PartnerCredentials};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+
+pub const BATCH_PATH: &str = "/api/v1/partner/ingest/batch-call";
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for one test and is dropped with it.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let server: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+        let name = format!("callingest_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = server
+            .clone()
+            .database("postgres")
+            .connect()
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::query(&format!("create database \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = server.database(&name).to_url_lossy().to_string();
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context: use a thread with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server: PgConnectOptions = server_url().parse().unwrap();
+                if let Ok(mut admin) = server.database("postgres").connect().await {
+                    let _ =
+                        sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                            .execute(&mut admin)
+                            .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub partner: PartnerCredentials,
+    /// Held so the database lives exactly as long as the app (dropped with it).
+    _database: TestDatabase,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with_rate_limit(600).await
+}
+
+pub async fn spawn_app_with_rate_limit(rate_limit_per_minute: u32) -> TestApp {
+    let database = TestDatabase::create().await;
+    let config = ServeConfig {
+        database: DatabaseConfig {
+            url: Secret::new(database.url.clone()),
+            max_connections: 10,
+            acquire_timeout_ms: 5_000,
+        },
+        listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let app = Application::build(&config)
+        .await
+        .expect("application builds");
+    let address = format!("http://{}", app.address());
+    let pool = app.pool().clone();
+    tokio::spawn(app.run());
+    let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)
+        .await
+        .expect("partner created");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestApp {
+        address,
+        pool,
+        client,
+        partner,
+        _database: database,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A batch request with every header right, ready to be altered by a test.
+    pub fn batch_request(&self) -> reqwest::RequestBuilder {
+        self.batch_request_as(&self.partner)
+    }
+
+    pub fn batch_request_as(&self, partner: &PartnerCredentials) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(BATCH_PATH))
+            .header("x-partner-id", &partner.partner_id)
+            .header("x-api-key", &partner.api_key)
+            .header("x-tenant-id", "tenant1")
+            .header("x-sub-tenant-id", "subtenant1")
+    }
+
+    pub async fn post_batch(&self, body: &Value) -> reqwest::Response {
+        self.batch_request()
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// `(event_type, payload)` of one call's events, in order.
+    pub async fn call_events(&self, partner_id: &str, call_id: &str) -> Vec<(String, Value)> {
+        sqlx::query_as(
+            "select event_type, payload from events
+             where aggregate_type = 'Call' and aggregate_id = $1 order by sequence",
+        )
+        .bind(format!("{partner_id}:{call_id}"))
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn count_events_of_type(&self, event_type: &str) -> i64 {
+        sqlx::query_scalar("select count(*) from events where event_type = $1")
+            .bind(event_type)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// The item of the published example, with its `example.com` URLs moved to `.invalid` hosts:
+/// tests never point at anything off this machine.
+pub fn published_item() -> Value {
+    json!({
+        "call": {
+            "id": "call123",
+            "recording_url": "https://recordings.invalid/recordings/call123.mp3",
+            "start_time": "2023-01-01T10:00:00Z",
+            "end_time": "2023-01-01T10:30:00Z",
+            "contact_number": "+1234567890"
+        },
+        "agent": {"id": "agent123", "email": "agent@example.com", "name": "John Doe"},
+        "customer": {
+            "id": "customer123",
+            "name": "Jane Smith",
+            "email": "customer@example.com",
+            "disposition_status": "interested"
+        },
+        "industry": "Technology",
+        "function": "Sales",
+        "callback_url": "https://partner.invalid/callback",
+        "metadata": {"campaign": "Q1 Outreach", "source": "Website"}
+    })
+}
+
+pub fn item_with_id(id: &str) -> Value {
+    let mut item = published_item();
+    item["call"]["id"] = json!(id);
+    item
+}
+
+pub fn batch(items: Vec<Value>) -> Value {
+    json!({ "data": items })
+}
+
+pub async fn json_body(response: reqwest::Response) -> Value {
+    response.json().await.expect("JSON body")
+}

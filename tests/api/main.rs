@@ -1,0 +1,11 @@
+//! End-to-end tests: the real service on 127.0.0.1 over a fresh PostgreSQL database per test.
+//! Set `DATABASE_URL` to the server to use (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! each test creates its own database there and drops it afterwards.
+
+mod helpers;
+
+mod contract_errors;
+mod idempotency;
+mod ingest;
+mod operations;
+mod partners;
