@@ -19,11 +19,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database, applies migrations and binds the listen address
+    /// Connects to the database (creating it if needed), applies migrations and binds the listen address
     /// (port 0 picks a free port: see [`Application::address`]).
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
-        let pool = crate::db::connect(&config.database).await?;
-        crate::db::migrate(&pool).await?;
+        let pool = crate::db::prepare(&config.database).await?;
         let acceptor = TcpListener::bind(config.listen.to_string())
             .into_acceptor()
             .await

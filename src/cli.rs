@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP API (applies pending migrations first).
     Serve(ServeConfig),
-    /// Apply pending database migrations and exit.
+    /// Create the database if needed, apply pending migrations and exit.
     Migrate(DatabaseConfig),
     /// Print the OpenAPI document (or write it to a file).
     Openapi {
@@ -58,8 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => Application::build(&config).await?.run().await,
         Command::Migrate(database) => {
-            let pool = crate::db::connect(&database).await?;
-            crate::db::migrate(&pool).await?;
+            crate::db::prepare(&database).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -80,8 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rate_limit_per_minute,
             database,
         }) => {
-            let pool = crate::db::connect(&database).await?;
-            crate::db::migrate(&pool).await?;
+            let pool = crate::db::prepare(&database).await?;
             let credentials =
                 partners::create_partner(&pool, &id, name.as_deref(), rate_limit_per_minute)
                     .await?;

@@ -57,7 +57,8 @@ pub struct CallAccepted {
     pub sub_tenant_id: TenantId,
     pub batch_id: Uuid,
     pub accepted_at: DateTime<Utc>,
-    pub call: NewCall,
+    /// Boxed: it dwarfs the other events (same JSON either way).
+    pub call: Box<NewCall>,
 }
 
 /// A known call id was submitted again. It is not processed again; this is the audit trail.
@@ -144,7 +145,7 @@ impl Aggregate for Call {
                     partner_id: e.partner_id,
                     tenant_id: e.tenant_id,
                     sub_tenant_id: e.sub_tenant_id,
-                    call: e.call,
+                    call: *e.call,
                 });
             }
             CallEvent::DuplicateSubmissionReceived(_) => {}
@@ -161,7 +162,7 @@ impl Call {
                 sub_tenant_id: cmd.sub_tenant_id,
                 batch_id: cmd.batch_id,
                 accepted_at: cmd.received_at,
-                call: cmd.call,
+                call: Box::new(cmd.call),
             }));
         };
         if known.partner_id != cmd.partner_id {
@@ -231,7 +232,7 @@ mod tests {
             sub_tenant_id: cmd.sub_tenant_id.clone(),
             batch_id: cmd.batch_id,
             accepted_at: cmd.received_at,
-            call: cmd.call.clone(),
+            call: Box::new(cmd.call.clone()),
         })
     }
 
