@@ -7,5 +7,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod ingest;
+pub mod net;
 pub mod partners;
+pub mod processing;
 pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Recording format identification and audio analytics (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Outbound HTTP to partner-supplied URLs (being written).

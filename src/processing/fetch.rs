@@ -1,0 +1,1 @@
+//! Fetching recordings (being written).

@@ -1,0 +1,2 @@
+//! Processing of accepted calls (being written).
+pub mod fetch;
