@@ -89,7 +89,7 @@ impl BatchAppender {
                     call_id.clone(),
                     match event {
                         CallEvent::CallAccepted(_) => CallOutcome::Accepted,
-                        CallEvent::DuplicateSubmissionReceived(_) => CallOutcome::Duplicate,
+                        _ => CallOutcome::Duplicate,
                     },
                 ));
                 rows.push::<Call>(id, entry.last_sequence, &event)?;

@@ -1,0 +1,98 @@
+//! What can be asked of a call. Every command carries the time it happened: the domain reads no
+//! clock.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::submission::NewCall;
+use crate::values::{PartnerId, TenantId};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallCommand {
+    /// Take a submitted call in, or record it as a duplicate when it is already known.
+    AcceptCall(AcceptCall),
+    /// A worker begins fetching the recording (a new attempt).
+    StartFetch { at: DateTime<Utc> },
+    /// The recording was downloaded; `format` is `None` when its bytes are no known format.
+    RecordFetchSuccess(FetchSuccess),
+    /// The download failed; the call decides whether and when it is tried again.
+    RecordFetchFailure(FetchFailure),
+    /// The audio was measured: processing is complete.
+    RecordAnalysis { analytics: AudioAnalytics, at: DateTime<Utc> },
+    /// Processing cannot go on (undecodable audio, ...).
+    FailProcessing { reason: String, at: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptCall {
+    pub partner_id: PartnerId,
+    pub tenant_id: TenantId,
+    pub sub_tenant_id: TenantId,
+    pub batch_id: Uuid,
+    pub call: NewCall,
+    /// When the request carrying the call arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchSuccess {
+    pub bytes: u64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    pub format: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchFailure {
+    /// For the partner: "recording URL answered 404 Not Found".
+    pub error: String,
+    /// Transient (timeout, 5xx, 429) rather than permanent (4xx, too large).
+    pub retryable: bool,
+    /// What the server asked for (a `Retry-After`), if anything.
+    pub retry_after_ms: Option<u64>,
+    pub policy: RetryPolicy,
+    pub at: DateTime<Utc>,
+}
+
+/// How often and how patiently a recording fetch is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Wait before retry n is `backoff_base_ms × 2^(n-1)`.
+    pub backoff_base_ms: u64,
+}
+
+impl RetryPolicy {
+    /// Milliseconds to wait after failed attempt `attempt` (1-based), honouring a longer
+    /// `Retry-After` up to one hour.
+    pub fn delay_ms(&self, attempt: u32, retry_after_ms: Option<u64>) -> u64 {
+        const MAX_DELAY_MS: u64 = 3_600_000;
+        let exponent = attempt.saturating_sub(1).min(30);
+        let backoff = self.backoff_base_ms.saturating_mul(1u64 << exponent);
+        backoff.max(retry_after_ms.unwrap_or(0)).min(MAX_DELAY_MS)
+    }
+}
+
+/// The figures measured on a recording, named for analysts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AudioAnalytics {
+    pub duration_ms: u64,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub codec: String,
+    /// Talk time on the agent's channel (left of a stereo call; the only one of a mono call).
+    pub agent_talk_ms: u64,
+    /// Talk time on the customer's channel (right); `None` for a mono recording.
+    pub customer_talk_ms: Option<u64>,
+    /// Share of the call, 0 to 1, where nobody talks.
+    pub silence_ratio: f64,
+    pub longest_silence_ms: u64,
+    /// Time both sides talk at once.
+    pub overlap_ms: u64,
+    pub mean_dbfs: f64,
+    pub peak_dbfs: f64,
+    /// Share of samples at full scale.
+    pub clipping_ratio: f64,
+}

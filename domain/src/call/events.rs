@@ -1,0 +1,127 @@
+//! What happened to a call, in the past tense. Payloads carry the facts readers need
+//! (attempt numbers, times, figures) so projections stay trivial.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::commands::AudioAnalytics;
+use crate::submission::NewCall;
+use crate::values::{PartnerId, TenantId};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CallEvent {
+    CallAccepted(CallAccepted),
+    DuplicateSubmissionReceived(DuplicateSubmissionReceived),
+    RecordingFetchStarted(RecordingFetchStarted),
+    RecordingFetched(RecordingFetched),
+    RecordingFetchFailed(RecordingFetchFailed),
+    RecordingAnalyzed(RecordingAnalyzed),
+    ProcessingCompleted(ProcessingCompleted),
+    ProcessingFailed(ProcessingFailed),
+}
+
+/// A call was taken in; it holds everything the partner submitted, extra fields included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallAccepted {
+    pub partner_id: PartnerId,
+    pub tenant_id: TenantId,
+    pub sub_tenant_id: TenantId,
+    pub batch_id: Uuid,
+    pub accepted_at: DateTime<Utc>,
+    /// Boxed: it dwarfs the other events (same JSON either way).
+    pub call: Box<NewCall>,
+}
+
+/// A known call id was submitted again. It is not processed again; this is the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateSubmissionReceived {
+    pub batch_id: Uuid,
+    pub tenant_id: TenantId,
+    pub sub_tenant_id: TenantId,
+    pub received_at: DateTime<Utc>,
+    /// Whether the resubmitted call differs from the one accepted (tenants included).
+    pub payload_differs: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingFetchStarted {
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingFetched {
+    pub attempt: u32,
+    pub bytes: u64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    /// `mp3`, `wav`, `aac`, `m4a` or `mp4`, identified from the bytes; `None` if none of them.
+    pub format: Option<String>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingFetchFailed {
+    pub attempt: u32,
+    pub error: String,
+    pub retryable: bool,
+    /// When the next attempt is due; `None` when there will be none.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingAnalyzed {
+    #[serde(flatten)]
+    pub analytics: AudioAnalytics,
+    pub analyzed_at: DateTime<Utc>,
+}
+
+/// What the callback reports under `results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsSummary {
+    pub transcription_available: bool,
+    pub analytics_available: bool,
+    pub duration_ms: u64,
+    pub agent_talk_ms: u64,
+    pub customer_talk_ms: Option<u64>,
+    pub silence_ratio: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessingCompleted {
+    pub completed_at: DateTime<Utc>,
+    /// From acceptance to completion.
+    pub processing_time_ms: u64,
+    pub results: ResultsSummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessingFailed {
+    pub failed_at: DateTime<Utc>,
+    pub processing_time_ms: u64,
+    /// Said so a partner understands it; sent in the callback's `error`.
+    pub reason: String,
+}
+
+impl DomainEvent for CallEvent {
+    fn event_type(&self) -> String {
+        match self {
+            CallEvent::CallAccepted(_) => "CallAccepted",
+            CallEvent::DuplicateSubmissionReceived(_) => "DuplicateSubmissionReceived",
+            CallEvent::RecordingFetchStarted(_) => "RecordingFetchStarted",
+            CallEvent::RecordingFetched(_) => "RecordingFetched",
+            CallEvent::RecordingFetchFailed(_) => "RecordingFetchFailed",
+            CallEvent::RecordingAnalyzed(_) => "RecordingAnalyzed",
+            CallEvent::ProcessingCompleted(_) => "ProcessingCompleted",
+            CallEvent::ProcessingFailed(_) => "ProcessingFailed",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}

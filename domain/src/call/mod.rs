@@ -1,0 +1,266 @@
+//! The `Call` aggregate: one call of one partner, identified by `{partner_id}:{call_id}`.
+//! That identity is what makes ingest idempotent: a call can be accepted once, and every later
+//! submission of the same id is only recorded as a duplicate. It then goes through processing
+//! (fetch, analysis) and ends completed or failed, exactly once.
+
+mod commands;
+mod events;
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+pub use commands::*;
+pub use events::*;
+
+use crate::submission::NewCall;
+use crate::values::{CallId, PartnerId, TenantId};
+
+/// The reason given when the bytes of a recording are none of the supported formats.
+pub const UNSUPPORTED_FORMAT: &str = "unsupported recording format";
+
+/// The aggregate id of a partner's call. Partner ids never contain `:`, so the first colon
+/// splits it back (see [`split_call_aggregate_id`]).
+pub fn call_aggregate_id(partner_id: &PartnerId, call_id: &CallId) -> String {
+    format!("{partner_id}:{call_id}")
+}
+
+/// `(partner_id, call_id)` of a call aggregate id.
+pub fn split_call_aggregate_id(aggregate_id: &str) -> Option<(&str, &str)> {
+    aggregate_id.split_once(':')
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// A guard on the identity rule: a call only ever belongs to the partner that sent it.
+    #[error("call belongs to partner {owner}, not {requester}")]
+    OtherPartnersCall { owner: String, requester: String },
+    #[error("call was never accepted")]
+    NotAccepted,
+    #[error("call processing has already finished")]
+    AlreadyFinished,
+    #[error("no fetch of the recording is in progress")]
+    NoFetchInProgress,
+    #[error("the recording has not been fetched")]
+    NotFetched,
+}
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Nothing known yet (no `CallAccepted`).
+    #[default]
+    Unknown,
+    Accepted,
+    Fetching,
+    Fetched,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    accepted: Option<AcceptedCall>,
+    stage: Stage,
+    fetch_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AcceptedCall {
+    partner_id: PartnerId,
+    tenant_id: TenantId,
+    sub_tenant_id: TenantId,
+    accepted_at: DateTime<Utc>,
+    call: NewCall,
+}
+
+impl Call {
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.stage, Stage::Completed | Stage::Failed)
+    }
+
+    pub fn fetch_attempts(&self) -> u32 {
+        self.fetch_attempts
+    }
+
+    /// The call as first submitted.
+    pub fn submission(&self) -> Option<&NewCall> {
+        self.accepted.as_ref().map(|a| &a.call)
+    }
+}
+
+impl Aggregate for Call {
+    const TYPE: &'static str = "Call";
+    type Command = CallCommand;
+    type Event = CallEvent;
+    type Error = CallError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            CallEvent::CallAccepted(e) => {
+                self.accepted = Some(AcceptedCall {
+                    partner_id: e.partner_id,
+                    tenant_id: e.tenant_id,
+                    sub_tenant_id: e.sub_tenant_id,
+                    accepted_at: e.accepted_at,
+                    call: *e.call,
+                });
+                self.stage = Stage::Accepted;
+            }
+            CallEvent::DuplicateSubmissionReceived(_) => {}
+            CallEvent::RecordingFetchStarted(e) => {
+                self.fetch_attempts = e.attempt;
+                self.stage = Stage::Fetching;
+            }
+            CallEvent::RecordingFetched(_) => self.stage = Stage::Fetched,
+            CallEvent::RecordingFetchFailed(_) => self.stage = Stage::Accepted,
+            CallEvent::RecordingAnalyzed(_) => {}
+            CallEvent::ProcessingCompleted(_) => self.stage = Stage::Completed,
+            CallEvent::ProcessingFailed(_) => self.stage = Stage::Failed,
+        }
+    }
+}
+
+impl Call {
+    /// The events a command yields in the current state; no state changes here.
+    fn decide(&self, command: CallCommand) -> Result<Vec<CallEvent>, CallError> {
+        if let CallCommand::AcceptCall(cmd) = command {
+            return self.accept(cmd).map(|e| vec![e]);
+        }
+        let accepted = self.accepted.as_ref().ok_or(CallError::NotAccepted)?;
+        if self.is_finished() {
+            return Err(CallError::AlreadyFinished);
+        }
+        let elapsed_ms =
+            |at: DateTime<Utc>| (at - accepted.accepted_at).num_milliseconds().max(0) as u64;
+        let failed = |reason: String, at: DateTime<Utc>| {
+            CallEvent::ProcessingFailed(ProcessingFailed {
+                failed_at: at,
+                processing_time_ms: elapsed_ms(at),
+                reason,
+            })
+        };
+        match command {
+            CallCommand::AcceptCall(_) => unreachable!("handled above"),
+            CallCommand::StartFetch { at } => {
+                Ok(vec![CallEvent::RecordingFetchStarted(RecordingFetchStarted {
+                    attempt: self.fetch_attempts + 1,
+                    started_at: at,
+                })])
+            }
+            CallCommand::RecordFetchSuccess(fetch) => {
+                self.require(Stage::Fetching, CallError::NoFetchInProgress)?;
+                let supported = fetch.format.is_some();
+                let mut events = vec![CallEvent::RecordingFetched(RecordingFetched {
+                    attempt: self.fetch_attempts,
+                    bytes: fetch.bytes,
+                    sha256: fetch.sha256,
+                    content_type: fetch.content_type,
+                    format: fetch.format,
+                    fetched_at: fetch.at,
+                })];
+                if !supported {
+                    events.push(failed(UNSUPPORTED_FORMAT.to_owned(), fetch.at));
+                }
+                Ok(events)
+            }
+            CallCommand::RecordFetchFailure(failure) => {
+                self.require(Stage::Fetching, CallError::NoFetchInProgress)?;
+                let attempt = self.fetch_attempts;
+                let again = failure.retryable && attempt < failure.policy.max_attempts;
+                let next_attempt_at = again.then(|| {
+                    let delay = failure.policy.delay_ms(attempt, failure.retry_after_ms);
+                    failure.at + chrono::Duration::milliseconds(delay as i64)
+                });
+                let mut events = vec![CallEvent::RecordingFetchFailed(RecordingFetchFailed {
+                    attempt,
+                    error: failure.error.clone(),
+                    retryable: failure.retryable,
+                    next_attempt_at,
+                    failed_at: failure.at,
+                })];
+                if !again {
+                    events.push(failed(failure.error, failure.at));
+                }
+                Ok(events)
+            }
+            CallCommand::RecordAnalysis { analytics, at } => {
+                self.require(Stage::Fetched, CallError::NotFetched)?;
+                let results = ResultsSummary {
+                    transcription_available: false,
+                    analytics_available: true,
+                    duration_ms: analytics.duration_ms,
+                    agent_talk_ms: analytics.agent_talk_ms,
+                    customer_talk_ms: analytics.customer_talk_ms,
+                    silence_ratio: analytics.silence_ratio,
+                };
+                Ok(vec![
+                    CallEvent::RecordingAnalyzed(RecordingAnalyzed { analytics, analyzed_at: at }),
+                    CallEvent::ProcessingCompleted(ProcessingCompleted {
+                        completed_at: at,
+                        processing_time_ms: elapsed_ms(at),
+                        results,
+                    }),
+                ])
+            }
+            CallCommand::FailProcessing { reason, at } => Ok(vec![failed(reason, at)]),
+        }
+    }
+
+    fn require(&self, stage: Stage, otherwise: CallError) -> Result<(), CallError> {
+        if self.stage == stage {
+            Ok(())
+        } else {
+            Err(otherwise)
+        }
+    }
+
+    fn accept(&self, cmd: AcceptCall) -> Result<CallEvent, CallError> {
+        let Some(known) = &self.accepted else {
+            return Ok(CallEvent::CallAccepted(CallAccepted {
+                partner_id: cmd.partner_id,
+                tenant_id: cmd.tenant_id,
+                sub_tenant_id: cmd.sub_tenant_id,
+                batch_id: cmd.batch_id,
+                accepted_at: cmd.received_at,
+                call: Box::new(cmd.call),
+            }));
+        };
+        if known.partner_id != cmd.partner_id {
+            return Err(CallError::OtherPartnersCall {
+                owner: known.partner_id.to_string(),
+                requester: cmd.partner_id.to_string(),
+            });
+        }
+        let payload_differs = known.call != cmd.call
+            || known.tenant_id != cmd.tenant_id
+            || known.sub_tenant_id != cmd.sub_tenant_id;
+        Ok(CallEvent::DuplicateSubmissionReceived(DuplicateSubmissionReceived {
+            batch_id: cmd.batch_id,
+            tenant_id: cmd.tenant_id,
+            sub_tenant_id: cmd.sub_tenant_id,
+            received_at: cmd.received_at,
+            payload_differs,
+        }))
+    }
+}

@@ -1,0 +1,381 @@
+use super::*;
+use crate::submission::validate_batch;
+use cqrs_es::test::TestFramework;
+use cqrs_es::DomainEvent;
+use serde_json::json;
+use uuid::Uuid;
+
+type CallTest = TestFramework<Call>;
+
+fn new_call(id: &str) -> NewCall {
+    let body = json!({"data": [{
+        "call": {
+            "id": id,
+            "recording_url": "https://recordings.invalid/a.mp3",
+            "start_time": "2023-01-01T10:00:00Z",
+            "end_time": "2023-01-01T10:30:00Z",
+            "contact_number": "+1234567890"
+        },
+        "agent": {"id": "agent-1"},
+        "customer": {"id": "customer-1"}
+    }]});
+    validate_batch(&body).unwrap().remove(0)
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn accept(partner: &str, tenant: &str, call: NewCall, batch: u128) -> AcceptCall {
+    AcceptCall {
+        partner_id: PartnerId::parse(partner).unwrap(),
+        tenant_id: TenantId::parse(tenant).unwrap(),
+        sub_tenant_id: TenantId::parse("sub").unwrap(),
+        batch_id: Uuid::from_u128(batch),
+        call,
+        received_at: at("2024-05-01T12:00:00Z"),
+    }
+}
+
+fn accepted(cmd: &AcceptCall) -> CallEvent {
+    CallEvent::CallAccepted(CallAccepted {
+        partner_id: cmd.partner_id.clone(),
+        tenant_id: cmd.tenant_id.clone(),
+        sub_tenant_id: cmd.sub_tenant_id.clone(),
+        batch_id: cmd.batch_id,
+        accepted_at: cmd.received_at,
+        call: Box::new(cmd.call.clone()),
+    })
+}
+
+#[test]
+fn a_new_call_is_accepted_with_everything_submitted() {
+    let cmd = accept("p1", "t1", new_call("c1"), 1);
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(CallCommand::AcceptCall(cmd.clone()))
+        .then_expect_events(vec![accepted(&cmd)]);
+}
+
+#[test]
+fn the_same_call_again_is_a_duplicate_not_a_second_acceptance() {
+    let first = accept("p1", "t1", new_call("c1"), 1);
+    let again = accept("p1", "t1", new_call("c1"), 2);
+    CallTest::with(())
+        .given(vec![accepted(&first)])
+        .when(CallCommand::AcceptCall(again.clone()))
+        .then_expect_events(vec![CallEvent::DuplicateSubmissionReceived(
+            DuplicateSubmissionReceived {
+                batch_id: again.batch_id,
+                tenant_id: again.tenant_id,
+                sub_tenant_id: again.sub_tenant_id,
+                received_at: again.received_at,
+                payload_differs: false,
+            },
+        )]);
+}
+
+#[test]
+fn a_duplicate_records_that_its_payload_differed() {
+    let first = accept("p1", "t1", new_call("c1"), 1);
+    let mut changed = new_call("c1");
+    changed.agent.extra.insert("team".into(), json!("red"));
+    for again in [
+        accept("p1", "t1", changed, 2),
+        accept("p1", "other-tenant", new_call("c1"), 2),
+    ] {
+        let events = CallTest::with(())
+            .given(vec![accepted(&first)])
+            .when(CallCommand::AcceptCall(again))
+            .inspect_result()
+            .unwrap();
+        let [CallEvent::DuplicateSubmissionReceived(dup)] = events.as_slice() else {
+            panic!("expected one duplicate, got {events:?}");
+        };
+        assert!(dup.payload_differs);
+    }
+}
+
+#[test]
+fn a_call_cannot_be_taken_over_by_another_partner() {
+    let first = accept("p1", "t1", new_call("c1"), 1);
+    CallTest::with(())
+        .given(vec![accepted(&first)])
+        .when(CallCommand::AcceptCall(accept(
+            "p2",
+            "t1",
+            new_call("c1"),
+            2,
+        )))
+        .then_expect_error(CallError::OtherPartnersCall {
+            owner: "p1".into(),
+            requester: "p2".into(),
+        });
+}
+
+#[test]
+fn aggregate_ids_split_at_the_first_colon() {
+    let partner = PartnerId::parse("acme").unwrap();
+    let call = CallId::parse("a:b:c").unwrap();
+    let id = call_aggregate_id(&partner, &call);
+    assert_eq!(id, "acme:a:b:c");
+    assert_eq!(split_call_aggregate_id(&id), Some(("acme", "a:b:c")));
+}
+
+#[test]
+fn event_types_are_the_variant_names() {
+    let cmd = accept("p1", "t1", new_call("c1"), 1);
+    assert_eq!(accepted(&cmd).event_type(), "CallAccepted");
+    let json = serde_json::to_value(accepted(&cmd)).unwrap();
+    assert!(json.get("CallAccepted").is_some());
+}
+
+// ---------------------------------------------------------------- processing
+
+fn accepted_call() -> CallEvent {
+    accepted(&accept("p1", "t1", new_call("c1"), 1))
+}
+
+fn started(attempt: u32) -> CallEvent {
+    CallEvent::RecordingFetchStarted(RecordingFetchStarted {
+        attempt,
+        started_at: at("2024-05-01T12:00:01Z"),
+    })
+}
+
+const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, backoff_base_ms: 1_000 };
+
+fn failure(retryable: bool, retry_after_ms: Option<u64>) -> CallCommand {
+    CallCommand::RecordFetchFailure(FetchFailure {
+        error: "recording URL answered 503 Service Unavailable".into(),
+        retryable,
+        retry_after_ms,
+        policy: POLICY,
+        at: at("2024-05-01T12:00:02Z"),
+    })
+}
+
+fn analytics() -> AudioAnalytics {
+    AudioAnalytics {
+        duration_ms: 4_000,
+        sample_rate: 8_000,
+        channels: 2,
+        codec: "pcm_s16le".into(),
+        agent_talk_ms: 2_000,
+        customer_talk_ms: Some(0),
+        silence_ratio: 0.5,
+        longest_silence_ms: 1_500,
+        overlap_ms: 0,
+        mean_dbfs: -20.0,
+        peak_dbfs: -12.0,
+        clipping_ratio: 0.0,
+    }
+}
+
+fn fetched(format: Option<&str>) -> CallCommand {
+    CallCommand::RecordFetchSuccess(FetchSuccess {
+        bytes: 64_000,
+        sha256: "ab".repeat(32),
+        content_type: Some("audio/wav".into()),
+        format: format.map(str::to_owned),
+        at: at("2024-05-01T12:00:03Z"),
+    })
+}
+
+fn fetched_event() -> CallEvent {
+    CallEvent::RecordingFetched(RecordingFetched {
+        attempt: 1,
+        bytes: 64_000,
+        sha256: "ab".repeat(32),
+        content_type: Some("audio/wav".into()),
+        format: Some("wav".into()),
+        fetched_at: at("2024-05-01T12:00:03Z"),
+    })
+}
+
+#[test]
+fn a_fetch_starts_with_attempt_one_then_counts_up() {
+    CallTest::with(())
+        .given(vec![accepted_call()])
+        .when(CallCommand::StartFetch { at: at("2024-05-01T12:00:01Z") })
+        .then_expect_events(vec![started(1)]);
+    let failed_once = CallEvent::RecordingFetchFailed(RecordingFetchFailed {
+        attempt: 1,
+        error: "x".into(),
+        retryable: true,
+        next_attempt_at: Some(at("2024-05-01T12:00:03Z")),
+        failed_at: at("2024-05-01T12:00:02Z"),
+    });
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), failed_once])
+        .when(CallCommand::StartFetch { at: at("2024-05-01T12:00:01Z") })
+        .then_expect_events(vec![started(2)]);
+}
+
+#[test]
+fn nothing_can_be_processed_for_an_unknown_call() {
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(CallCommand::StartFetch { at: at("2024-05-01T12:00:01Z") })
+        .then_expect_error(CallError::NotAccepted);
+}
+
+#[test]
+fn a_transient_failure_schedules_the_next_attempt_with_backoff() {
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1)])
+        .when(failure(true, None))
+        .then_expect_events(vec![CallEvent::RecordingFetchFailed(RecordingFetchFailed {
+            attempt: 1,
+            error: "recording URL answered 503 Service Unavailable".into(),
+            retryable: true,
+            next_attempt_at: Some(at("2024-05-01T12:00:03Z")),
+            failed_at: at("2024-05-01T12:00:02Z"),
+        })]);
+}
+
+#[test]
+fn a_longer_retry_after_is_honoured() {
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(1)])
+        .when(failure(true, Some(10_000)))
+        .inspect_result()
+        .unwrap();
+    let CallEvent::RecordingFetchFailed(failed) = &events[0] else { panic!("{events:?}") };
+    assert_eq!(failed.next_attempt_at, Some(at("2024-05-01T12:00:12Z")));
+}
+
+#[test]
+fn backoff_doubles_per_attempt() {
+    assert_eq!(POLICY.delay_ms(1, None), 1_000);
+    assert_eq!(POLICY.delay_ms(2, None), 2_000);
+    assert_eq!(POLICY.delay_ms(3, None), 4_000);
+    assert_eq!(POLICY.delay_ms(40, None), 3_600_000);
+}
+
+#[test]
+fn the_last_allowed_attempt_failing_fails_the_call() {
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(3)])
+        .when(failure(true, None))
+        .inspect_result()
+        .unwrap();
+    let types: Vec<String> = events.iter().map(cqrs_es::DomainEvent::event_type).collect();
+    assert_eq!(types, vec!["RecordingFetchFailed", "ProcessingFailed"]);
+    let CallEvent::ProcessingFailed(failed) = &events[1] else { panic!() };
+    assert_eq!(failed.reason, "recording URL answered 503 Service Unavailable");
+    assert_eq!(failed.processing_time_ms, 2_000);
+}
+
+#[test]
+fn a_permanent_failure_fails_the_call_at_once() {
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(1)])
+        .when(failure(false, None))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(&events[0], CallEvent::RecordingFetchFailed(f) if f.next_attempt_at.is_none()));
+    assert!(matches!(&events[1], CallEvent::ProcessingFailed(_)));
+}
+
+#[test]
+fn a_fetch_result_needs_a_fetch_in_progress() {
+    CallTest::with(())
+        .given(vec![accepted_call()])
+        .when(fetched(Some("wav")))
+        .then_expect_error(CallError::NoFetchInProgress);
+    CallTest::with(())
+        .given(vec![accepted_call()])
+        .when(failure(true, None))
+        .then_expect_error(CallError::NoFetchInProgress);
+}
+
+#[test]
+fn a_fetched_recording_is_recorded_with_its_format() {
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1)])
+        .when(fetched(Some("wav")))
+        .then_expect_events(vec![fetched_event()]);
+}
+
+#[test]
+fn bytes_of_no_known_format_fail_the_call() {
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(1)])
+        .when(fetched(None))
+        .inspect_result()
+        .unwrap();
+    let CallEvent::ProcessingFailed(failed) = &events[1] else { panic!("{events:?}") };
+    assert_eq!(failed.reason, UNSUPPORTED_FORMAT);
+}
+
+#[test]
+fn an_analysis_completes_the_call_with_a_summary() {
+    let when = at("2024-05-01T12:00:04Z");
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::RecordAnalysis { analytics: analytics(), at: when })
+        .then_expect_events(vec![
+            CallEvent::RecordingAnalyzed(RecordingAnalyzed { analytics: analytics(), analyzed_at: when }),
+            CallEvent::ProcessingCompleted(ProcessingCompleted {
+                completed_at: when,
+                processing_time_ms: 4_000,
+                results: ResultsSummary {
+                    transcription_available: false,
+                    analytics_available: true,
+                    duration_ms: 4_000,
+                    agent_talk_ms: 2_000,
+                    customer_talk_ms: Some(0),
+                    silence_ratio: 0.5,
+                },
+            }),
+        ]);
+}
+
+#[test]
+fn an_analysis_needs_a_fetched_recording() {
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1)])
+        .when(CallCommand::RecordAnalysis { analytics: analytics(), at: at("2024-05-01T12:00:04Z") })
+        .then_expect_error(CallError::NotFetched);
+}
+
+#[test]
+fn a_finished_call_is_never_processed_again() {
+    let completed = CallEvent::ProcessingCompleted(ProcessingCompleted {
+        completed_at: at("2024-05-01T12:00:04Z"),
+        processing_time_ms: 4_000,
+        results: ResultsSummary {
+            transcription_available: false,
+            analytics_available: true,
+            duration_ms: 1,
+            agent_talk_ms: 1,
+            customer_talk_ms: None,
+            silence_ratio: 0.0,
+        },
+    });
+    let history = vec![accepted_call(), started(1), fetched_event(), completed];
+    for command in [
+        CallCommand::StartFetch { at: at("2024-05-01T12:00:05Z") },
+        CallCommand::RecordAnalysis { analytics: analytics(), at: at("2024-05-01T12:00:05Z") },
+        CallCommand::FailProcessing { reason: "x".into(), at: at("2024-05-01T12:00:05Z") },
+    ] {
+        CallTest::with(())
+            .given(history.clone())
+            .when(command)
+            .then_expect_error(CallError::AlreadyFinished);
+    }
+}
+
+#[test]
+fn processing_can_be_failed_with_a_reason() {
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::FailProcessing {
+            reason: "recording could not be decoded".into(),
+            at: at("2024-05-01T12:00:04Z"),
+        })
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(&events[0], CallEvent::ProcessingFailed(f) if f.reason == "recording could not be decoded"));
+}
