@@ -1,0 +1,266 @@
+//! The rows of the analyst read models and how each event changes them: pure functions, no IO.
+//! Field names are the column names (rows travel to and from PostgreSQL as JSON records).
+
+use callingest_domain::batch::BatchSubmitted;
+use callingest_domain::call::{CallAccepted, CallEvent};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallStatus {
+    Accepted,
+    Fetching,
+    Analysing,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRow {
+    pub partner_id: String,
+    pub call_id: String,
+    pub tenant_id: String,
+    pub sub_tenant_id: String,
+    pub batch_id: Uuid,
+    pub agent_id: String,
+    pub customer_id: String,
+    pub contact_number: String,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub call_duration_ms: i64,
+    pub has_callback: bool,
+    pub status: CallStatus,
+    pub accepted_at: DateTime<Utc>,
+    pub fetch_started_at: Option<DateTime<Utc>>,
+    pub fetched_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub processing_time_ms: Option<i64>,
+    pub fetch_attempts: i32,
+    pub duplicate_submissions: i32,
+    pub error: Option<String>,
+    pub recording_bytes: Option<i64>,
+    pub recording_sha256: Option<String>,
+    pub recording_format: Option<String>,
+    pub recording_duration_ms: Option<i64>,
+    pub sample_rate: Option<i32>,
+    pub channels: Option<i16>,
+    pub codec: Option<String>,
+    pub agent_talk_ms: Option<i64>,
+    pub customer_talk_ms: Option<i64>,
+    pub silence_ratio: Option<f64>,
+    pub longest_silence_ms: Option<i64>,
+    pub overlap_ms: Option<i64>,
+    pub mean_dbfs: Option<f64>,
+    pub peak_dbfs: Option<f64>,
+    pub clipping_ratio: Option<f64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl CallRow {
+    pub fn accepted(e: &CallAccepted) -> Self {
+        let call = &e.call;
+        let start = call.call.start_time.as_datetime();
+        let end = call.call.end_time.as_datetime();
+        Self {
+            partner_id: e.partner_id.to_string(),
+            call_id: call.call.id.to_string(),
+            tenant_id: e.tenant_id.to_string(),
+            sub_tenant_id: e.sub_tenant_id.to_string(),
+            batch_id: e.batch_id,
+            agent_id: call.agent.id.to_string(),
+            customer_id: call.customer.id.to_string(),
+            contact_number: call.call.contact_number.to_string(),
+            start_time: start,
+            end_time: end,
+            call_duration_ms: (end - start).num_milliseconds(),
+            has_callback: call.callback_url.is_some(),
+            status: CallStatus::Accepted,
+            accepted_at: e.accepted_at,
+            fetch_started_at: None,
+            fetched_at: None,
+            completed_at: None,
+            failed_at: None,
+            processing_time_ms: None,
+            fetch_attempts: 0,
+            duplicate_submissions: 0,
+            error: None,
+            recording_bytes: None,
+            recording_sha256: None,
+            recording_format: None,
+            recording_duration_ms: None,
+            sample_rate: None,
+            channels: None,
+            codec: None,
+            agent_talk_ms: None,
+            customer_talk_ms: None,
+            silence_ratio: None,
+            longest_silence_ms: None,
+            overlap_ms: None,
+            mean_dbfs: None,
+            peak_dbfs: None,
+            clipping_ratio: None,
+            updated_at: e.accepted_at,
+        }
+    }
+
+    /// The day the call counts for in daily statistics: the UTC date it started.
+    pub fn day(&self) -> NaiveDate {
+        self.start_time.date_naive()
+    }
+
+    /// Folds one later event of this call into the row.
+    pub fn apply(&mut self, event: &CallEvent, recorded_at: DateTime<Utc>) {
+        self.updated_at = recorded_at;
+        match event {
+            CallEvent::CallAccepted(_) => {}
+            CallEvent::DuplicateSubmissionReceived(_) => self.duplicate_submissions += 1,
+            CallEvent::RecordingFetchStarted(e) => {
+                self.status = CallStatus::Fetching;
+                self.fetch_attempts = e.attempt as i32;
+                self.fetch_started_at.get_or_insert(e.started_at);
+            }
+            CallEvent::RecordingFetched(e) => {
+                self.status = CallStatus::Analysing;
+                self.fetched_at = Some(e.fetched_at);
+                self.recording_bytes = Some(e.bytes as i64);
+                self.recording_sha256 = Some(e.sha256.clone());
+                self.recording_format = e.format.clone();
+            }
+            // A failed attempt leaves the call `fetching` until it is retried or fails for good.
+            CallEvent::RecordingFetchFailed(e) => self.error = Some(e.error.clone()),
+            CallEvent::RecordingAnalyzed(e) => {
+                let a = &e.analytics;
+                self.recording_duration_ms = Some(a.duration_ms as i64);
+                self.sample_rate = Some(a.sample_rate as i32);
+                self.channels = Some(a.channels as i16);
+                self.codec = Some(a.codec.clone());
+                self.agent_talk_ms = Some(a.agent_talk_ms as i64);
+                self.customer_talk_ms = a.customer_talk_ms.map(|ms| ms as i64);
+                self.silence_ratio = Some(a.silence_ratio);
+                self.longest_silence_ms = Some(a.longest_silence_ms as i64);
+                self.overlap_ms = Some(a.overlap_ms as i64);
+                self.mean_dbfs = Some(a.mean_dbfs);
+                self.peak_dbfs = Some(a.peak_dbfs);
+                self.clipping_ratio = Some(a.clipping_ratio);
+            }
+            CallEvent::ProcessingCompleted(e) => {
+                self.status = CallStatus::Completed;
+                self.completed_at = Some(e.completed_at);
+                self.processing_time_ms = Some(e.processing_time_ms as i64);
+                self.error = None;
+            }
+            CallEvent::ProcessingFailed(e) => {
+                self.status = CallStatus::Failed;
+                self.failed_at = Some(e.failed_at);
+                self.processing_time_ms = Some(e.processing_time_ms as i64);
+                self.error = Some(e.reason.clone());
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRow {
+    pub batch_id: Uuid,
+    pub partner_id: String,
+    pub tenant_id: String,
+    pub sub_tenant_id: String,
+    pub received_at: Option<DateTime<Utc>>,
+    pub call_count: i32,
+    pub accepted_count: i32,
+    pub fetching_count: i32,
+    pub analysing_count: i32,
+    pub completed_count: i32,
+    pub failed_count: i32,
+    pub duplicate_count: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BatchRow {
+    pub fn new(batch_id: Uuid, partner_id: &str, tenant_id: &str, sub_tenant_id: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            batch_id,
+            partner_id: partner_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            sub_tenant_id: sub_tenant_id.to_owned(),
+            received_at: None,
+            call_count: 0,
+            accepted_count: 0,
+            fetching_count: 0,
+            analysing_count: 0,
+            completed_count: 0,
+            failed_count: 0,
+            duplicate_count: 0,
+            updated_at: at,
+        }
+    }
+
+    pub fn submitted(&mut self, e: &BatchSubmitted) {
+        self.received_at = Some(e.received_at);
+        self.call_count = e.call_ids.len() as i32;
+        self.updated_at = e.received_at;
+    }
+
+    /// Moves one call between status counts (`from` is `None` for a call just accepted).
+    pub fn count(&mut self, from: Option<CallStatus>, to: CallStatus, at: DateTime<Utc>) {
+        if let Some(from) = from {
+            *self.counter(from) -= 1;
+        }
+        *self.counter(to) += 1;
+        self.updated_at = at;
+    }
+
+    fn counter(&mut self, status: CallStatus) -> &mut i32 {
+        match status {
+            CallStatus::Accepted => &mut self.accepted_count,
+            CallStatus::Fetching => &mut self.fetching_count,
+            CallStatus::Analysing => &mut self.analysing_count,
+            CallStatus::Completed => &mut self.completed_count,
+            CallStatus::Failed => &mut self.failed_count,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DailyTenantStatsRow {
+    pub day: NaiveDate,
+    pub partner_id: String,
+    pub tenant_id: String,
+    pub calls: i32,
+    pub completed: i32,
+    pub failed: i32,
+    pub total_recording_minutes: f64,
+    pub mean_recording_minutes: Option<f64>,
+}
+
+impl DailyTenantStatsRow {
+    pub fn new(day: NaiveDate, partner_id: &str, tenant_id: &str) -> Self {
+        Self {
+            day,
+            partner_id: partner_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            calls: 0,
+            completed: 0,
+            failed: 0,
+            total_recording_minutes: 0.0,
+            mean_recording_minutes: None,
+        }
+    }
+
+    /// Counts a call reaching `status`; completed calls add their recording's minutes.
+    pub fn count(&mut self, status: CallStatus, recording_duration_ms: Option<i64>) {
+        match status {
+            CallStatus::Accepted => self.calls += 1,
+            CallStatus::Completed => {
+                self.completed += 1;
+                self.total_recording_minutes += recording_duration_ms.unwrap_or(0) as f64 / 60_000.0;
+                self.mean_recording_minutes = Some(self.total_recording_minutes / self.completed as f64);
+            }
+            CallStatus::Failed => self.failed += 1,
+            CallStatus::Fetching | CallStatus::Analysing => {}
+        }
+    }
+}
