@@ -1,1 +1,115 @@
-//! Recording format identification and audio analytics (placeholder, being written).
+//! Recording identification and call analytics, in pure Rust (symphonia; no ffmpeg at run time).
+//!
+//! - [`identify`] decides the [`RecordingFormat`] from a file's first bytes.
+//! - [`analyze`] decodes the whole file once, streaming, and measures duration, levels and talk
+//!   time per side (stereo: left = agent, right = customer). See [`Analysis`] for units.
+//!
+//! # Talk and silence rule
+//!
+//! Channels 0 (left, agent) and 1 (right, customer) are cut into 20 ms frames. A frame is
+//! speech when its RMS level is above `max(-45 dBFS, noise floor + 12 dB)`; the noise floor is
+//! a per-channel running minimum of frame levels (starts at the first frame, drops at once to
+//! any quieter frame, otherwise rises 5 dB/s), so steady hum or line noise is not talk. Gaps of
+//! up to 300 ms between speech frames of a channel count as speech (pauses between syllables),
+//! but no hangover is added after the last speech frame. Talk time is speech frames × frame
+//! length; silence is where neither channel has speech; overlap is where both do. Further
+//! channels count towards the levels only.
+
+mod decode;
+mod format;
+mod meter;
+
+use std::path::Path;
+
+pub use format::{identify, RecordingFormat};
+
+/// What [`analyze`] measured. Durations are in milliseconds of decoded audio, levels in dBFS
+/// (0 dBFS = digital full scale).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Decoded sample frames / sample rate (not container metadata), in ms. For MP3 the
+    /// encoder delay/padding recorded in a LAME/Xing header is trimmed; for AAC it is not (up
+    /// to ~2048 extra samples of priming and padding).
+    pub duration_ms: u64,
+    /// Sample rate of the decoded audio, in Hz.
+    pub sample_rate: u32,
+    /// Number of decoded channels.
+    pub channels: u16,
+    /// Decoder short name, e.g. `mp3`, `aac`, `pcm_s16le`.
+    pub codec: String,
+    /// Speech time on channel 0 (left; the whole signal of a mono file), in ms.
+    pub agent_talk_ms: u64,
+    /// Speech time on channel 1 (right), in ms; `None` for mono.
+    pub customer_talk_ms: Option<u64>,
+    /// Fraction (0..=1) of the call where no tracked channel has speech.
+    pub silence_ratio: f64,
+    /// Longest stretch where no tracked channel has speech, in ms.
+    pub longest_silence_ms: u64,
+    /// Time both channels have speech at once, in ms (0 for mono).
+    pub overlap_ms: u64,
+    /// RMS level over all samples of all channels, in dBFS; digital silence is -120.
+    pub mean_dbfs: f64,
+    /// Largest absolute sample, in dBFS (can exceed 0 for lossy codecs that overshoot); -120
+    /// for digital silence.
+    pub peak_dbfs: f64,
+    /// Fraction (0..=1) of all samples with |s| >= 0.999 of full scale.
+    pub clipping_ratio: f64,
+}
+
+/// Why a recording could not be analysed. `Unsupported` and `Undecodable` are permanent (the
+/// same bytes will fail again); `Io` is about reading the local file.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// The container or codec is one this crate cannot demux/decode (e.g. an MP4 whose only
+    /// track is video, or a codec other than AAC inside MP4).
+    #[error("unsupported audio: {0}")]
+    Unsupported(String),
+    /// The bytes are not valid audio of the given format, are corrupt, or hold no audio.
+    #[error("undecodable audio: {0}")]
+    Undecodable(String),
+    /// Reading the file failed.
+    #[error("reading the recording failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Decodes the whole file, streaming, and measures it.
+///
+/// Memory is bounded whatever the call's length: samples are measured block by block as they
+/// are decoded and never collected. `format` is what [`identify`] returned for the file's first
+/// bytes; the matching demuxer is used directly.
+///
+/// A panic inside the decoder on hostile input (symphonia parses untrusted bytes) is caught
+/// and reported as [`AnalysisError::Undecodable`], so one bad upload cannot take a worker down.
+pub fn analyze(path: &Path, format: RecordingFormat) -> Result<Analysis, AnalysisError> {
+    let decoded = std::panic::catch_unwind(|| decode::decode_and_measure(path, format)).map_err(
+        |panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".to_string());
+            AnalysisError::Undecodable(format!("{}: decoder panicked: {msg}", format.as_str()))
+        },
+    )??;
+    let m = &decoded.measurements;
+    let stereo = m.channels >= 2;
+    let silence_ratio = if m.frames == 0 {
+        0.0
+    } else {
+        m.silence_samples as f64 / m.frames as f64
+    };
+    Ok(Analysis {
+        duration_ms: m.samples_to_ms(m.frames),
+        sample_rate: m.sample_rate,
+        channels: m.channels,
+        codec: decoded.codec,
+        agent_talk_ms: m.samples_to_ms(m.talk_samples[0]),
+        customer_talk_ms: stereo.then(|| m.samples_to_ms(m.talk_samples[1])),
+        silence_ratio,
+        longest_silence_ms: m.samples_to_ms(m.longest_silence_samples),
+        overlap_ms: m.samples_to_ms(m.overlap_samples),
+        mean_dbfs: m.mean_dbfs,
+        peak_dbfs: m.peak_dbfs,
+        clipping_ratio: m.clipping_ratio,
+    })
+}

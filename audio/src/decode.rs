@@ -1,0 +1,214 @@
+//! Streaming demux + decode with symphonia, feeding each decoded block to the [`Meter`].
+//!
+//! Only one decoded packet (a few KiB of samples) is alive at a time; nothing accumulates with
+//! the length of the call.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use symphonia::core::audio::conv::IntoSample;
+use symphonia::core::audio::sample::Sample;
+use symphonia::core::audio::{Audio, AudioBuffer, GenericAudioBufferRef};
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::default::formats::{AdtsReader, IsoMp4Reader, MpaReader, WavReader};
+
+use crate::meter::{Measurements, Meter};
+use crate::{AnalysisError, RecordingFormat};
+
+/// What the decoder produced, before conversion to the public `Analysis`.
+pub(crate) struct Decoded {
+    pub codec: String,
+    pub measurements: Measurements,
+}
+
+/// Opens the reader for the format the bytes were identified as.
+///
+/// The caller already knows the format (from [`crate::identify`]), so the matching demuxer is
+/// built directly instead of probing: a probe would scan for *any* known format and could pick
+/// a different reader than the one the recording was accepted as.
+fn open_reader(
+    path: &Path,
+    format: RecordingFormat,
+) -> Result<Box<dyn FormatReader>, AnalysisError> {
+    let file = File::open(path)?;
+    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let opts = FormatOptions::default();
+    let what = format.as_str();
+    let reader: Box<dyn FormatReader> = match format {
+        RecordingFormat::Wav => {
+            Box::new(WavReader::try_new(mss, opts).map_err(|e| open_err(what, e))?)
+        }
+        RecordingFormat::Mp3 => {
+            Box::new(MpaReader::try_new(mss, opts).map_err(|e| open_err(what, e))?)
+        }
+        RecordingFormat::Aac => {
+            Box::new(AdtsReader::try_new(mss, opts).map_err(|e| open_err(what, e))?)
+        }
+        RecordingFormat::M4a | RecordingFormat::Mp4 => {
+            Box::new(IsoMp4Reader::try_new(mss, opts).map_err(|e| open_err(what, e))?)
+        }
+    };
+    Ok(reader)
+}
+
+/// A container that cannot even be opened is not what its first bytes claimed.
+fn open_err(what: &str, e: SymError) -> AnalysisError {
+    match e {
+        SymError::Unsupported(f) => AnalysisError::Unsupported(format!("{what}: {f}")),
+        SymError::IoError(io) if io.kind() != ErrorKind::UnexpectedEof => AnalysisError::Io(io),
+        SymError::IoError(_) => {
+            AnalysisError::Undecodable(format!("{what}: file ends before the first audio"))
+        }
+        other => AnalysisError::Undecodable(format!("not a valid {what} file: {other}")),
+    }
+}
+
+pub(crate) fn decode_and_measure(
+    path: &Path,
+    format: RecordingFormat,
+) -> Result<Decoded, AnalysisError> {
+    let mut reader = open_reader(path, format)?;
+    let what = format.as_str();
+
+    let track = reader
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| AnalysisError::Unsupported(format!("{what}: no audio track")))?;
+    let track_id = track.id;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| AnalysisError::Unsupported(format!("{what}: no audio codec parameters")))?;
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(f) => AnalysisError::Unsupported(format!("{what}: codec {f}")),
+            other => AnalysisError::Undecodable(format!("{what}: {other}")),
+        })?;
+    let codec = decoder.codec_info().short_name.to_string();
+
+    let mut meter: Option<Meter> = None;
+    let mut scratch: Vec<f32> = Vec::new();
+    let mut good_packets = 0u64;
+    let mut bad_packets = 0u64;
+
+    loop {
+        let packet = match reader.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            // Demuxers report a file cut short inside a packet or box as an unexpected EOF.
+            // Once audio has been decoded, that is the ordinary end of a recording whose upload
+            // or encoder stopped early: the audio that is there is measured. Before any audio
+            // it means there is nothing to measure.
+            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+                if meter.is_some() {
+                    break;
+                }
+                return Err(AnalysisError::Undecodable(format!(
+                    "{what}: file ends before the first audio"
+                )));
+            }
+            Err(SymError::IoError(e)) => return Err(AnalysisError::Io(e)),
+            Err(SymError::ResetRequired) => {
+                return Err(AnalysisError::Unsupported(format!(
+                    "{what}: chained streams"
+                )))
+            }
+            Err(SymError::Unsupported(f)) => {
+                return Err(AnalysisError::Unsupported(format!("{what}: {f}")))
+            }
+            Err(e) => return Err(AnalysisError::Undecodable(format!("{what}: {e}"))),
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        let buf = match decoder.decode(&packet) {
+            Ok(buf) => buf,
+            // One damaged packet should not fail an hour-long call: skip it, and judge the
+            // file as a whole at the end.
+            Err(SymError::DecodeError(_)) => {
+                bad_packets += 1;
+                continue;
+            }
+            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+                bad_packets += 1;
+                continue;
+            }
+            Err(SymError::Unsupported(f)) => {
+                return Err(AnalysisError::Unsupported(format!("{what}: {f}")))
+            }
+            Err(e) => return Err(AnalysisError::Undecodable(format!("{what}: {e}"))),
+        };
+        good_packets += 1;
+        if buf.frames() == 0 {
+            continue;
+        }
+        let rate = buf.spec().rate();
+        let channels = buf.spec().channels().count();
+        if rate == 0 || channels == 0 {
+            return Err(AnalysisError::Undecodable(format!(
+                "{what}: no sample rate or channels"
+            )));
+        }
+        let m = meter.get_or_insert_with(|| Meter::new(rate, channels));
+        // Talk and level measurements assume one rate and layout for the whole call.
+        if m.sample_rate() != rate || m.channels() != channels {
+            return Err(AnalysisError::Unsupported(format!(
+                "{what}: sample rate or channel count changes mid-stream"
+            )));
+        }
+        feed(m, &buf, &mut scratch);
+    }
+
+    if bad_packets > good_packets {
+        return Err(AnalysisError::Undecodable(format!(
+            "{what}: {bad_packets} of {} packets are corrupt",
+            bad_packets + good_packets
+        )));
+    }
+    let meter = meter
+        .ok_or_else(|| AnalysisError::Undecodable(format!("{what}: no audio could be decoded")))?;
+    Ok(Decoded {
+        codec,
+        measurements: meter.finish(),
+    })
+}
+
+/// Feeds one decoded block to the meter as f32 planes.
+fn feed(meter: &mut Meter, buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>) {
+    match buf {
+        // Decoders of lossy codecs output f32 already: measure in place, no copy.
+        GenericAudioBufferRef::F32(b) => {
+            for (c, plane) in b.iter_planes().enumerate() {
+                meter.push_plane(c, plane);
+            }
+            meter.end_block(b.frames());
+        }
+        GenericAudioBufferRef::U8(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::U16(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::U24(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::U32(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::S8(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::S16(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::S24(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::S32(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::F64(b) => feed_converted(meter, b, scratch),
+    }
+}
+
+/// Integer (PCM) and f64 samples are converted plane by plane into one reused scratch buffer.
+fn feed_converted<S>(meter: &mut Meter, buf: &AudioBuffer<S>, scratch: &mut Vec<f32>)
+where
+    S: Sample + IntoSample<f32>,
+{
+    for (c, plane) in buf.iter_planes().enumerate() {
+        scratch.clear();
+        scratch.extend(plane.iter().map(|&s| s.into_sample()));
+        meter.push_plane(c, scratch);
+    }
+    meter.end_block(buf.frames());
+}

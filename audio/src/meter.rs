@@ -1,0 +1,507 @@
+//! Streaming level meter and talk detector.
+//!
+//! Everything here is fed one decoded block at a time and keeps O(1) state per channel (plus a
+//! fixed-size hangover window), so memory stays bounded however long the call is.
+//!
+//! # Talk rule
+//!
+//! Each of the first two channels (0 = agent/left, 1 = customer/right) is cut into
+//! [`FRAME_MS`] frames. A frame is *speech* when its RMS level is above
+//! `max(`[`ABSOLUTE_THRESHOLD_DBFS`]`, noise_floor + `[`NOISE_MARGIN_DB`]`)`, where the noise
+//! floor is a running minimum of that channel's frame levels: it starts at the first frame's
+//! level, drops at once to any quieter frame and otherwise rises by [`FLOOR_RISE_DB_PER_S`], so
+//! steady line noise or hum is learnt as floor while the short dips between words keep the floor
+//! under speech. Gaps of at most [`HANGOVER_MS`] between two speech frames of a channel count as
+//! speech too (pauses between syllables and words must not fragment a turn); a trailing
+//! hangover is *not* added after the last speech frame, so a 2 s burst measures 2 s.
+//!
+//! Talk time is the number of speech samples per channel, silence is where no tracked channel
+//! has speech, overlap is where both have. Channels beyond the second count towards the levels
+//! only.
+
+use std::collections::VecDeque;
+
+/// Analysis frame length. 20 ms is the usual speech-processing frame: long enough for a stable
+/// RMS, short enough that talk-time quantisation stays well under the tolerances that matter.
+pub(crate) const FRAME_MS: u32 = 20;
+/// Nothing quieter than this is speech, however quiet the line is.
+pub(crate) const ABSOLUTE_THRESHOLD_DBFS: f64 = -45.0;
+/// How far above the learnt noise floor a frame must be to be speech.
+pub(crate) const NOISE_MARGIN_DB: f64 = 12.0;
+/// How fast the noise floor creeps up when every frame is louder than it.
+pub(crate) const FLOOR_RISE_DB_PER_S: f64 = 5.0;
+/// Longest gap between speech frames that is still counted as talk.
+pub(crate) const HANGOVER_MS: u32 = 300;
+/// Level reported for digital silence instead of -inf.
+pub(crate) const SILENCE_DBFS: f64 = -120.0;
+/// A sample at or above this magnitude counts as clipped (full scale).
+pub(crate) const CLIP_LEVEL: f32 = 0.999;
+
+/// Converts a mean square to dBFS, clamping digital silence to [`SILENCE_DBFS`].
+pub(crate) fn mean_square_to_dbfs(ms: f64) -> f64 {
+    if ms > 0.0 {
+        (10.0 * ms.log10()).max(SILENCE_DBFS)
+    } else {
+        SILENCE_DBFS
+    }
+}
+
+/// Sum of squares, peak magnitude and clipped-sample count of a block of samples.
+///
+/// Eight independent lanes let the compiler vectorise the loop (a single float accumulator
+/// would force strictly sequential adds); f32 is exact enough for the ≤ 1 frame chunks this is
+/// called on, and totals are accumulated in f64 by the caller.
+fn block_stats(samples: &[f32]) -> (f64, f32, u64) {
+    const LANES: usize = 8;
+    let mut sq = [0f32; LANES];
+    let mut peak = [0f32; LANES];
+    let mut clip = [0u32; LANES];
+    let chunks = samples.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for i in 0..LANES {
+            let s = chunk[i];
+            let a = s.abs();
+            sq[i] += s * s;
+            peak[i] = peak[i].max(a);
+            clip[i] += u32::from(a >= CLIP_LEVEL);
+        }
+    }
+    for &s in rest {
+        let a = s.abs();
+        sq[0] += s * s;
+        peak[0] = peak[0].max(a);
+        clip[0] += u32::from(a >= CLIP_LEVEL);
+    }
+    (
+        sq.iter().map(|&v| f64::from(v)).sum(),
+        peak.iter().copied().fold(0.0, f32::max),
+        clip.iter().map(|&c| u64::from(c)).sum(),
+    )
+}
+
+/// Per-channel running noise floor and the speech decision for one frame level.
+#[derive(Debug)]
+struct SpeechGate {
+    floor_db: Option<f64>,
+    rise_per_frame_db: f64,
+}
+
+impl SpeechGate {
+    fn new(frame_secs: f64) -> Self {
+        Self {
+            floor_db: None,
+            rise_per_frame_db: FLOOR_RISE_DB_PER_S * frame_secs,
+        }
+    }
+
+    fn is_speech(&mut self, level_db: f64) -> bool {
+        let floor = match self.floor_db {
+            Some(f) if level_db >= f => f + self.rise_per_frame_db,
+            _ => level_db,
+        }
+        .min(level_db);
+        self.floor_db = Some(floor);
+        level_db > ABSOLUTE_THRESHOLD_DBFS.max(floor + NOISE_MARGIN_DB)
+    }
+}
+
+/// Frame accumulator for one tracked (talker) channel.
+#[derive(Debug)]
+struct TalkerChannel {
+    /// Samples accumulated in the current, unfinished frame.
+    fill: usize,
+    sum_sq: f64,
+    /// Levels (dBFS) of the frames completed during the current block.
+    completed: Vec<f64>,
+    gate: SpeechGate,
+}
+
+/// Turns per-frame speech masks into talk, overlap and silence totals, bridging short gaps.
+///
+/// Frames wait in `pending` until no later speech frame could still bridge a gap over them:
+/// a gap is at most `max_gap` frames long, so once `max_gap` newer frames exist a frame's
+/// status is final. That delay is the whole "look-ahead" and keeps memory fixed.
+#[derive(Debug)]
+struct Timeline {
+    talkers: usize,
+    max_gap: usize,
+    /// (speech mask, length in samples) of frames not yet final; bit c = channel c talking.
+    pending: VecDeque<(u8, u64)>,
+    next_index: u64,
+    last_speech: [Option<u64>; 2],
+    talk: [u64; 2],
+    overlap: u64,
+    silence: u64,
+    silence_run: u64,
+    longest_silence: u64,
+}
+
+impl Timeline {
+    fn new(talkers: usize, max_gap: usize) -> Self {
+        Self {
+            talkers,
+            max_gap,
+            pending: VecDeque::with_capacity(max_gap + 1),
+            next_index: 0,
+            last_speech: [None; 2],
+            talk: [0; 2],
+            overlap: 0,
+            silence: 0,
+            silence_run: 0,
+            longest_silence: 0,
+        }
+    }
+
+    fn push(&mut self, mask: u8, len: u64) {
+        let idx = self.next_index;
+        // Index of pending[0]; every frame within `max_gap` of `idx` is still pending.
+        let first_pending = idx - self.pending.len() as u64;
+        for c in 0..self.talkers {
+            if mask & (1 << c) == 0 {
+                continue;
+            }
+            if let Some(last) = self.last_speech[c] {
+                let gap = idx - last - 1;
+                if gap > 0 && gap as usize <= self.max_gap {
+                    for j in last + 1..idx {
+                        self.pending[(j - first_pending) as usize].0 |= 1 << c;
+                    }
+                }
+            }
+            self.last_speech[c] = Some(idx);
+        }
+        self.pending.push_back((mask, len));
+        self.next_index += 1;
+        while self.pending.len() > self.max_gap {
+            let (mask, len) = self.pending.pop_front().expect("len checked");
+            self.settle(mask, len);
+        }
+    }
+
+    fn settle(&mut self, mask: u8, len: u64) {
+        for c in 0..self.talkers {
+            if mask & (1 << c) != 0 {
+                self.talk[c] += len;
+            }
+        }
+        if self.talkers == 2 && mask & 0b11 == 0b11 {
+            self.overlap += len;
+        }
+        if mask == 0 {
+            self.silence += len;
+            self.silence_run += len;
+            self.longest_silence = self.longest_silence.max(self.silence_run);
+        } else {
+            self.silence_run = 0;
+        }
+    }
+
+    fn finish(&mut self) {
+        while let Some((mask, len)) = self.pending.pop_front() {
+            self.settle(mask, len);
+        }
+    }
+}
+
+/// Everything measured, in samples (per channel) and raw level sums; converted to the public
+/// [`crate::Analysis`] by the caller, which knows the codec.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Measurements {
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// Sample frames (one sample per channel) decoded.
+    pub frames: u64,
+    pub talk_samples: [u64; 2],
+    pub overlap_samples: u64,
+    pub silence_samples: u64,
+    pub longest_silence_samples: u64,
+    pub mean_dbfs: f64,
+    pub peak_dbfs: f64,
+    pub clipping_ratio: f64,
+}
+
+impl Measurements {
+    pub fn samples_to_ms(&self, samples: u64) -> u64 {
+        // Rounded to the nearest millisecond; u128 so hours of 192 kHz audio cannot overflow.
+        ((u128::from(samples) * 1000 + u128::from(self.sample_rate) / 2)
+            / u128::from(self.sample_rate)) as u64
+    }
+}
+
+/// The streaming meter. Feed every channel's plane of a decoded block with
+/// [`Meter::push_plane`], then close the block with [`Meter::end_block`].
+#[derive(Debug)]
+pub(crate) struct Meter {
+    sample_rate: u32,
+    channels: usize,
+    frame_len: usize,
+    talkers: Vec<TalkerChannel>,
+    timeline: Timeline,
+    frames: u64,
+    sum_sq: f64,
+    peak: f32,
+    clipped: u64,
+}
+
+impl Meter {
+    pub fn new(sample_rate: u32, channels: usize) -> Self {
+        assert!(
+            sample_rate > 0 && channels > 0,
+            "meter needs a rate and channels"
+        );
+        let frame_len = ((sample_rate as usize * FRAME_MS as usize) / 1000).max(1);
+        let frame_secs = frame_len as f64 / f64::from(sample_rate);
+        let n_talkers = channels.min(2);
+        let talkers = (0..n_talkers)
+            .map(|_| TalkerChannel {
+                fill: 0,
+                sum_sq: 0.0,
+                completed: Vec::new(),
+                gate: SpeechGate::new(frame_secs),
+            })
+            .collect();
+        Self {
+            sample_rate,
+            channels,
+            frame_len,
+            talkers,
+            timeline: Timeline::new(n_talkers, (HANGOVER_MS / FRAME_MS) as usize),
+            frames: 0,
+            sum_sq: 0.0,
+            peak: 0.0,
+            clipped: 0,
+        }
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Adds one channel's samples of the current block (samples in -1.0..=1.0 full scale).
+    pub fn push_plane(&mut self, channel: usize, samples: &[f32]) {
+        let Some(t) = self.talkers.get_mut(channel) else {
+            let (sq, pk, cl) = block_stats(samples);
+            self.sum_sq += sq;
+            self.peak = self.peak.max(pk);
+            self.clipped += cl;
+            return;
+        };
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = rest.len().min(self.frame_len - t.fill);
+            let (chunk, tail) = rest.split_at(take);
+            let (sq, pk, cl) = block_stats(chunk);
+            self.sum_sq += sq;
+            self.peak = self.peak.max(pk);
+            self.clipped += cl;
+            t.sum_sq += sq;
+            t.fill += take;
+            if t.fill == self.frame_len {
+                t.completed
+                    .push(mean_square_to_dbfs(t.sum_sq / self.frame_len as f64));
+                t.fill = 0;
+                t.sum_sq = 0.0;
+            }
+            rest = tail;
+        }
+    }
+
+    /// Closes a block of `frames` sample frames once every channel's plane has been pushed.
+    pub fn end_block(&mut self, frames: usize) {
+        self.frames += frames as u64;
+        // All planes of a block have the same length, so every talker completed the same frames.
+        let completed = self.talkers.first().map_or(0, |t| t.completed.len());
+        for i in 0..completed {
+            let mut mask = 0u8;
+            for (c, t) in self.talkers.iter_mut().enumerate() {
+                if t.gate.is_speech(t.completed[i]) {
+                    mask |= 1 << c;
+                }
+            }
+            self.timeline.push(mask, self.frame_len as u64);
+        }
+        for t in &mut self.talkers {
+            t.completed.clear();
+        }
+    }
+
+    /// Settles the last, possibly partial, frame and returns the totals.
+    pub fn finish(mut self) -> Measurements {
+        let partial = self.talkers.first().map_or(0, |t| t.fill);
+        if partial > 0 {
+            let mut mask = 0u8;
+            for (c, t) in self.talkers.iter_mut().enumerate() {
+                if t.gate
+                    .is_speech(mean_square_to_dbfs(t.sum_sq / partial as f64))
+                {
+                    mask |= 1 << c;
+                }
+            }
+            self.timeline.push(mask, partial as u64);
+        }
+        self.timeline.finish();
+        let samples = self.frames * self.channels as u64;
+        let (mean_dbfs, clipping_ratio) = if samples == 0 {
+            (SILENCE_DBFS, 0.0)
+        } else {
+            (
+                mean_square_to_dbfs(self.sum_sq / samples as f64),
+                self.clipped as f64 / samples as f64,
+            )
+        };
+        Measurements {
+            sample_rate: self.sample_rate,
+            channels: self.channels as u16,
+            frames: self.frames,
+            talk_samples: self.timeline.talk,
+            overlap_samples: self.timeline.overlap,
+            silence_samples: self.timeline.silence,
+            longest_silence_samples: self.timeline.longest_silence,
+            mean_dbfs,
+            peak_dbfs: mean_square_to_dbfs(f64::from(self.peak) * f64::from(self.peak)),
+            clipping_ratio,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: u32 = 8000;
+
+    /// Builds a channel: `(start_s, end_s)` bursts of a 1 kHz sine at `amp`, silence elsewhere.
+    fn channel(secs: f64, bursts: &[(f64, f64)], amp: f32) -> Vec<f32> {
+        let n = (secs * f64::from(RATE)) as usize;
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / f64::from(RATE);
+                if bursts.iter().any(|&(a, b)| t >= a && t < b) {
+                    amp * (2.0 * std::f64::consts::PI * 1000.0 * t).sin() as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds planes in blocks of `block` frames, like a decoder would.
+    fn measure(planes: &[Vec<f32>], block: usize) -> Measurements {
+        let mut m = Meter::new(RATE, planes.len());
+        let n = planes[0].len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + block).min(n);
+            for (c, p) in planes.iter().enumerate() {
+                m.push_plane(c, &p[start..end]);
+            }
+            m.end_block(end - start);
+            start = end;
+        }
+        m.finish()
+    }
+
+    #[test]
+    fn a_burst_on_one_channel_is_talk_for_that_channel_only() {
+        let planes = vec![channel(4.0, &[(0.5, 2.5)], 0.25), channel(4.0, &[], 0.0)];
+        let m = measure(&planes, 1152);
+        assert_eq!(m.frames, 32_000);
+        assert_eq!(m.samples_to_ms(m.talk_samples[0]), 2000);
+        assert_eq!(m.talk_samples[1], 0);
+        assert_eq!(m.overlap_samples, 0);
+        assert_eq!(m.samples_to_ms(m.silence_samples), 2000);
+        assert_eq!(m.samples_to_ms(m.longest_silence_samples), 1500);
+    }
+
+    #[test]
+    fn results_do_not_depend_on_block_size() {
+        let planes = vec![
+            channel(3.0, &[(0.3, 1.7), (1.9, 2.2)], 0.3),
+            channel(3.0, &[(1.0, 2.9)], 0.1),
+        ];
+        let reference = measure(&planes, 160);
+        for block in [1, 7, 100, 161, 1024, 4096, 100_000] {
+            let m = measure(&planes, block);
+            assert_eq!(m.talk_samples, reference.talk_samples, "block {block}");
+            assert_eq!(
+                m.overlap_samples, reference.overlap_samples,
+                "block {block}"
+            );
+            assert_eq!(m.longest_silence_samples, reference.longest_silence_samples);
+            assert!(
+                (m.mean_dbfs - reference.mean_dbfs).abs() < 1e-6,
+                "block {block}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_gaps_are_bridged_and_long_gaps_are_not() {
+        // After 0.5 s of silence: a 200 ms gap (bridged) then a 500 ms gap (not bridged).
+        let planes = vec![channel(3.5, &[(0.5, 1.5), (1.7, 2.0), (2.5, 3.0)], 0.3)];
+        let m = measure(&planes, 512);
+        assert_eq!(m.samples_to_ms(m.talk_samples[0]), 1000 + 200 + 300 + 500);
+        assert_eq!(m.samples_to_ms(m.longest_silence_samples), 500);
+    }
+
+    #[test]
+    fn overlap_counts_both_channels_talking() {
+        let planes = vec![
+            channel(6.0, &[(0.5, 3.0)], 0.25),
+            channel(6.0, &[(2.0, 4.5)], 0.25),
+        ];
+        let m = measure(&planes, 1024);
+        assert_eq!(m.samples_to_ms(m.overlap_samples), 1000);
+        assert_eq!(m.samples_to_ms(m.silence_samples), 2000);
+    }
+
+    #[test]
+    fn steady_noise_is_learnt_as_floor_not_talk() {
+        // A constant -30 dBFS hum for 10 s with a -10 dBFS burst in the middle.
+        let n = 10 * RATE as usize;
+        let hum: Vec<f32> = (0..n)
+            .map(|i| {
+                let t = i as f64 / f64::from(RATE);
+                let a = if (5.0..6.0).contains(&t) { 0.45 } else { 0.045 };
+                (a * (2.0 * std::f64::consts::PI * 50.0 * t).sin()) as f32
+            })
+            .collect();
+        let m = measure(&[hum], 800);
+        let talk = m.samples_to_ms(m.talk_samples[0]);
+        assert!((900..=1100).contains(&talk), "talk {talk}");
+    }
+
+    #[test]
+    fn levels_of_a_full_scale_square_wave() {
+        let sq: Vec<f32> = (0..8000)
+            .map(|i| if i % 16 < 8 { 1.0 } else { -1.0 })
+            .collect();
+        let m = measure(&[sq], 333);
+        assert!(m.mean_dbfs.abs() < 1e-6);
+        assert!(m.peak_dbfs.abs() < 1e-6);
+        assert_eq!(m.clipping_ratio, 1.0);
+    }
+
+    #[test]
+    fn digital_silence_is_clamped_not_minus_infinity() {
+        let m = measure(&[vec![0.0; 8000]], 1000);
+        assert_eq!(m.mean_dbfs, SILENCE_DBFS);
+        assert_eq!(m.peak_dbfs, SILENCE_DBFS);
+        assert_eq!(m.talk_samples, [0, 0]);
+        assert_eq!(m.silence_samples, 8000);
+    }
+
+    #[test]
+    fn a_partial_last_frame_counts_its_real_length() {
+        // 1.01 s of tone after 0.5 s silence: the last 10 ms are a partial 80-sample frame.
+        let planes = vec![channel(1.51, &[(0.5, 1.51)], 0.3)];
+        let m = measure(&planes, 999);
+        assert_eq!(m.frames, 12_080);
+        assert_eq!(m.samples_to_ms(m.talk_samples[0]), 1010);
+    }
+}
