@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callingest::app::Application;
-use callingest::config::{DatabaseConfig, Secret, ServeConfig};
+use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -70,9 +70,13 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
             acquire_timeout_ms: 5_000,
         },
         listen: "127.0.0.1:0".parse()?,
+        // Ingest alone: processing would compete for the same two cores.
+        role: Role::Api,
+        processing: ProcessingConfig::default(),
     };
     let app = Application::build(&config).await?;
-    let endpoint = format!("http://{}/api/v1/partner/ingest/batch-call", app.address());
+    let address = app.address().expect("the API role binds");
+    let endpoint = format!("http://{address}/api/v1/partner/ingest/batch-call");
     let pool = app.pool().clone();
     tokio::spawn(app.run());
     let partner = callingest::partners::create_partner(&pool, "bench", None, 10_000_000).await?;

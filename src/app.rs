@@ -4,43 +4,54 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use poem::listener::{Acceptor, Listener, TcpListener};
+use callingest_domain::call::RetryPolicy;
+use callingest_projections::Projector;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 
-use crate::config::ServeConfig;
+use crate::config::{ProcessingConfig, ServeConfig};
 use crate::http::{routes, AppState};
+use crate::processing::fetch::{FetchConfig, Fetcher};
+use crate::processing::Worker;
 
-/// A bound, migrated service, ready to run.
+/// A migrated service with its listener bound (for the roles that serve HTTP), ready to run.
 pub struct Application {
-    acceptor: poem::listener::TcpAcceptor,
-    address: SocketAddr,
+    config: ServeConfig,
     pool: PgPool,
+    acceptor: Option<(TcpAcceptor, SocketAddr)>,
 }
 
 impl Application {
-    /// Connects to the database (creating it if needed), applies migrations and binds the listen address
-    /// (port 0 picks a free port: see [`Application::address`]).
+    /// Connects to the database (creating it if needed), applies migrations and binds the
+    /// listen address (port 0 picks a free port: see [`Application::address`]).
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         let pool = crate::db::prepare(&config.database).await?;
-        let acceptor = TcpListener::bind(config.listen.to_string())
-            .into_acceptor()
-            .await
-            .with_context(|| format!("could not listen on {}", config.listen))?;
-        let address = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .context("listener has no socket address")?;
+        let acceptor = if config.role.runs_api() {
+            let acceptor = TcpListener::bind(config.listen.to_string())
+                .into_acceptor()
+                .await
+                .with_context(|| format!("could not listen on {}", config.listen))?;
+            let address = acceptor
+                .local_addr()
+                .first()
+                .and_then(|a| a.as_socket_addr().copied())
+                .context("listener has no socket address")?;
+            Some((acceptor, address))
+        } else {
+            None
+        };
         Ok(Self {
-            acceptor,
-            address,
+            config: config.clone(),
             pool,
+            acceptor,
         })
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// The bound HTTP address (`None` for the worker role, which serves no HTTP).
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.acceptor.as_ref().map(|(_, address)| *address)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -49,19 +60,84 @@ impl Application {
 
     /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped).
     pub async fn run(self) -> anyhow::Result<()> {
-        tracing::info!(address = %self.address, "callingest listening");
-        let app = routes(Arc::new(AppState::new(self.pool.clone())));
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                app,
-                shutdown_signal(),
-                Some(std::time::Duration::from_secs(10)),
-            )
-            .await
-            .context("HTTP server failed")?;
+        let background = if self.config.role.runs_workers() {
+            spawn_background(&self.pool, &self.config.processing)?
+        } else {
+            Vec::new()
+        };
+        // Abort background tasks however this function ends (error, shutdown, or being dropped):
+        // everything they do is durable, and leases let another worker finish their jobs.
+        let _background = AbortOnDrop(background);
+        match self.acceptor {
+            Some((acceptor, address)) => {
+                tracing::info!(%address, role = ?self.config.role, "callingest listening");
+                let app = routes(Arc::new(AppState::new(self.pool.clone())));
+                Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(
+                        app,
+                        shutdown_signal(),
+                        Some(std::time::Duration::from_secs(10)),
+                    )
+                    .await
+                    .context("HTTP server failed")?;
+            }
+            None => {
+                tracing::info!(role = ?self.config.role, "callingest running");
+                shutdown_signal().await;
+            }
+        }
         self.pool.close().await;
         Ok(())
     }
+}
+
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Starts one projector per projection and the processing workers.
+pub fn spawn_background(
+    pool: &PgPool,
+    config: &ProcessingConfig,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for projection in callingest_projections::all() {
+        tasks.push(tokio::spawn(Projector::new(pool.clone(), projection).run()));
+    }
+    let fetcher = Arc::new(fetcher(config)?);
+    let retry = RetryPolicy {
+        max_attempts: config.fetch_max_attempts,
+        backoff_base_ms: config.fetch_backoff_base_ms,
+    };
+    for n in 0..config.worker_concurrency.max(1) {
+        let owner = format!("worker-{}-{n}", std::process::id());
+        let worker = Worker::new(
+            pool.clone(),
+            fetcher.clone(),
+            retry,
+            config.job_lease(),
+            owner,
+        );
+        tasks.push(tokio::spawn(worker.run()));
+    }
+    Ok(tasks)
+}
+
+pub fn fetcher(config: &ProcessingConfig) -> anyhow::Result<Fetcher> {
+    Fetcher::new(FetchConfig {
+        max_bytes: config.max_recording_bytes,
+        connect_timeout: std::time::Duration::from_millis(config.fetch_connect_timeout_ms),
+        total_timeout: std::time::Duration::from_millis(config.fetch_timeout_ms),
+        allow_private: config.allow_private_urls,
+        extra_ca_file: config.extra_ca_file.clone(),
+    })
+    .context("could not set up the recording fetcher")
 }
 
 async fn shutdown_signal() {

@@ -32,6 +32,22 @@ pub enum Command {
     /// Manage partners.
     #[command(subcommand)]
     Partner(PartnerCommand),
+    /// Manage projections (read models and work queues kept from the event log).
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Empty a projection (all of them without NAME) and replay it from the events alone.
+    /// Safe while the service runs: pages are serialised on the projection's checkpoint row.
+    /// Prints one JSON line per projection with the events replayed and the rate.
+    Rebuild {
+        /// `read_models` or `processing_jobs`.
+        name: Option<String>,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,5 +102,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&credentials)?);
             Ok(())
         }
+        Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
+            let pool = crate::db::prepare(&database).await?;
+            rebuild_projections(&pool, name.as_deref()).await
+        }
     }
+}
+
+async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
+    let projections: Vec<_> = callingest_projections::all()
+        .into_iter()
+        .filter(|p| name.is_none_or(|n| n == p.name()))
+        .collect();
+    if projections.is_empty() {
+        anyhow::bail!("unknown projection {:?}", name.unwrap_or_default());
+    }
+    for projection in projections {
+        let name = projection.name();
+        let projector = callingest_projections::Projector::new(pool.clone(), projection);
+        let started = std::time::Instant::now();
+        projector
+            .reset()
+            .await
+            .with_context(|| format!("could not reset {name}"))?;
+        let events = projector
+            .catch_up()
+            .await
+            .with_context(|| format!("could not replay {name}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let summary = serde_json::json!({
+            "projection": name,
+            "events": events,
+            "seconds": seconds,
+            "events_per_second": events as f64 / seconds.max(1e-9),
+        });
+        println!("{summary}");
+    }
+    Ok(())
 }

@@ -67,6 +67,27 @@ impl DatabaseConfig {
     }
 }
 
+/// Which parts of the service this process runs, so operators can scale them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Only the HTTP API.
+    Api,
+    /// Only the projectors and processing workers.
+    Worker,
+    /// Everything.
+    All,
+}
+
+impl Role {
+    pub fn runs_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
@@ -76,4 +97,80 @@ pub struct ServeConfig {
     /// Address the HTTP server binds.
     #[arg(long, env = "CALLINGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// What this process runs: the API, the workers (projectors and processing), or both.
+    #[arg(long, env = "CALLINGEST_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    #[command(flatten)]
+    pub processing: ProcessingConfig,
+}
+
+/// How accepted calls are processed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessingConfig {
+    /// Calls processed at the same time by this process.
+    #[arg(long, env = "CALLINGEST_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub worker_concurrency: usize,
+
+    /// How long a claimed job stays with its worker; a crashed worker's job is retried after it.
+    /// Must exceed the fetch timeout plus the analysis time of the longest recording.
+    #[arg(long, env = "CALLINGEST_JOB_LEASE_MS", default_value_t = 900_000)]
+    pub job_lease_ms: u64,
+
+    /// Largest recording fetched, in bytes.
+    #[arg(long, env = "CALLINGEST_MAX_RECORDING_BYTES", default_value_t = 1 << 30)]
+    pub max_recording_bytes: u64,
+
+    /// Time allowed to connect to a recording host.
+    #[arg(
+        long,
+        env = "CALLINGEST_FETCH_CONNECT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub fetch_connect_timeout_ms: u64,
+
+    /// Time allowed for a whole recording download.
+    #[arg(long, env = "CALLINGEST_FETCH_TIMEOUT_MS", default_value_t = 300_000)]
+    pub fetch_timeout_ms: u64,
+
+    /// Attempts to fetch a recording, the first included, when failures are transient.
+    #[arg(long, env = "CALLINGEST_FETCH_MAX_ATTEMPTS", default_value_t = 5)]
+    pub fetch_max_attempts: u32,
+
+    /// Wait before fetch retry n: this × 2^(n-1) milliseconds (a longer Retry-After wins).
+    #[arg(
+        long,
+        env = "CALLINGEST_FETCH_BACKOFF_BASE_MS",
+        default_value_t = 10_000
+    )]
+    pub fetch_backoff_base_ms: u64,
+
+    /// Allow partner URLs that resolve to private, loopback or link-local addresses. For tests
+    /// and local development only: it opens the door to SSRF.
+    #[arg(long, env = "CALLINGEST_ALLOW_PRIVATE_URLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_urls: bool,
+
+    /// PEM file of extra CA certificates trusted for outbound HTTPS (private CAs).
+    #[arg(long, env = "CALLINGEST_EXTRA_CA_FILE")]
+    pub extra_ca_file: Option<std::path::PathBuf>,
+}
+
+impl ProcessingConfig {
+    pub fn job_lease(&self) -> Duration {
+        Duration::from_millis(self.job_lease_ms)
+    }
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            processing: ProcessingConfig,
+        }
+        // The defaults declared above; `CALLINGEST_*` variables apply, as they do for `serve`.
+        Defaults::parse_from(["callingest"]).processing
+    }
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod event_store;
 pub mod http;
 pub mod ingest;
 pub mod net;

@@ -33,7 +33,10 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     pub fn position(&self) -> LogPosition {
-        LogPosition { tx_id: self.tx_id, global_position: self.global_position }
+        LogPosition {
+            tx_id: self.tx_id,
+            global_position: self.global_position,
+        }
     }
 
     /// The payload as an event of aggregate type `E`.

@@ -15,7 +15,12 @@ pub struct ProcessingJobs;
 
 /// What a page does to one call's job; later events of the page override earlier ones.
 enum Change {
-    Create { partner_id: String, call_id: String, recording_url: String, due_at: DateTime<Utc> },
+    Create {
+        partner_id: String,
+        call_id: String,
+        recording_url: String,
+        due_at: DateTime<Utc>,
+    },
     Reschedule(DateTime<Utc>),
     Remove,
 }
@@ -30,11 +35,18 @@ impl Projection for ProcessingJobs {
         &["processing_job"]
     }
 
-    async fn apply_page(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn apply_page(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
         let mut changes: HashMap<&str, Change> = HashMap::new();
         for event in events.iter().filter(|e| e.aggregate_type == "Call") {
             let id = event.aggregate_id.as_str();
-            match event.decode::<CallEvent>().map_err(|e| ProjectionError::undecodable(event, e))? {
+            match event
+                .decode::<CallEvent>()
+                .map_err(|e| ProjectionError::undecodable(event, e))?
+            {
                 CallEvent::CallAccepted(e) => {
                     changes.entry(id).or_insert(Change::Create {
                         partner_id: e.partner_id.to_string(),
@@ -65,7 +77,12 @@ impl Projection for ProcessingJobs {
         let mut removed = Vec::new();
         for (id, change) in changes {
             match change {
-                Change::Create { partner_id, call_id, recording_url, due_at } => {
+                Change::Create {
+                    partner_id,
+                    call_id,
+                    recording_url,
+                    due_at,
+                } => {
                     created.0.push(id);
                     created.1.push(partner_id);
                     created.2.push(call_id);

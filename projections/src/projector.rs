@@ -83,7 +83,15 @@ impl Projector {
         .bind(name)
         .fetch_one(&mut *tx)
         .await?;
-        let events = read_page(&mut tx, LogPosition { tx_id, global_position }, PAGE_SIZE).await?;
+        let events = read_page(
+            &mut tx,
+            LogPosition {
+                tx_id,
+                global_position,
+            },
+            PAGE_SIZE,
+        )
+        .await?;
         let Some(last) = events.last().map(StoredEvent::position) else {
             tx.rollback().await?;
             return Ok(0);
@@ -128,7 +136,9 @@ impl Projector {
             .execute(&mut *tx)
             .await?;
         for table in self.projection.tables() {
-            sqlx::query(&format!("delete from {table}")).execute(&mut *tx).await?;
+            sqlx::query(&format!("delete from {table}"))
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "update projection_checkpoint set tx_id = '0', global_position = 0, updated_at = now()
@@ -178,9 +188,8 @@ impl Projector {
                 tracing::debug!(projection = name, applied, "projected events");
             }
             // Either a notification or the poll interval, whichever comes first.
-            match tokio::time::timeout(POLL_INTERVAL, listener.recv()).await {
-                Ok(Err(err)) => return Err(err.into()),
-                Ok(Ok(_)) | Err(_) => {}
+            if let Ok(Err(err)) = tokio::time::timeout(POLL_INTERVAL, listener.recv()).await {
+                return Err(err.into());
             }
         }
     }

@@ -16,7 +16,7 @@ use poem::{get, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorChain};
 pub use ingest::MAX_BODY_BYTES;
 
 use crate::ingest::IngestService;

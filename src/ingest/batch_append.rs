@@ -83,7 +83,7 @@ impl BatchAppender {
                 call: Call::default(),
                 last_sequence: 0,
             });
-            for event in handle(&mut entry.call, CallCommand::AcceptCall(cmd)).await? {
+            for event in handle(&mut entry.call, CallCommand::AcceptCall(Box::new(cmd))).await? {
                 entry.last_sequence += 1;
                 outcomes.push((
                     call_id.clone(),

@@ -1,2 +1,10 @@
-//! Processing of accepted calls (being written).
+//! Processing of accepted calls: workers claim jobs from the `processing_job` queue (kept by
+//! the `processing_jobs` projection), fetch the recording, identify and analyse it, and record
+//! every step as events on the call.
+
 pub mod fetch;
+mod jobs;
+mod worker;
+
+pub use jobs::{claim_next, next_due_in, ClaimedJob};
+pub use worker::{JobOutcome, Worker};

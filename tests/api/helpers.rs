@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use callingest::app::Application;
-use callingest::config::{DatabaseConfig, Secret, ServeConfig};
+use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -73,11 +73,36 @@ pub struct TestApp {
     _database: TestDatabase,
 }
 
+/// The API alone: nothing is processed, so a test sees exactly the events ingest wrote.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with_rate_limit(600).await
+    spawn_app_with(Role::Api, 600, test_processing()).await
 }
 
 pub async fn spawn_app_with_rate_limit(rate_limit_per_minute: u32) -> TestApp {
+    spawn_app_with(Role::Api, rate_limit_per_minute, test_processing()).await
+}
+
+/// Processing settings for tests: loopback recording servers allowed, short timeouts and
+/// backoff so retries happen within a test.
+pub fn test_processing() -> ProcessingConfig {
+    ProcessingConfig {
+        worker_concurrency: 2,
+        job_lease_ms: 30_000,
+        max_recording_bytes: 1 << 30,
+        fetch_connect_timeout_ms: 2_000,
+        fetch_timeout_ms: 5_000,
+        fetch_max_attempts: 3,
+        fetch_backoff_base_ms: 100,
+        allow_private_urls: true,
+        extra_ca_file: None,
+    }
+}
+
+pub async fn spawn_app_with(
+    role: Role,
+    rate_limit_per_minute: u32,
+    processing: ProcessingConfig,
+) -> TestApp {
     let database = TestDatabase::create().await;
     let config = ServeConfig {
         database: DatabaseConfig {
@@ -86,11 +111,13 @@ pub async fn spawn_app_with_rate_limit(rate_limit_per_minute: u32) -> TestApp {
             acquire_timeout_ms: 5_000,
         },
         listen: "127.0.0.1:0".parse().unwrap(),
+        role,
+        processing,
     };
     let app = Application::build(&config)
         .await
         .expect("application builds");
-    let address = format!("http://{}", app.address());
+    let address = format!("http://{}", app.address().expect("the API role binds"));
     let pool = app.pool().clone();
     tokio::spawn(app.run());
     let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)

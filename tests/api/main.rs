@@ -5,7 +5,9 @@
 mod helpers;
 
 mod contract_errors;
+mod fetch;
 mod idempotency;
 mod ingest;
 mod operations;
 mod partners;
+mod processing;

@@ -10,7 +10,7 @@ use crate::values::{PartnerId, TenantId};
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallCommand {
     /// Take a submitted call in, or record it as a duplicate when it is already known.
-    AcceptCall(AcceptCall),
+    AcceptCall(Box<AcceptCall>),
     /// A worker begins fetching the recording (a new attempt).
     StartFetch { at: DateTime<Utc> },
     /// The recording was downloaded; `format` is `None` when its bytes are no known format.
@@ -18,7 +18,10 @@ pub enum CallCommand {
     /// The download failed; the call decides whether and when it is tried again.
     RecordFetchFailure(FetchFailure),
     /// The audio was measured: processing is complete.
-    RecordAnalysis { analytics: AudioAnalytics, at: DateTime<Utc> },
+    RecordAnalysis {
+        analytics: AudioAnalytics,
+        at: DateTime<Utc>,
+    },
     /// Processing cannot go on (undecodable audio, ...).
     FailProcessing { reason: String, at: DateTime<Utc> },
 }

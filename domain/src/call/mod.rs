@@ -145,7 +145,7 @@ impl Call {
     /// The events a command yields in the current state; no state changes here.
     fn decide(&self, command: CallCommand) -> Result<Vec<CallEvent>, CallError> {
         if let CallCommand::AcceptCall(cmd) = command {
-            return self.accept(cmd).map(|e| vec![e]);
+            return self.accept(*cmd).map(|e| vec![e]);
         }
         let accepted = self.accepted.as_ref().ok_or(CallError::NotAccepted)?;
         if self.is_finished() {
@@ -162,12 +162,12 @@ impl Call {
         };
         match command {
             CallCommand::AcceptCall(_) => unreachable!("handled above"),
-            CallCommand::StartFetch { at } => {
-                Ok(vec![CallEvent::RecordingFetchStarted(RecordingFetchStarted {
+            CallCommand::StartFetch { at } => Ok(vec![CallEvent::RecordingFetchStarted(
+                RecordingFetchStarted {
                     attempt: self.fetch_attempts + 1,
                     started_at: at,
-                })])
-            }
+                },
+            )]),
             CallCommand::RecordFetchSuccess(fetch) => {
                 self.require(Stage::Fetching, CallError::NoFetchInProgress)?;
                 let supported = fetch.format.is_some();
@@ -215,7 +215,10 @@ impl Call {
                     silence_ratio: analytics.silence_ratio,
                 };
                 Ok(vec![
-                    CallEvent::RecordingAnalyzed(RecordingAnalyzed { analytics, analyzed_at: at }),
+                    CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+                        analytics,
+                        analyzed_at: at,
+                    }),
                     CallEvent::ProcessingCompleted(ProcessingCompleted {
                         completed_at: at,
                         processing_time_ms: elapsed_ms(at),
@@ -255,12 +258,14 @@ impl Call {
         let payload_differs = known.call != cmd.call
             || known.tenant_id != cmd.tenant_id
             || known.sub_tenant_id != cmd.sub_tenant_id;
-        Ok(CallEvent::DuplicateSubmissionReceived(DuplicateSubmissionReceived {
-            batch_id: cmd.batch_id,
-            tenant_id: cmd.tenant_id,
-            sub_tenant_id: cmd.sub_tenant_id,
-            received_at: cmd.received_at,
-            payload_differs,
-        }))
+        Ok(CallEvent::DuplicateSubmissionReceived(
+            DuplicateSubmissionReceived {
+                batch_id: cmd.batch_id,
+                tenant_id: cmd.tenant_id,
+                sub_tenant_id: cmd.sub_tenant_id,
+                received_at: cmd.received_at,
+                payload_differs,
+            },
+        ))
     }
 }

@@ -53,7 +53,7 @@ fn a_new_call_is_accepted_with_everything_submitted() {
     let cmd = accept("p1", "t1", new_call("c1"), 1);
     CallTest::with(())
         .given_no_previous_events()
-        .when(CallCommand::AcceptCall(cmd.clone()))
+        .when(CallCommand::AcceptCall(Box::new(cmd.clone())))
         .then_expect_events(vec![accepted(&cmd)]);
 }
 
@@ -63,7 +63,7 @@ fn the_same_call_again_is_a_duplicate_not_a_second_acceptance() {
     let again = accept("p1", "t1", new_call("c1"), 2);
     CallTest::with(())
         .given(vec![accepted(&first)])
-        .when(CallCommand::AcceptCall(again.clone()))
+        .when(CallCommand::AcceptCall(Box::new(again.clone())))
         .then_expect_events(vec![CallEvent::DuplicateSubmissionReceived(
             DuplicateSubmissionReceived {
                 batch_id: again.batch_id,
@@ -86,7 +86,7 @@ fn a_duplicate_records_that_its_payload_differed() {
     ] {
         let events = CallTest::with(())
             .given(vec![accepted(&first)])
-            .when(CallCommand::AcceptCall(again))
+            .when(CallCommand::AcceptCall(Box::new(again)))
             .inspect_result()
             .unwrap();
         let [CallEvent::DuplicateSubmissionReceived(dup)] = events.as_slice() else {
@@ -101,12 +101,12 @@ fn a_call_cannot_be_taken_over_by_another_partner() {
     let first = accept("p1", "t1", new_call("c1"), 1);
     CallTest::with(())
         .given(vec![accepted(&first)])
-        .when(CallCommand::AcceptCall(accept(
+        .when(CallCommand::AcceptCall(Box::new(accept(
             "p2",
             "t1",
             new_call("c1"),
             2,
-        )))
+        ))))
         .then_expect_error(CallError::OtherPartnersCall {
             owner: "p1".into(),
             requester: "p2".into(),
@@ -143,7 +143,10 @@ fn started(attempt: u32) -> CallEvent {
     })
 }
 
-const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, backoff_base_ms: 1_000 };
+const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    backoff_base_ms: 1_000,
+};
 
 fn failure(retryable: bool, retry_after_ms: Option<u64>) -> CallCommand {
     CallCommand::RecordFetchFailure(FetchFailure {
@@ -197,7 +200,9 @@ fn fetched_event() -> CallEvent {
 fn a_fetch_starts_with_attempt_one_then_counts_up() {
     CallTest::with(())
         .given(vec![accepted_call()])
-        .when(CallCommand::StartFetch { at: at("2024-05-01T12:00:01Z") })
+        .when(CallCommand::StartFetch {
+            at: at("2024-05-01T12:00:01Z"),
+        })
         .then_expect_events(vec![started(1)]);
     let failed_once = CallEvent::RecordingFetchFailed(RecordingFetchFailed {
         attempt: 1,
@@ -208,7 +213,9 @@ fn a_fetch_starts_with_attempt_one_then_counts_up() {
     });
     CallTest::with(())
         .given(vec![accepted_call(), started(1), failed_once])
-        .when(CallCommand::StartFetch { at: at("2024-05-01T12:00:01Z") })
+        .when(CallCommand::StartFetch {
+            at: at("2024-05-01T12:00:01Z"),
+        })
         .then_expect_events(vec![started(2)]);
 }
 
@@ -216,7 +223,9 @@ fn a_fetch_starts_with_attempt_one_then_counts_up() {
 fn nothing_can_be_processed_for_an_unknown_call() {
     CallTest::with(())
         .given_no_previous_events()
-        .when(CallCommand::StartFetch { at: at("2024-05-01T12:00:01Z") })
+        .when(CallCommand::StartFetch {
+            at: at("2024-05-01T12:00:01Z"),
+        })
         .then_expect_error(CallError::NotAccepted);
 }
 
@@ -225,13 +234,15 @@ fn a_transient_failure_schedules_the_next_attempt_with_backoff() {
     CallTest::with(())
         .given(vec![accepted_call(), started(1)])
         .when(failure(true, None))
-        .then_expect_events(vec![CallEvent::RecordingFetchFailed(RecordingFetchFailed {
-            attempt: 1,
-            error: "recording URL answered 503 Service Unavailable".into(),
-            retryable: true,
-            next_attempt_at: Some(at("2024-05-01T12:00:03Z")),
-            failed_at: at("2024-05-01T12:00:02Z"),
-        })]);
+        .then_expect_events(vec![CallEvent::RecordingFetchFailed(
+            RecordingFetchFailed {
+                attempt: 1,
+                error: "recording URL answered 503 Service Unavailable".into(),
+                retryable: true,
+                next_attempt_at: Some(at("2024-05-01T12:00:03Z")),
+                failed_at: at("2024-05-01T12:00:02Z"),
+            },
+        )]);
 }
 
 #[test]
@@ -241,7 +252,9 @@ fn a_longer_retry_after_is_honoured() {
         .when(failure(true, Some(10_000)))
         .inspect_result()
         .unwrap();
-    let CallEvent::RecordingFetchFailed(failed) = &events[0] else { panic!("{events:?}") };
+    let CallEvent::RecordingFetchFailed(failed) = &events[0] else {
+        panic!("{events:?}")
+    };
     assert_eq!(failed.next_attempt_at, Some(at("2024-05-01T12:00:12Z")));
 }
 
@@ -260,10 +273,18 @@ fn the_last_allowed_attempt_failing_fails_the_call() {
         .when(failure(true, None))
         .inspect_result()
         .unwrap();
-    let types: Vec<String> = events.iter().map(cqrs_es::DomainEvent::event_type).collect();
+    let types: Vec<String> = events
+        .iter()
+        .map(cqrs_es::DomainEvent::event_type)
+        .collect();
     assert_eq!(types, vec!["RecordingFetchFailed", "ProcessingFailed"]);
-    let CallEvent::ProcessingFailed(failed) = &events[1] else { panic!() };
-    assert_eq!(failed.reason, "recording URL answered 503 Service Unavailable");
+    let CallEvent::ProcessingFailed(failed) = &events[1] else {
+        panic!()
+    };
+    assert_eq!(
+        failed.reason,
+        "recording URL answered 503 Service Unavailable"
+    );
     assert_eq!(failed.processing_time_ms, 2_000);
 }
 
@@ -274,7 +295,9 @@ fn a_permanent_failure_fails_the_call_at_once() {
         .when(failure(false, None))
         .inspect_result()
         .unwrap();
-    assert!(matches!(&events[0], CallEvent::RecordingFetchFailed(f) if f.next_attempt_at.is_none()));
+    assert!(
+        matches!(&events[0], CallEvent::RecordingFetchFailed(f) if f.next_attempt_at.is_none())
+    );
     assert!(matches!(&events[1], CallEvent::ProcessingFailed(_)));
 }
 
@@ -305,7 +328,9 @@ fn bytes_of_no_known_format_fail_the_call() {
         .when(fetched(None))
         .inspect_result()
         .unwrap();
-    let CallEvent::ProcessingFailed(failed) = &events[1] else { panic!("{events:?}") };
+    let CallEvent::ProcessingFailed(failed) = &events[1] else {
+        panic!("{events:?}")
+    };
     assert_eq!(failed.reason, UNSUPPORTED_FORMAT);
 }
 
@@ -314,9 +339,15 @@ fn an_analysis_completes_the_call_with_a_summary() {
     let when = at("2024-05-01T12:00:04Z");
     CallTest::with(())
         .given(vec![accepted_call(), started(1), fetched_event()])
-        .when(CallCommand::RecordAnalysis { analytics: analytics(), at: when })
+        .when(CallCommand::RecordAnalysis {
+            analytics: analytics(),
+            at: when,
+        })
         .then_expect_events(vec![
-            CallEvent::RecordingAnalyzed(RecordingAnalyzed { analytics: analytics(), analyzed_at: when }),
+            CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+                analytics: analytics(),
+                analyzed_at: when,
+            }),
             CallEvent::ProcessingCompleted(ProcessingCompleted {
                 completed_at: when,
                 processing_time_ms: 4_000,
@@ -336,7 +367,10 @@ fn an_analysis_completes_the_call_with_a_summary() {
 fn an_analysis_needs_a_fetched_recording() {
     CallTest::with(())
         .given(vec![accepted_call(), started(1)])
-        .when(CallCommand::RecordAnalysis { analytics: analytics(), at: at("2024-05-01T12:00:04Z") })
+        .when(CallCommand::RecordAnalysis {
+            analytics: analytics(),
+            at: at("2024-05-01T12:00:04Z"),
+        })
         .then_expect_error(CallError::NotFetched);
 }
 
@@ -356,9 +390,17 @@ fn a_finished_call_is_never_processed_again() {
     });
     let history = vec![accepted_call(), started(1), fetched_event(), completed];
     for command in [
-        CallCommand::StartFetch { at: at("2024-05-01T12:00:05Z") },
-        CallCommand::RecordAnalysis { analytics: analytics(), at: at("2024-05-01T12:00:05Z") },
-        CallCommand::FailProcessing { reason: "x".into(), at: at("2024-05-01T12:00:05Z") },
+        CallCommand::StartFetch {
+            at: at("2024-05-01T12:00:05Z"),
+        },
+        CallCommand::RecordAnalysis {
+            analytics: analytics(),
+            at: at("2024-05-01T12:00:05Z"),
+        },
+        CallCommand::FailProcessing {
+            reason: "x".into(),
+            at: at("2024-05-01T12:00:05Z"),
+        },
     ] {
         CallTest::with(())
             .given(history.clone())
@@ -377,5 +419,7 @@ fn processing_can_be_failed_with_a_reason() {
         })
         .inspect_result()
         .unwrap();
-    assert!(matches!(&events[0], CallEvent::ProcessingFailed(f) if f.reason == "recording could not be decoded"));
+    assert!(
+        matches!(&events[0], CallEvent::ProcessingFailed(f) if f.reason == "recording could not be decoded")
+    );
 }

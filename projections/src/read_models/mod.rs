@@ -41,7 +41,11 @@ impl Projection for ReadModels {
         &["call", "batch", "daily_tenant_stats"]
     }
 
-    async fn apply_page(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn apply_page(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
         let decoded = decode_all(events)?;
 
         let call_keys: Vec<CallKey> = decoded
@@ -62,7 +66,9 @@ impl Projection for ReadModels {
                     let row = CallRow::accepted(e);
                     day_keys.push(day_key(&row));
                 }
-                Decoded::Call(_, CallEvent::DuplicateSubmissionReceived(e)) => batch_ids.push(e.batch_id),
+                Decoded::Call(_, CallEvent::DuplicateSubmissionReceived(e)) => {
+                    batch_ids.push(e.batch_id)
+                }
                 Decoded::Batch(BatchEvent::BatchSubmitted(e)) => batch_ids.push(e.batch_id),
                 Decoded::Call(..) => {}
             }
@@ -77,7 +83,13 @@ impl Projection for ReadModels {
                     batches
                         .entry(e.batch_id)
                         .or_insert_with(|| {
-                            BatchRow::new(e.batch_id, e.partner_id.as_str(), e.tenant_id.as_str(), e.sub_tenant_id.as_str(), at)
+                            BatchRow::new(
+                                e.batch_id,
+                                e.partner_id.as_str(),
+                                e.tenant_id.as_str(),
+                                e.sub_tenant_id.as_str(),
+                                at,
+                            )
                         })
                         .submitted(&e);
                 }
@@ -86,7 +98,11 @@ impl Projection for ReadModels {
                         continue;
                     }
                     let row = CallRow::accepted(&e);
-                    batch_of(&mut batches, &row, row.batch_id).count(None, CallStatus::Accepted, at);
+                    batch_of(&mut batches, &row, row.batch_id).count(
+                        None,
+                        CallStatus::Accepted,
+                        at,
+                    );
                     day_of(&mut days, &row).count(CallStatus::Accepted, None);
                     calls.insert(key, row);
                 }
@@ -103,7 +119,11 @@ impl Projection for ReadModels {
                         batch.updated_at = at;
                     }
                     if row.status != before {
-                        batch_of(&mut batches, row, row.batch_id).count(Some(before), row.status, at);
+                        batch_of(&mut batches, row, row.batch_id).count(
+                            Some(before),
+                            row.status,
+                            at,
+                        );
                         day_of(&mut days, row).count(row.status, row.recording_duration_ms);
                     }
                 }
@@ -125,10 +145,16 @@ fn decode_all(events: &[StoredEvent]) -> Result<Vec<(&StoredEvent, Decoded)>, Pr
                 let Some((partner, call)) = split_call_aggregate_id(&event.aggregate_id) else {
                     continue;
                 };
-                let payload = event.decode().map_err(|e| ProjectionError::undecodable(event, e))?;
+                let payload = event
+                    .decode()
+                    .map_err(|e| ProjectionError::undecodable(event, e))?;
                 Decoded::Call((partner.to_owned(), call.to_owned()), payload)
             }
-            "Batch" => Decoded::Batch(event.decode().map_err(|e| ProjectionError::undecodable(event, e))?),
+            "Batch" => Decoded::Batch(
+                event
+                    .decode()
+                    .map_err(|e| ProjectionError::undecodable(event, e))?,
+            ),
             _ => continue,
         };
         decoded.push((event, d));
@@ -140,18 +166,33 @@ fn day_key(row: &CallRow) -> DayKey {
     (row.day(), row.partner_id.clone(), row.tenant_id.clone())
 }
 
-fn batch_of<'a>(batches: &'a mut HashMap<Uuid, BatchRow>, call: &CallRow, batch_id: Uuid) -> &'a mut BatchRow {
+fn batch_of<'a>(
+    batches: &'a mut HashMap<Uuid, BatchRow>,
+    call: &CallRow,
+    batch_id: Uuid,
+) -> &'a mut BatchRow {
     batches.entry(batch_id).or_insert_with(|| {
-        BatchRow::new(batch_id, &call.partner_id, &call.tenant_id, &call.sub_tenant_id, call.updated_at)
+        BatchRow::new(
+            batch_id,
+            &call.partner_id,
+            &call.tenant_id,
+            &call.sub_tenant_id,
+            call.updated_at,
+        )
     })
 }
 
-fn day_of<'a>(days: &'a mut HashMap<DayKey, DailyTenantStatsRow>, call: &CallRow) -> &'a mut DailyTenantStatsRow {
+fn day_of<'a>(
+    days: &'a mut HashMap<DayKey, DailyTenantStatsRow>,
+    call: &CallRow,
+) -> &'a mut DailyTenantStatsRow {
     days.entry(day_key(call))
         .or_insert_with(|| DailyTenantStatsRow::new(call.day(), &call.partner_id, &call.tenant_id))
 }
 
-fn rows_from_json<T: DeserializeOwned>(values: Vec<serde_json::Value>) -> Result<Vec<T>, ProjectionError> {
+fn rows_from_json<T: DeserializeOwned>(
+    values: Vec<serde_json::Value>,
+) -> Result<Vec<T>, ProjectionError> {
     values
         .into_iter()
         .map(serde_json::from_value)
@@ -160,11 +201,16 @@ fn rows_from_json<T: DeserializeOwned>(values: Vec<serde_json::Value>) -> Result
 }
 
 fn rows_to_json<T: Serialize>(rows: &[T]) -> Result<String, ProjectionError> {
-    serde_json::to_string(rows).map_err(|e| ProjectionError::Database(sqlx::Error::Encode(Box::new(e))))
+    serde_json::to_string(rows)
+        .map_err(|e| ProjectionError::Database(sqlx::Error::Encode(Box::new(e))))
 }
 
-async fn load_calls(conn: &mut PgConnection, keys: &[CallKey]) -> Result<HashMap<CallKey, CallRow>, ProjectionError> {
-    let (partners, ids): (Vec<&str>, Vec<&str>) = keys.iter().map(|(p, c)| (p.as_str(), c.as_str())).unzip();
+async fn load_calls(
+    conn: &mut PgConnection,
+    keys: &[CallKey],
+) -> Result<HashMap<CallKey, CallRow>, ProjectionError> {
+    let (partners, ids): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(p, c)| (p.as_str(), c.as_str())).unzip();
     let values: Vec<serde_json::Value> = sqlx::query_scalar(
         "select to_jsonb(c) from call c
          where (partner_id, call_id) in (select * from unnest($1::text[], $2::text[]))",
@@ -174,15 +220,20 @@ async fn load_calls(conn: &mut PgConnection, keys: &[CallKey]) -> Result<HashMap
     .fetch_all(&mut *conn)
     .await?;
     let rows: Vec<CallRow> = rows_from_json(values)?;
-    Ok(rows.into_iter().map(|r| ((r.partner_id.clone(), r.call_id.clone()), r)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.partner_id.clone(), r.call_id.clone()), r))
+        .collect())
 }
 
 async fn store_calls(conn: &mut PgConnection, rows: Vec<CallRow>) -> Result<(), ProjectionError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let (partners, ids): (Vec<&str>, Vec<&str>) =
-        rows.iter().map(|r| (r.partner_id.as_str(), r.call_id.as_str())).unzip();
+    let (partners, ids): (Vec<&str>, Vec<&str>) = rows
+        .iter()
+        .map(|r| (r.partner_id.as_str(), r.call_id.as_str()))
+        .unzip();
     sqlx::query("delete from call where (partner_id, call_id) in (select * from unnest($1::text[], $2::text[]))")
         .bind(&partners)
         .bind(&ids)
@@ -195,7 +246,10 @@ async fn store_calls(conn: &mut PgConnection, rows: Vec<CallRow>) -> Result<(), 
     Ok(())
 }
 
-async fn load_batches(conn: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, BatchRow>, ProjectionError> {
+async fn load_batches(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, BatchRow>, ProjectionError> {
     let values: Vec<serde_json::Value> =
         sqlx::query_scalar("select to_jsonb(b) from batch b where batch_id = any($1)")
             .bind(ids)
@@ -205,12 +259,18 @@ async fn load_batches(conn: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<U
     Ok(rows.into_iter().map(|r| (r.batch_id, r)).collect())
 }
 
-async fn store_batches(conn: &mut PgConnection, rows: Vec<BatchRow>) -> Result<(), ProjectionError> {
+async fn store_batches(
+    conn: &mut PgConnection,
+    rows: Vec<BatchRow>,
+) -> Result<(), ProjectionError> {
     if rows.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = rows.iter().map(|r| r.batch_id).collect();
-    sqlx::query("delete from batch where batch_id = any($1)").bind(&ids).execute(&mut *conn).await?;
+    sqlx::query("delete from batch where batch_id = any($1)")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("insert into batch select * from jsonb_populate_recordset(null::batch, $1::jsonb)")
         .bind(rows_to_json(&rows)?)
         .execute(&mut *conn)
@@ -218,7 +278,10 @@ async fn store_batches(conn: &mut PgConnection, rows: Vec<BatchRow>) -> Result<(
     Ok(())
 }
 
-async fn load_days(conn: &mut PgConnection, keys: &[DayKey]) -> Result<HashMap<DayKey, DailyTenantStatsRow>, ProjectionError> {
+async fn load_days(
+    conn: &mut PgConnection,
+    keys: &[DayKey],
+) -> Result<HashMap<DayKey, DailyTenantStatsRow>, ProjectionError> {
     let days: Vec<NaiveDate> = keys.iter().map(|k| k.0).collect();
     let partners: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
     let tenants: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
@@ -232,10 +295,16 @@ async fn load_days(conn: &mut PgConnection, keys: &[DayKey]) -> Result<HashMap<D
     .fetch_all(&mut *conn)
     .await?;
     let rows: Vec<DailyTenantStatsRow> = rows_from_json(values)?;
-    Ok(rows.into_iter().map(|r| ((r.day, r.partner_id.clone(), r.tenant_id.clone()), r)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.day, r.partner_id.clone(), r.tenant_id.clone()), r))
+        .collect())
 }
 
-async fn store_days(conn: &mut PgConnection, rows: Vec<DailyTenantStatsRow>) -> Result<(), ProjectionError> {
+async fn store_days(
+    conn: &mut PgConnection,
+    rows: Vec<DailyTenantStatsRow>,
+) -> Result<(), ProjectionError> {
     if rows.is_empty() {
         return Ok(());
     }

@@ -180,7 +180,13 @@ pub struct BatchRow {
 }
 
 impl BatchRow {
-    pub fn new(batch_id: Uuid, partner_id: &str, tenant_id: &str, sub_tenant_id: &str, at: DateTime<Utc>) -> Self {
+    pub fn new(
+        batch_id: Uuid,
+        partner_id: &str,
+        tenant_id: &str,
+        sub_tenant_id: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
         Self {
             batch_id,
             partner_id: partner_id.to_owned(),
@@ -256,8 +262,10 @@ impl DailyTenantStatsRow {
             CallStatus::Accepted => self.calls += 1,
             CallStatus::Completed => {
                 self.completed += 1;
-                self.total_recording_minutes += recording_duration_ms.unwrap_or(0) as f64 / 60_000.0;
-                self.mean_recording_minutes = Some(self.total_recording_minutes / self.completed as f64);
+                self.total_recording_minutes +=
+                    recording_duration_ms.unwrap_or(0) as f64 / 60_000.0;
+                self.mean_recording_minutes =
+                    Some(self.total_recording_minutes / self.completed as f64);
             }
             CallStatus::Failed => self.failed += 1,
             CallStatus::Fetching | CallStatus::Analysing => {}

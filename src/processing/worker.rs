@@ -1,0 +1,247 @@
+//! One processing worker: claim a job, run it to its next recorded step, repeat.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callingest_audio::RecordingFormat;
+use callingest_domain::call::{
+    AudioAnalytics, Call, CallCommand, CallError, FetchFailure, FetchSuccess, RetryPolicy,
+};
+use cqrs_es::AggregateError;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use super::fetch::{FetchError, Fetcher};
+use super::jobs::{claim_next, next_due_in, ClaimedJob};
+use crate::event_store::{self, execute, Store};
+
+/// Channel the `processing_job` table notifies when a job is created or rescheduled.
+const JOBS_CHANNEL: &str = "callingest_jobs";
+/// Longest sleep between looks at the queue when nothing notifies.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// A job was claimed and taken to its next step.
+    Processed,
+    /// Nothing could be claimed.
+    EmptyQueue,
+}
+
+pub struct Worker {
+    pool: PgPool,
+    calls: Store<Call>,
+    fetcher: Arc<Fetcher>,
+    retry: RetryPolicy,
+    lease: Duration,
+    owner: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("could not record the outcome of call {call}")]
+    Record {
+        call: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Worker {
+    pub fn new(
+        pool: PgPool,
+        fetcher: Arc<Fetcher>,
+        retry: RetryPolicy,
+        lease: Duration,
+        owner: String,
+    ) -> Self {
+        Self {
+            calls: event_store::store(pool.clone()),
+            pool,
+            fetcher,
+            retry,
+            lease,
+            owner,
+        }
+    }
+
+    /// Runs until the task is dropped. Dropping it mid-job is safe: the lease expires and
+    /// another worker retries the job.
+    pub async fn run(self) {
+        let mut listener = match self.listen().await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                tracing::warn!(error = %err, "worker cannot LISTEN; polling only");
+                None
+            }
+        };
+        loop {
+            match self.try_execute_job().await {
+                Ok(JobOutcome::Processed) => continue,
+                Ok(JobOutcome::EmptyQueue) => {}
+                Err(err) => {
+                    tracing::error!(error = %crate::http::ErrorChain(&err), "processing step failed");
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                    continue;
+                }
+            }
+            let wait = next_due_in(&self.pool)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(POLL_INTERVAL)
+                .min(POLL_INTERVAL);
+            match listener.as_mut() {
+                Some(listener) => {
+                    if let Ok(Err(err)) = tokio::time::timeout(wait, listener.recv()).await {
+                        tracing::warn!(error = %err, "job notifications interrupted");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    async fn listen(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(JOBS_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// Claims one job and takes it through fetch and analysis (or to its next retry).
+    pub async fn try_execute_job(&self) -> Result<JobOutcome, WorkerError> {
+        let Some(job) = claim_next(&self.pool, &self.owner, self.lease).await? else {
+            return Ok(JobOutcome::EmptyQueue);
+        };
+        let span = tracing::info_span!("job", call = %job.call_aggregate_id);
+        self.process(&job).instrument(span).await?;
+        Ok(JobOutcome::Processed)
+    }
+
+    async fn process(&self, job: &ClaimedJob) -> Result<(), WorkerError> {
+        let now = chrono::Utc::now;
+        if let Recorded::Refused(reason) = self
+            .record(job, CallCommand::StartFetch { at: now() })
+            .await?
+        {
+            // Finished meanwhile: the projection is about to remove the job.
+            tracing::info!(%reason, "job skipped");
+            return Ok(());
+        }
+        let recording = match self.fetcher.fetch(&job.recording_url).await {
+            Ok(recording) => recording,
+            Err(err) => {
+                tracing::info!(error = %err, retryable = err.is_retryable(), "recording fetch failed");
+                let failure = fetch_failure(&err, self.retry);
+                self.record(job, CallCommand::RecordFetchFailure(failure))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let format = callingest_audio::identify(&recording.header);
+        let fetched = FetchSuccess {
+            bytes: recording.bytes,
+            sha256: recording.sha256.clone(),
+            content_type: recording.content_type.clone(),
+            format: format.map(|f| f.as_str().to_owned()),
+            at: now(),
+        };
+        if let Recorded::Refused(_) = self
+            .record(job, CallCommand::RecordFetchSuccess(fetched))
+            .await?
+        {
+            return Ok(());
+        }
+        // Without a known format the call has just failed ("unsupported recording format").
+        let Some(format) = format else {
+            return Ok(());
+        };
+        let command = match analyse(recording, format).await {
+            Ok(analytics) => CallCommand::RecordAnalysis {
+                analytics,
+                at: now(),
+            },
+            Err(reason) => CallCommand::FailProcessing { reason, at: now() },
+        };
+        self.record(job, command).await?;
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        job: &ClaimedJob,
+        command: CallCommand,
+    ) -> Result<Recorded, WorkerError> {
+        let metadata = HashMap::from([("worker".to_owned(), self.owner.clone())]);
+        match execute(&self.calls, &job.call_aggregate_id, command, &metadata).await {
+            Ok(_) => Ok(Recorded::Applied),
+            Err(AggregateError::UserError(refusal)) => Ok(Recorded::Refused(refusal)),
+            Err(other) => Err(WorkerError::Record {
+                call: job.call_aggregate_id.clone(),
+                source: Box::new(other),
+            }),
+        }
+    }
+}
+
+/// Whether the call took a command, or refused it given its state (e.g. already finished).
+enum Recorded {
+    Applied,
+    Refused(CallError),
+}
+
+fn fetch_failure(err: &FetchError, retry: RetryPolicy) -> FetchFailure {
+    FetchFailure {
+        error: err.to_string(),
+        retryable: err.is_retryable(),
+        retry_after_ms: err.retry_after().map(|d| d.as_millis() as u64),
+        policy: retry,
+        at: chrono::Utc::now(),
+    }
+}
+
+/// Decodes and measures the recording on the blocking pool (it is CPU-bound); the temporary
+/// file lives until the analysis is over. The error is a reason a partner understands.
+async fn analyse(
+    recording: super::fetch::FetchedRecording,
+    format: RecordingFormat,
+) -> Result<AudioAnalytics, String> {
+    let outcome = tokio::task::spawn_blocking(move || {
+        let result = callingest_audio::analyze(recording.file.path(), format);
+        drop(recording);
+        result
+    })
+    .await;
+    match outcome {
+        Ok(Ok(a)) => Ok(AudioAnalytics {
+            duration_ms: a.duration_ms,
+            sample_rate: a.sample_rate,
+            channels: a.channels,
+            codec: a.codec,
+            agent_talk_ms: a.agent_talk_ms,
+            customer_talk_ms: a.customer_talk_ms,
+            silence_ratio: a.silence_ratio,
+            longest_silence_ms: a.longest_silence_ms,
+            overlap_ms: a.overlap_ms,
+            mean_dbfs: a.mean_dbfs,
+            peak_dbfs: a.peak_dbfs,
+            clipping_ratio: a.clipping_ratio,
+        }),
+        Ok(Err(err)) => {
+            tracing::info!(error = %err, "recording could not be analysed");
+            Err(format!(
+                "recording could not be decoded as {}: {err}",
+                format.as_str()
+            ))
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "analysis panicked");
+            Err("recording could not be analysed".to_owned())
+        }
+    }
+}
