@@ -2,6 +2,7 @@
 //! the pure `callingest-domain` crate.
 
 pub mod app;
+pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod db;

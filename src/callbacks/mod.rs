@@ -1,0 +1,1 @@
+//! Partner callbacks (being written).
