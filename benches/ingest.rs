@@ -73,6 +73,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
         // Ingest alone: processing would compete for the same two cores.
         role: Role::Api,
         processing: ProcessingConfig::default(),
+        admin_token: None,
     };
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");

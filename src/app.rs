@@ -11,6 +11,7 @@ use poem::Server;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
+use crate::callbacks::CallbackSender;
 use crate::config::{ProcessingConfig, ServeConfig};
 use crate::http::{routes, AppState};
 use crate::processing::fetch::{FetchConfig, Fetcher};
@@ -71,7 +72,8 @@ impl Application {
         match self.acceptor {
             Some((acceptor, address)) => {
                 tracing::info!(%address, role = ?self.config.role, "callingest listening");
-                let app = routes(Arc::new(AppState::new(self.pool.clone())));
+                let state = AppState::new(self.pool.clone(), self.config.admin_token.clone());
+                let app = routes(Arc::new(state));
                 Server::new_with_acceptor(acceptor)
                     .run_with_graceful_shutdown(
                         app,
@@ -101,7 +103,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Starts one projector per projection and the processing workers.
+/// Starts one projector per projection, the processing workers and the callback senders.
 pub fn spawn_background(
     pool: &PgPool,
     config: &ProcessingConfig,
@@ -125,6 +127,13 @@ pub fn spawn_background(
             owner,
         );
         tasks.push(tokio::spawn(worker.run()));
+    }
+    let callbacks = config.callback_settings();
+    for n in 0..config.callback_concurrency.max(1) {
+        let owner = format!("callbacks-{}-{n}", std::process::id());
+        let sender = CallbackSender::new(pool.clone(), &callbacks, owner)
+            .context("could not set up the callback client")?;
+        tasks.push(tokio::spawn(sender.run()));
     }
     Ok(tasks)
 }

@@ -104,6 +104,11 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub processing: ProcessingConfig,
+
+    /// Bearer token of the support API under `/api/v1/admin/`; without it that API answers
+    /// 403 to everyone.
+    #[arg(long, env = "CALLINGEST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
 }
 
 /// How accepted calls are processed.
@@ -151,14 +156,44 @@ pub struct ProcessingConfig {
     #[arg(long, env = "CALLINGEST_ALLOW_PRIVATE_URLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_private_urls: bool,
 
-    /// PEM file of extra CA certificates trusted for outbound HTTPS (private CAs).
+    /// PEM file of extra CA certificates trusted for outbound HTTPS (private CAs), for
+    /// recording downloads and callbacks alike.
     #[arg(long, env = "CALLINGEST_EXTRA_CA_FILE")]
     pub extra_ca_file: Option<std::path::PathBuf>,
+
+    /// Callbacks delivered at the same time by this process.
+    #[arg(long, env = "CALLINGEST_CALLBACK_CONCURRENCY", default_value_t = 4)]
+    pub callback_concurrency: usize,
+
+    /// A callback attempt succeeds on a 2xx within this time.
+    #[arg(long, env = "CALLINGEST_CALLBACK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub callback_timeout_ms: u64,
+
+    /// Callback retry n waits this × 2^(n-1) milliseconds, ±10 % (a longer Retry-After on 429
+    /// or 503 wins, up to an hour).
+    #[arg(
+        long,
+        env = "CALLINGEST_CALLBACK_BACKOFF_BASE_MS",
+        default_value_t = 30_000
+    )]
+    pub callback_backoff_base_ms: u64,
 }
 
 impl ProcessingConfig {
     pub fn job_lease(&self) -> Duration {
         Duration::from_millis(self.job_lease_ms)
+    }
+
+    pub fn callback_settings(&self) -> crate::callbacks::CallbackSettings {
+        let timeout = Duration::from_millis(self.callback_timeout_ms);
+        crate::callbacks::CallbackSettings {
+            timeout,
+            backoff_base_ms: self.callback_backoff_base_ms,
+            // Long enough for the attempt to finish and be recorded.
+            lease: timeout * 3 + Duration::from_secs(5),
+            allow_private: self.allow_private_urls,
+            extra_ca_file: self.extra_ca_file.clone(),
+        }
     }
 }
 

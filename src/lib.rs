@@ -12,4 +12,5 @@ pub mod ingest;
 pub mod net;
 pub mod partners;
 pub mod processing;
+pub mod queue;
 pub mod telemetry;

@@ -5,6 +5,7 @@
 //! any moment is resumed and never applies an event twice. Every projection can be rebuilt from
 //! the events alone.
 
+pub mod callback_deliveries;
 pub mod event_log;
 pub mod processing_jobs;
 pub mod projector;
@@ -18,5 +19,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(read_models::ReadModels),
         std::sync::Arc::new(processing_jobs::ProcessingJobs),
+        std::sync::Arc::new(callback_deliveries::CallbackDeliveries),
     ]
 }

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// No such resource.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The resource is not in a state that allows this.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
     /// The body is larger than 5 MiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -92,6 +95,10 @@ impl ApiError {
 
     pub fn not_found() -> Self {
         Self::NotFound(body("Not found"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(body(message))
     }
 
     pub fn payload_too_large(limit_bytes: usize) -> Self {

@@ -159,7 +159,8 @@ fn tenant_header(name: &str, value: Option<String>, missing: &str) -> Result<Ten
     TenantId::parse(&value).map_err(|e| ApiError::bad_request(format!("{name} {e}")))
 }
 
-fn request_context(request: &Request) -> RequestContext {
+/// Who made the request, for the metadata of the events it writes.
+pub(super) fn request_context(request: &Request) -> RequestContext {
     let request_id = request
         .extensions()
         .get::<super::observe::RequestId>()

@@ -1,6 +1,7 @@
 //! The HTTP API: one poem-openapi service merged from one module per area, plus the
 //! operational routes (`/metrics`, `/docs`, `/openapi.json`).
 
+mod admin;
 mod error;
 mod health;
 mod ingest;
@@ -11,7 +12,7 @@ mod schema;
 
 use std::sync::Arc;
 
-use poem::endpoint::make_sync;
+use poem::endpoint::{make, make_sync};
 use poem::{get, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
@@ -19,21 +20,29 @@ use sqlx::PgPool;
 pub use error::{ApiError, ErrorBody, ErrorChain};
 pub use ingest::MAX_BODY_BYTES;
 
+use callingest_domain::call::Call;
+
+use crate::config::Secret;
+use crate::event_store::Store;
 use crate::ingest::IngestService;
 
 /// What handlers share.
 pub struct AppState {
     pub pool: PgPool,
     pub ingest: IngestService,
+    pub calls: Store<Call>,
     pub rate_limits: rate_limit::PartnerRateLimits,
+    pub admin_token: Option<Secret>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, admin_token: Option<Secret>) -> Self {
         Self {
             ingest: IngestService::new(pool.clone()),
+            calls: crate::event_store::store(pool.clone()),
             pool,
             rate_limits: Default::default(),
+            admin_token,
         }
     }
 }
@@ -42,15 +51,20 @@ impl AppState {
 enum ApiTags {
     /// Submitting calls for processing.
     Ingest,
+    /// Support staff: auditing and redelivering (admin token).
+    Support,
     /// Probes for orchestrators and load balancers.
     Operations,
 }
 
-type Apis = (ingest::IngestApi, health::HealthApi);
+type Apis = (ingest::IngestApi, admin::AdminApi, health::HealthApi);
 
 fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
     let apis = (
         ingest::IngestApi {
+            state: state.clone(),
+        },
+        admin::AdminApi {
             state: state.clone(),
         },
         health::HealthApi { state },
@@ -67,11 +81,12 @@ pub fn openapi_json() -> String {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://spec-only.invalid/none")
         .expect("a static URL parses");
-    api_service(Arc::new(AppState::new(pool))).spec()
+    api_service(Arc::new(AppState::new(pool, None))).spec()
 }
 
 /// Every route of the service.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let pool = state.pool.clone();
     let service = api_service(state);
     let spec = service.spec();
     let docs = service.swagger_ui();
@@ -87,7 +102,36 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                     .body(spec.clone())
             })),
         )
-        .at("/metrics", get(make_sync(move |_| metrics.render())))
+        .at(
+            "/metrics",
+            get(make(move |_| {
+                let (metrics, pool) = (metrics.clone(), pool.clone());
+                async move {
+                    record_projection_lag(&pool).await;
+                    metrics.render()
+                }
+            })),
+        )
         .catch_all_error(error::json_error)
         .around(observe::observe)
+}
+
+/// Sets `callingest_projection_lag_events` from the checkpoints: how many events each
+/// projection has yet to apply (by position, so approximate while writers are in flight).
+async fn record_projection_lag(pool: &PgPool) {
+    let query = sqlx::query_as::<_, (String, i64)>(
+        "select name, greatest((select coalesce(max(global_position), 0) from events) - global_position, 0)
+         from projection_checkpoint",
+    )
+    .fetch_all(pool);
+    match tokio::time::timeout(std::time::Duration::from_secs(1), query).await {
+        Ok(Ok(rows)) => {
+            for (name, lag) in rows {
+                metrics::gauge!("callingest_projection_lag_events", "projection" => name)
+                    .set(lag as f64);
+            }
+        }
+        Ok(Err(err)) => tracing::warn!(error = %err, "could not read projection checkpoints"),
+        Err(_) => tracing::warn!("reading projection checkpoints timed out"),
+    }
 }

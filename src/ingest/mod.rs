@@ -28,7 +28,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    fn event_metadata(&self) -> HashMap<String, String> {
+    pub fn event_metadata(&self) -> HashMap<String, String> {
         HashMap::from([
             ("request_id".to_owned(), self.request_id.clone()),
             ("source_ip".to_owned(), self.source_ip.clone()),

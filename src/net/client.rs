@@ -106,6 +106,9 @@ pub struct ClientOptions {
     /// A PEM bundle of extra root certificates, for partners whose servers use a private CA.
     /// The built-in roots stay trusted; certificate checks cannot be switched off.
     pub extra_ca_file: Option<PathBuf>,
+    /// Follow redirects (at most [`MAX_REDIRECTS`], each hop checked like the first URL), as
+    /// recording downloads do. Off for callbacks: a 3xx then comes back as the response.
+    pub follow_redirects: bool,
 }
 
 /// A `reqwest::Client` that refuses forbidden addresses when resolving and on every redirect.
@@ -126,7 +129,11 @@ pub fn build_client(
         .connect_timeout(options.connect_timeout)
         .timeout(options.total_timeout)
         .dns_resolver(Arc::new(FilteringResolver::new(policy.allow_private)))
-        .redirect(policy.redirect_policy())
+        .redirect(if options.follow_redirects {
+            policy.redirect_policy()
+        } else {
+            Policy::none()
+        })
         .user_agent(concat!("callingest/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &options.extra_ca_file {
         for certificate in read_ca_bundle(path)? {
@@ -294,6 +301,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             total_timeout: Duration::from_secs(1),
             extra_ca_file: Some("/nonexistent/ca.pem".into()),
+            follow_redirects: true,
         };
         let error = build_client(&OutboundPolicy::default(), &options).unwrap_err();
         assert!(matches!(error, NetError::CaFile { .. }), "{error:?}");
@@ -308,6 +316,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             total_timeout: Duration::from_secs(1),
             extra_ca_file: Some(file.path().to_owned()),
+            follow_redirects: true,
         };
         let error = build_client(&OutboundPolicy::default(), &options).unwrap_err();
         assert!(matches!(error, NetError::CaCertificate { .. }), "{error:?}");

@@ -15,6 +15,17 @@ pub use address::is_forbidden;
 pub use client::{build_client, ClientOptions, OutboundClient, OutboundPolicy, MAX_REDIRECTS};
 pub use redact::redact_url;
 
+/// A `Retry-After` value: delay-seconds or an HTTP date (a date in the past means now).
+pub fn retry_after(value: &str) -> Option<std::time::Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = date.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(std::time::Duration::ZERO))
+}
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong preparing or policing an outbound request.

@@ -223,6 +223,7 @@ impl Fetcher {
             connect_timeout: config.connect_timeout,
             total_timeout: config.total_timeout,
             extra_ca_file: config.extra_ca_file,
+            follow_redirects: true,
         };
         Ok(Self {
             client: OutboundClient::new(policy, &options)?,
@@ -324,15 +325,8 @@ fn check_status(response: &Response) -> Result<(), FetchError> {
     }
 }
 
-/// Retry-After as delay-seconds or as an HTTP date (a date in the past means now).
 fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = date.signed_duration_since(chrono::Utc::now());
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    crate::net::retry_after(response.headers().get(RETRY_AFTER)?.to_str().ok()?)
 }
 
 #[cfg(test)]

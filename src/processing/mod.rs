@@ -3,8 +3,7 @@
 //! every step as events on the call.
 
 pub mod fetch;
-mod jobs;
 mod worker;
 
-pub use jobs::{claim_next, next_due_in, ClaimedJob};
-pub use worker::{JobOutcome, Worker};
+pub use crate::queue::JobOutcome;
+pub use worker::Worker;

@@ -9,25 +9,17 @@ use callingest_domain::call::{
     AudioAnalytics, Call, CallCommand, CallError, FetchFailure, FetchSuccess, RetryPolicy,
 };
 use cqrs_es::AggregateError;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tracing::Instrument;
 
 use super::fetch::{FetchError, Fetcher};
-use super::jobs::{claim_next, next_due_in, ClaimedJob};
 use crate::event_store::{self, execute, Store};
+use crate::queue::{JobOutcome, PROCESSING_JOBS};
 
-/// Channel the `processing_job` table notifies when a job is created or rescheduled.
-const JOBS_CHANNEL: &str = "callingest_jobs";
-/// Longest sleep between looks at the queue when nothing notifies.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// A job was claimed and taken to its next step.
-    Processed,
-    /// Nothing could be claimed.
-    EmptyQueue,
+/// A claimed processing job.
+struct ClaimedJob {
+    call_aggregate_id: String,
+    recording_url: String,
 }
 
 pub struct Worker {
@@ -72,51 +64,28 @@ impl Worker {
     /// Runs until the task is dropped. Dropping it mid-job is safe: the lease expires and
     /// another worker retries the job.
     pub async fn run(self) {
-        let mut listener = match self.listen().await {
-            Ok(listener) => Some(listener),
-            Err(err) => {
-                tracing::warn!(error = %err, "worker cannot LISTEN; polling only");
-                None
-            }
-        };
-        loop {
-            match self.try_execute_job().await {
-                Ok(JobOutcome::Processed) => continue,
-                Ok(JobOutcome::EmptyQueue) => {}
-                Err(err) => {
-                    tracing::error!(error = %crate::http::ErrorChain(&err), "processing step failed");
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                    continue;
-                }
-            }
-            let wait = next_due_in(&self.pool)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(POLL_INTERVAL)
-                .min(POLL_INTERVAL);
-            match listener.as_mut() {
-                Some(listener) => {
-                    if let Ok(Err(err)) = tokio::time::timeout(wait, listener.recv()).await {
-                        tracing::warn!(error = %err, "job notifications interrupted");
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-                None => tokio::time::sleep(wait).await,
-            }
-        }
-    }
-
-    async fn listen(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(JOBS_CHANNEL).await?;
-        Ok(listener)
+        PROCESSING_JOBS
+            .run(&self.pool, || self.try_execute_job())
+            .await;
     }
 
     /// Claims one job and takes it through fetch and analysis (or to its next retry).
     pub async fn try_execute_job(&self) -> Result<JobOutcome, WorkerError> {
-        let Some(job) = claim_next(&self.pool, &self.owner, self.lease).await? else {
+        let Some(call_aggregate_id) = PROCESSING_JOBS
+            .claim(&self.pool, &self.owner, self.lease)
+            .await?
+        else {
             return Ok(JobOutcome::EmptyQueue);
+        };
+        let recording_url: String = sqlx::query_scalar(
+            "select recording_url from processing_job where call_aggregate_id = $1",
+        )
+        .bind(&call_aggregate_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let job = ClaimedJob {
+            call_aggregate_id,
+            recording_url,
         };
         let span = tracing::info_span!("job", call = %job.call_aggregate_id);
         self.process(&job).instrument(span).await?;

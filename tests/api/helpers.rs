@@ -69,9 +69,14 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub partner: PartnerCredentials,
+    config: ServeConfig,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Held so the database lives exactly as long as the app (dropped with it).
     _database: TestDatabase,
 }
+
+/// The admin token every test app is configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// The API alone: nothing is processed, so a test sees exactly the events ingest wrote.
 pub async fn spawn_app() -> TestApp {
@@ -82,8 +87,8 @@ pub async fn spawn_app_with_rate_limit(rate_limit_per_minute: u32) -> TestApp {
     spawn_app_with(Role::Api, rate_limit_per_minute, test_processing()).await
 }
 
-/// Processing settings for tests: loopback recording servers allowed, short timeouts and
-/// backoff so retries happen within a test.
+/// Processing settings for tests: loopback servers allowed, short timeouts and backoff so
+/// retries happen within a test.
 pub fn test_processing() -> ProcessingConfig {
     ProcessingConfig {
         worker_concurrency: 2,
@@ -95,6 +100,9 @@ pub fn test_processing() -> ProcessingConfig {
         fetch_backoff_base_ms: 100,
         allow_private_urls: true,
         extra_ca_file: None,
+        callback_concurrency: 2,
+        callback_timeout_ms: 2_000,
+        callback_backoff_base_ms: 200,
     }
 }
 
@@ -103,6 +111,10 @@ pub async fn spawn_app_with(
     rate_limit_per_minute: u32,
     processing: ProcessingConfig,
 ) -> TestApp {
+    // Quiet unless asked: `TEST_LOG=1 cargo test ...` shows the service's logs.
+    if std::env::var_os("TEST_LOG").is_some() {
+        callingest::telemetry::init_logging();
+    }
     let database = TestDatabase::create().await;
     let config = ServeConfig {
         database: DatabaseConfig {
@@ -113,13 +125,9 @@ pub async fn spawn_app_with(
         listen: "127.0.0.1:0".parse().unwrap(),
         role,
         processing,
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
     };
-    let app = Application::build(&config)
-        .await
-        .expect("application builds");
-    let address = format!("http://{}", app.address().expect("the API role binds"));
-    let pool = app.pool().clone();
-    tokio::spawn(app.run());
+    let (address, pool, server) = start(&config).await;
     let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)
         .await
         .expect("partner created");
@@ -132,11 +140,38 @@ pub async fn spawn_app_with(
         pool,
         client,
         partner,
+        config,
+        server,
         _database: database,
     }
 }
 
+async fn start(
+    config: &ServeConfig,
+) -> (String, PgPool, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let app = Application::build(config)
+        .await
+        .expect("application builds");
+    let address = format!("http://{}", app.address().expect("the API role binds"));
+    let pool = app.pool().clone();
+    (address, pool, tokio::spawn(app.run()))
+}
+
 impl TestApp {
+    /// Stops the service abruptly (its tasks are dropped mid-flight, like a killed process)
+    /// and starts a new one on the same database.
+    pub async fn restart(self) -> TestApp {
+        self.server.abort();
+        let _ = self.server.await;
+        let (address, pool, server) = start(&self.config).await;
+        TestApp {
+            address,
+            pool,
+            server,
+            ..self
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod callback_receiver;
+mod callbacks;
 mod contract_errors;
 mod fetch;
 mod idempotency;

@@ -24,6 +24,37 @@ pub enum CallCommand {
     },
     /// Processing cannot go on (undecodable audio, ...).
     FailProcessing { reason: String, at: DateTime<Utc> },
+    /// The partner's callback endpoint took the outcome (2xx).
+    RecordCallbackSuccess(CallbackSuccess),
+    /// A callback attempt failed; the call decides whether and when to try again.
+    RecordCallbackFailure(CallbackFailure),
+    /// Support asks for the outcome to be sent again (a fresh series of attempts).
+    RequestCallbackRedelivery {
+        requested_by: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackSuccess {
+    pub status_code: u16,
+    pub response_time_ms: u64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackFailure {
+    /// The answer's status, when there was one.
+    pub status_code: Option<u16>,
+    /// What went wrong: `status 500`, `timeout`, `connect`, `redirect not followed`, ...
+    pub error: String,
+    pub response_time_ms: u64,
+    /// A `Retry-After` the receiver sent (honoured on 429 and 503).
+    pub retry_after_ms: Option<u64>,
+    pub policy: RetryPolicy,
+    /// Spread of the next wait, within ±0.1 (the caller draws it: the domain has no randomness).
+    pub jitter_ratio: f64,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,13 +99,14 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Milliseconds to wait after failed attempt `attempt` (1-based), honouring a longer
-    /// `Retry-After` up to one hour.
-    pub fn delay_ms(&self, attempt: u32, retry_after_ms: Option<u64>) -> u64 {
+    /// Milliseconds to wait after failed attempt `attempt` (1-based): the backoff spread by
+    /// `jitter_ratio` (clamped to ±0.1), or a longer `Retry-After`, at most one hour.
+    pub fn delay_ms(&self, attempt: u32, retry_after_ms: Option<u64>, jitter_ratio: f64) -> u64 {
         const MAX_DELAY_MS: u64 = 3_600_000;
         let exponent = attempt.saturating_sub(1).min(30);
-        let backoff = self.backoff_base_ms.saturating_mul(1u64 << exponent);
-        backoff.max(retry_after_ms.unwrap_or(0)).min(MAX_DELAY_MS)
+        let backoff = self.backoff_base_ms.saturating_mul(1u64 << exponent) as f64;
+        let jittered = (backoff * (1.0 + jitter_ratio.clamp(-0.1, 0.1))).round() as u64;
+        jittered.max(retry_after_ms.unwrap_or(0)).min(MAX_DELAY_MS)
     }
 }
 

@@ -20,6 +20,10 @@ pub enum CallEvent {
     RecordingAnalyzed(RecordingAnalyzed),
     ProcessingCompleted(ProcessingCompleted),
     ProcessingFailed(ProcessingFailed),
+    CallbackAttemptFailed(CallbackAttemptFailed),
+    CallbackDelivered(CallbackDelivered),
+    CallbackAbandoned(CallbackAbandoned),
+    CallbackRedeliveryRequested(CallbackRedeliveryRequested),
 }
 
 /// A call was taken in; it holds everything the partner submitted, extra fields included.
@@ -93,6 +97,9 @@ pub struct ResultsSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessingCompleted {
     pub completed_at: DateTime<Utc>,
+    /// The partner gave a `callback_url`: a callback is now due.
+    #[serde(default)]
+    pub callback_due: bool,
     /// From acceptance to completion.
     pub processing_time_ms: u64,
     pub results: ResultsSummary,
@@ -101,9 +108,46 @@ pub struct ProcessingCompleted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessingFailed {
     pub failed_at: DateTime<Utc>,
+    /// The partner gave a `callback_url`: a callback is now due.
+    #[serde(default)]
+    pub callback_due: bool,
     pub processing_time_ms: u64,
     /// Said so a partner understands it; sent in the callback's `error`.
     pub reason: String,
+}
+
+/// A callback attempt that did not get a 2xx in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackAttemptFailed {
+    /// 1-based within the current series (a redelivery starts a new series).
+    pub attempt: u32,
+    pub status_code: Option<u16>,
+    pub error: String,
+    pub response_time_ms: u64,
+    /// When the next attempt is due; `None` after the last one.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackDelivered {
+    pub attempt: u32,
+    pub status_code: u16,
+    pub response_time_ms: u64,
+    pub delivered_at: DateTime<Utc>,
+}
+
+/// Every attempt of the series failed; nothing more is sent unless support redelivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackAbandoned {
+    pub attempts: u32,
+    pub abandoned_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackRedeliveryRequested {
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
 }
 
 impl DomainEvent for CallEvent {
@@ -117,6 +161,10 @@ impl DomainEvent for CallEvent {
             CallEvent::RecordingAnalyzed(_) => "RecordingAnalyzed",
             CallEvent::ProcessingCompleted(_) => "ProcessingCompleted",
             CallEvent::ProcessingFailed(_) => "ProcessingFailed",
+            CallEvent::CallbackAttemptFailed(_) => "CallbackAttemptFailed",
+            CallEvent::CallbackDelivered(_) => "CallbackDelivered",
+            CallEvent::CallbackAbandoned(_) => "CallbackAbandoned",
+            CallEvent::CallbackRedeliveryRequested(_) => "CallbackRedeliveryRequested",
         }
         .to_owned()
     }

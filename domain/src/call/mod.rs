@@ -46,6 +46,14 @@ pub enum CallError {
     NoFetchInProgress,
     #[error("the recording has not been fetched")]
     NotFetched,
+    #[error("call processing has not finished yet")]
+    NotFinished,
+    #[error("the call has no callback_url")]
+    NoCallbackUrl,
+    #[error("no callback is pending")]
+    CallbackNotPending,
+    #[error("a callback is already scheduled")]
+    CallbackAlreadyPending,
 }
 
 /// Where a call is in its life.
@@ -66,6 +74,28 @@ pub struct Call {
     accepted: Option<AcceptedCall>,
     stage: Stage,
     fetch_attempts: u32,
+    analytics: Option<AudioAnalytics>,
+    outcome: Option<Outcome>,
+    callback: CallbackState,
+}
+
+/// How processing ended, as the callback reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Outcome {
+    Completed {
+        processing_time_ms: u64,
+    },
+    Failed {
+        processing_time_ms: u64,
+        reason: String,
+    },
+}
+
+/// The callback series in progress, if any.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct CallbackState {
+    pending: bool,
+    attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +123,51 @@ impl Call {
     /// The call as first submitted.
     pub fn submission(&self) -> Option<&NewCall> {
         self.accepted.as_ref().map(|a| &a.call)
+    }
+
+    /// Whether a callback attempt is due (processing ended, callback not yet delivered or
+    /// abandoned in the current series).
+    pub fn callback_pending(&self) -> bool {
+        self.callback.pending
+    }
+
+    /// The callback body: the outcome, the analytics figures and the partner's metadata,
+    /// echoed unchanged. The same bytes for every attempt of every series.
+    pub fn callback_payload(&self) -> Option<serde_json::Value> {
+        let call = &self.accepted.as_ref()?.call;
+        let (status, processing_time_ms, error, results) = match self.outcome.as_ref()? {
+            Outcome::Completed { processing_time_ms } => {
+                let mut results = serde_json::json!({
+                    "transcription_available": false,
+                    "analytics_available": self.analytics.is_some(),
+                });
+                if let Some(serde_json::Value::Object(figures)) = self
+                    .analytics
+                    .as_ref()
+                    .and_then(|a| serde_json::to_value(a).ok())
+                {
+                    results.as_object_mut().expect("an object").extend(figures);
+                }
+                ("completed", *processing_time_ms, None, results)
+            }
+            Outcome::Failed {
+                processing_time_ms,
+                reason,
+            } => (
+                "failed",
+                *processing_time_ms,
+                Some(reason.clone()),
+                serde_json::Value::Null,
+            ),
+        };
+        Some(serde_json::json!({
+            "call_id": call.call.id,
+            "status": status,
+            "processing_time": processing_time_ms as f64 / 1000.0,
+            "error": error,
+            "results": results,
+            "metadata": call.metadata,
+        }))
     }
 }
 
@@ -134,9 +209,38 @@ impl Aggregate for Call {
             }
             CallEvent::RecordingFetched(_) => self.stage = Stage::Fetched,
             CallEvent::RecordingFetchFailed(_) => self.stage = Stage::Accepted,
-            CallEvent::RecordingAnalyzed(_) => {}
-            CallEvent::ProcessingCompleted(_) => self.stage = Stage::Completed,
-            CallEvent::ProcessingFailed(_) => self.stage = Stage::Failed,
+            CallEvent::RecordingAnalyzed(e) => self.analytics = Some(e.analytics),
+            CallEvent::ProcessingCompleted(e) => {
+                self.stage = Stage::Completed;
+                self.outcome = Some(Outcome::Completed {
+                    processing_time_ms: e.processing_time_ms,
+                });
+                self.callback = CallbackState {
+                    pending: e.callback_due,
+                    attempts: 0,
+                };
+            }
+            CallEvent::ProcessingFailed(e) => {
+                self.stage = Stage::Failed;
+                self.outcome = Some(Outcome::Failed {
+                    processing_time_ms: e.processing_time_ms,
+                    reason: e.reason,
+                });
+                self.callback = CallbackState {
+                    pending: e.callback_due,
+                    attempts: 0,
+                };
+            }
+            CallEvent::CallbackAttemptFailed(e) => self.callback.attempts = e.attempt,
+            CallEvent::CallbackDelivered(_) | CallEvent::CallbackAbandoned(_) => {
+                self.callback.pending = false;
+            }
+            CallEvent::CallbackRedeliveryRequested(_) => {
+                self.callback = CallbackState {
+                    pending: true,
+                    attempts: 0,
+                };
+            }
         }
     }
 }
@@ -144,24 +248,93 @@ impl Aggregate for Call {
 impl Call {
     /// The events a command yields in the current state; no state changes here.
     fn decide(&self, command: CallCommand) -> Result<Vec<CallEvent>, CallError> {
-        if let CallCommand::AcceptCall(cmd) = command {
-            return self.accept(*cmd).map(|e| vec![e]);
+        let accepted = match (&command, &self.accepted) {
+            (CallCommand::AcceptCall(_), _) => None,
+            (_, Some(accepted)) => Some(accepted),
+            (_, None) => return Err(CallError::NotAccepted),
+        };
+        match command {
+            CallCommand::AcceptCall(cmd) => self.accept(*cmd).map(|e| vec![e]),
+            CallCommand::RecordCallbackSuccess(success) => {
+                self.require_pending_callback()?;
+                Ok(vec![CallEvent::CallbackDelivered(CallbackDelivered {
+                    attempt: self.callback.attempts + 1,
+                    status_code: success.status_code,
+                    response_time_ms: success.response_time_ms,
+                    delivered_at: success.at,
+                })])
+            }
+            CallCommand::RecordCallbackFailure(failure) => {
+                self.require_pending_callback()?;
+                let attempt = self.callback.attempts + 1;
+                let again = attempt < failure.policy.max_attempts;
+                let next_attempt_at = again.then(|| {
+                    let delay = failure.policy.delay_ms(
+                        attempt,
+                        failure.retry_after_ms,
+                        failure.jitter_ratio,
+                    );
+                    failure.at + chrono::Duration::milliseconds(delay as i64)
+                });
+                let mut events = vec![CallEvent::CallbackAttemptFailed(CallbackAttemptFailed {
+                    attempt,
+                    status_code: failure.status_code,
+                    error: failure.error,
+                    response_time_ms: failure.response_time_ms,
+                    next_attempt_at,
+                    failed_at: failure.at,
+                })];
+                if !again {
+                    events.push(CallEvent::CallbackAbandoned(CallbackAbandoned {
+                        attempts: attempt,
+                        abandoned_at: failure.at,
+                    }));
+                }
+                Ok(events)
+            }
+            CallCommand::RequestCallbackRedelivery { requested_by, at } => {
+                if !self.is_finished() {
+                    return Err(CallError::NotFinished);
+                }
+                let call = &accepted.expect("checked above").call;
+                if call.callback_url.is_none() {
+                    return Err(CallError::NoCallbackUrl);
+                }
+                if self.callback.pending {
+                    return Err(CallError::CallbackAlreadyPending);
+                }
+                Ok(vec![CallEvent::CallbackRedeliveryRequested(
+                    CallbackRedeliveryRequested {
+                        requested_by,
+                        requested_at: at,
+                    },
+                )])
+            }
+            processing => self.decide_processing(processing, accepted.expect("checked above")),
         }
-        let accepted = self.accepted.as_ref().ok_or(CallError::NotAccepted)?;
+    }
+
+    /// Commands of the processing pipeline: only valid until the call has finished.
+    fn decide_processing(
+        &self,
+        command: CallCommand,
+        accepted: &AcceptedCall,
+    ) -> Result<Vec<CallEvent>, CallError> {
         if self.is_finished() {
             return Err(CallError::AlreadyFinished);
         }
+        let callback_due = accepted.call.callback_url.is_some();
         let elapsed_ms =
             |at: DateTime<Utc>| (at - accepted.accepted_at).num_milliseconds().max(0) as u64;
         let failed = |reason: String, at: DateTime<Utc>| {
             CallEvent::ProcessingFailed(ProcessingFailed {
                 failed_at: at,
+                callback_due,
                 processing_time_ms: elapsed_ms(at),
                 reason,
             })
         };
         match command {
-            CallCommand::AcceptCall(_) => unreachable!("handled above"),
             CallCommand::StartFetch { at } => Ok(vec![CallEvent::RecordingFetchStarted(
                 RecordingFetchStarted {
                     attempt: self.fetch_attempts + 1,
@@ -189,7 +362,9 @@ impl Call {
                 let attempt = self.fetch_attempts;
                 let again = failure.retryable && attempt < failure.policy.max_attempts;
                 let next_attempt_at = again.then(|| {
-                    let delay = failure.policy.delay_ms(attempt, failure.retry_after_ms);
+                    let delay = failure
+                        .policy
+                        .delay_ms(attempt, failure.retry_after_ms, 0.0);
                     failure.at + chrono::Duration::milliseconds(delay as i64)
                 });
                 let mut events = vec![CallEvent::RecordingFetchFailed(RecordingFetchFailed {
@@ -221,12 +396,22 @@ impl Call {
                     }),
                     CallEvent::ProcessingCompleted(ProcessingCompleted {
                         completed_at: at,
+                        callback_due,
                         processing_time_ms: elapsed_ms(at),
                         results,
                     }),
                 ])
             }
             CallCommand::FailProcessing { reason, at } => Ok(vec![failed(reason, at)]),
+            other => unreachable!("not a processing command: {other:?}"),
+        }
+    }
+
+    fn require_pending_callback(&self) -> Result<(), CallError> {
+        if self.callback.pending {
+            Ok(())
+        } else {
+            Err(CallError::CallbackNotPending)
         }
     }
 

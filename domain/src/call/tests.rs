@@ -260,10 +260,10 @@ fn a_longer_retry_after_is_honoured() {
 
 #[test]
 fn backoff_doubles_per_attempt() {
-    assert_eq!(POLICY.delay_ms(1, None), 1_000);
-    assert_eq!(POLICY.delay_ms(2, None), 2_000);
-    assert_eq!(POLICY.delay_ms(3, None), 4_000);
-    assert_eq!(POLICY.delay_ms(40, None), 3_600_000);
+    assert_eq!(POLICY.delay_ms(1, None, 0.0), 1_000);
+    assert_eq!(POLICY.delay_ms(2, None, 0.0), 2_000);
+    assert_eq!(POLICY.delay_ms(3, None, 0.0), 4_000);
+    assert_eq!(POLICY.delay_ms(40, None, 0.0), 3_600_000);
 }
 
 #[test]
@@ -350,6 +350,7 @@ fn an_analysis_completes_the_call_with_a_summary() {
             }),
             CallEvent::ProcessingCompleted(ProcessingCompleted {
                 completed_at: when,
+                callback_due: false,
                 processing_time_ms: 4_000,
                 results: ResultsSummary {
                     transcription_available: false,
@@ -378,6 +379,7 @@ fn an_analysis_needs_a_fetched_recording() {
 fn a_finished_call_is_never_processed_again() {
     let completed = CallEvent::ProcessingCompleted(ProcessingCompleted {
         completed_at: at("2024-05-01T12:00:04Z"),
+        callback_due: false,
         processing_time_ms: 4_000,
         results: ResultsSummary {
             transcription_available: false,
@@ -422,4 +424,244 @@ fn processing_can_be_failed_with_a_reason() {
     assert!(
         matches!(&events[0], CallEvent::ProcessingFailed(f) if f.reason == "recording could not be decoded")
     );
+}
+
+// ---------------------------------------------------------------- callbacks
+
+fn call_with_callback() -> CallEvent {
+    let mut call = new_call("c1");
+    call.callback_url =
+        Some(crate::values::HttpsUrl::parse("https://partner.invalid/hook").unwrap());
+    call.metadata.insert("campaign".into(), json!("Q1"));
+    call.metadata.insert("score".into(), json!(7));
+    accepted(&accept("p1", "t1", call, 1))
+}
+
+fn completed_with_callback() -> Vec<CallEvent> {
+    vec![
+        call_with_callback(),
+        started(1),
+        fetched_event(),
+        CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+            analytics: analytics(),
+            analyzed_at: at("2024-05-01T12:00:04Z"),
+        }),
+        CallEvent::ProcessingCompleted(ProcessingCompleted {
+            completed_at: at("2024-05-01T12:00:04Z"),
+            callback_due: true,
+            processing_time_ms: 4_000,
+            results: ResultsSummary {
+                transcription_available: false,
+                analytics_available: true,
+                duration_ms: 4_000,
+                agent_talk_ms: 2_000,
+                customer_talk_ms: Some(0),
+                silence_ratio: 0.5,
+            },
+        }),
+    ]
+}
+
+const CALLBACK_POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    backoff_base_ms: 30_000,
+};
+
+fn callback_failure(status: u16, retry_after_ms: Option<u64>) -> CallCommand {
+    CallCommand::RecordCallbackFailure(CallbackFailure {
+        status_code: Some(status),
+        error: format!("status {status}"),
+        response_time_ms: 12,
+        retry_after_ms,
+        policy: CALLBACK_POLICY,
+        jitter_ratio: 0.0,
+        at: at("2024-05-01T12:01:00Z"),
+    })
+}
+
+fn replay(events: Vec<CallEvent>) -> Call {
+    let mut call = Call::default();
+    for event in events {
+        call.apply(event);
+    }
+    call
+}
+
+#[test]
+fn a_call_with_a_callback_url_is_due_a_callback_when_processing_ends() {
+    let events = CallTest::with(())
+        .given(vec![call_with_callback(), started(1)])
+        .when(failure(false, None))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(&events[1], CallEvent::ProcessingFailed(f) if f.callback_due));
+    assert!(replay(completed_with_callback()).callback_pending());
+}
+
+#[test]
+fn the_callback_payload_echoes_the_metadata_and_carries_the_analytics() {
+    let payload = replay(completed_with_callback())
+        .callback_payload()
+        .unwrap();
+    assert_eq!(payload["call_id"], "c1");
+    assert_eq!(payload["status"], "completed");
+    assert_eq!(payload["processing_time"], 4.0);
+    assert!(payload["error"].is_null());
+    assert_eq!(payload["metadata"], json!({"campaign": "Q1", "score": 7}));
+    assert_eq!(payload["results"]["analytics_available"], true);
+    assert_eq!(payload["results"]["transcription_available"], false);
+    assert_eq!(payload["results"]["agent_talk_ms"], 2_000);
+    assert_eq!(payload["results"]["customer_talk_ms"], 0);
+}
+
+#[test]
+fn a_failed_call_reports_its_reason_and_no_results() {
+    let mut history = vec![call_with_callback(), started(1)];
+    history.push(CallEvent::ProcessingFailed(ProcessingFailed {
+        failed_at: at("2024-05-01T12:00:02Z"),
+        callback_due: true,
+        processing_time_ms: 2_000,
+        reason: "recording URL answered 404 Not Found".into(),
+    }));
+    let payload = replay(history).callback_payload().unwrap();
+    assert_eq!(payload["status"], "failed");
+    assert_eq!(payload["error"], "recording URL answered 404 Not Found");
+    assert!(payload["results"].is_null());
+}
+
+#[test]
+fn a_delivered_callback_counts_its_attempt() {
+    CallTest::with(())
+        .given(completed_with_callback())
+        .when(CallCommand::RecordCallbackSuccess(CallbackSuccess {
+            status_code: 204,
+            response_time_ms: 15,
+            at: at("2024-05-01T12:01:00Z"),
+        }))
+        .then_expect_events(vec![CallEvent::CallbackDelivered(CallbackDelivered {
+            attempt: 1,
+            status_code: 204,
+            response_time_ms: 15,
+            delivered_at: at("2024-05-01T12:01:00Z"),
+        })]);
+}
+
+#[test]
+fn failed_callbacks_back_off_exponentially_then_are_abandoned_after_four_attempts() {
+    let mut history = completed_with_callback();
+    let mut waits = Vec::new();
+    for attempt in 1..=4 {
+        let events = CallTest::with(())
+            .given(history.clone())
+            .when(callback_failure(500, None))
+            .inspect_result()
+            .unwrap();
+        let CallEvent::CallbackAttemptFailed(failed) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(failed.attempt, attempt);
+        if attempt < 4 {
+            assert_eq!(events.len(), 1);
+            waits.push((failed.next_attempt_at.unwrap() - failed.failed_at).num_milliseconds());
+        } else {
+            assert!(failed.next_attempt_at.is_none());
+            assert!(matches!(&events[1], CallEvent::CallbackAbandoned(a) if a.attempts == 4));
+        }
+        history.extend(events);
+    }
+    assert_eq!(waits, vec![30_000, 60_000, 120_000]);
+    // Nothing is pending any more: a fifth attempt is refused.
+    CallTest::with(())
+        .given(history)
+        .when(callback_failure(500, None))
+        .then_expect_error(CallError::CallbackNotPending);
+}
+
+#[test]
+fn jitter_spreads_the_wait_by_at_most_ten_percent() {
+    assert_eq!(CALLBACK_POLICY.delay_ms(1, None, 0.1), 33_000);
+    assert_eq!(CALLBACK_POLICY.delay_ms(1, None, -0.1), 27_000);
+    assert_eq!(CALLBACK_POLICY.delay_ms(1, None, 0.5), 33_000);
+}
+
+#[test]
+fn a_longer_retry_after_wins_up_to_an_hour() {
+    assert_eq!(CALLBACK_POLICY.delay_ms(1, Some(45_000), 0.0), 45_000);
+    assert_eq!(CALLBACK_POLICY.delay_ms(1, Some(10_000), 0.0), 30_000);
+    assert_eq!(CALLBACK_POLICY.delay_ms(1, Some(7_200_000), 0.0), 3_600_000);
+}
+
+#[test]
+fn no_callback_is_recorded_for_a_call_without_callback_url() {
+    let mut history = vec![accepted_call(), started(1)];
+    history.push(CallEvent::ProcessingFailed(ProcessingFailed {
+        failed_at: at("2024-05-01T12:00:02Z"),
+        callback_due: false,
+        processing_time_ms: 2_000,
+        reason: "x".into(),
+    }));
+    CallTest::with(())
+        .given(history.clone())
+        .when(callback_failure(500, None))
+        .then_expect_error(CallError::CallbackNotPending);
+    CallTest::with(())
+        .given(history)
+        .when(CallCommand::RequestCallbackRedelivery {
+            requested_by: "support".into(),
+            at: at("2024-05-01T13:00:00Z"),
+        })
+        .then_expect_error(CallError::NoCallbackUrl);
+}
+
+#[test]
+fn a_redelivery_starts_a_fresh_series_once_the_last_one_ended() {
+    let mut history = completed_with_callback();
+    let redeliver = || CallCommand::RequestCallbackRedelivery {
+        requested_by: "support".into(),
+        at: at("2024-05-01T13:00:00Z"),
+    };
+    CallTest::with(())
+        .given(history.clone())
+        .when(redeliver())
+        .then_expect_error(CallError::CallbackAlreadyPending);
+    history.push(CallEvent::CallbackDelivered(CallbackDelivered {
+        attempt: 1,
+        status_code: 200,
+        response_time_ms: 5,
+        delivered_at: at("2024-05-01T12:01:00Z"),
+    }));
+    CallTest::with(())
+        .given(history.clone())
+        .when(redeliver())
+        .then_expect_events(vec![CallEvent::CallbackRedeliveryRequested(
+            CallbackRedeliveryRequested {
+                requested_by: "support".into(),
+                requested_at: at("2024-05-01T13:00:00Z"),
+            },
+        )]);
+    history.push(CallEvent::CallbackRedeliveryRequested(
+        CallbackRedeliveryRequested {
+            requested_by: "support".into(),
+            requested_at: at("2024-05-01T13:00:00Z"),
+        },
+    ));
+    let call = replay(history.clone());
+    assert!(call.callback_pending());
+    let events = CallTest::with(())
+        .given(history)
+        .when(callback_failure(503, None))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(&events[0], CallEvent::CallbackAttemptFailed(f) if f.attempt == 1));
+}
+
+#[test]
+fn a_redelivery_needs_a_finished_call() {
+    CallTest::with(())
+        .given(vec![call_with_callback()])
+        .when(CallCommand::RequestCallbackRedelivery {
+            requested_by: "support".into(),
+            at: at("2024-05-01T13:00:00Z"),
+        })
+        .then_expect_error(CallError::NotFinished);
 }

@@ -57,6 +57,18 @@ pub struct CallRow {
     pub peak_dbfs: Option<f64>,
     pub clipping_ratio: Option<f64>,
     pub updated_at: DateTime<Utc>,
+    pub callback_status: Option<CallbackStatus>,
+    pub callback_attempts: i32,
+    pub callback_last_status_code: Option<i32>,
+    pub callback_delivered_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackStatus {
+    Pending,
+    Delivered,
+    Abandoned,
 }
 
 impl CallRow {
@@ -103,6 +115,10 @@ impl CallRow {
             peak_dbfs: None,
             clipping_ratio: None,
             updated_at: e.accepted_at,
+            callback_status: None,
+            callback_attempts: 0,
+            callback_last_status_code: None,
+            callback_delivered_at: None,
         }
     }
 
@@ -151,12 +167,30 @@ impl CallRow {
                 self.completed_at = Some(e.completed_at);
                 self.processing_time_ms = Some(e.processing_time_ms as i64);
                 self.error = None;
+                self.callback_status = e.callback_due.then_some(CallbackStatus::Pending);
             }
             CallEvent::ProcessingFailed(e) => {
                 self.status = CallStatus::Failed;
                 self.failed_at = Some(e.failed_at);
                 self.processing_time_ms = Some(e.processing_time_ms as i64);
                 self.error = Some(e.reason.clone());
+                self.callback_status = e.callback_due.then_some(CallbackStatus::Pending);
+            }
+            CallEvent::CallbackAttemptFailed(e) => {
+                self.callback_attempts += 1;
+                self.callback_last_status_code = e.status_code.map(i32::from);
+            }
+            CallEvent::CallbackDelivered(e) => {
+                self.callback_attempts += 1;
+                self.callback_last_status_code = Some(i32::from(e.status_code));
+                self.callback_status = Some(CallbackStatus::Delivered);
+                self.callback_delivered_at = Some(e.delivered_at);
+            }
+            CallEvent::CallbackAbandoned(_) => {
+                self.callback_status = Some(CallbackStatus::Abandoned)
+            }
+            CallEvent::CallbackRedeliveryRequested(_) => {
+                self.callback_status = Some(CallbackStatus::Pending)
             }
         }
     }

@@ -1,0 +1,129 @@
+//! Work queues kept by projections (`processing_job`, `callback_delivery`) as workers see them.
+//!
+//! A claim is one short statement (its own transaction) that sets a lease: no transaction stays
+//! open across a download or a callback, which would hold back every reader of the event log.
+//! A worker that dies keeps its row only until the lease expires; then another claims it.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+
+/// Longest sleep between looks at a queue when nothing notifies.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct WorkQueue {
+    table: &'static str,
+    /// Channel the table's trigger notifies when a row is created or rescheduled.
+    channel: &'static str,
+}
+
+pub const PROCESSING_JOBS: WorkQueue = WorkQueue {
+    table: "processing_job",
+    channel: "callingest_jobs",
+};
+pub const CALLBACK_DELIVERIES: WorkQueue = WorkQueue {
+    table: "callback_delivery",
+    channel: "callingest_callbacks",
+};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// A row was claimed and its work taken to its next recorded step.
+    Processed,
+    /// Nothing could be claimed.
+    EmptyQueue,
+}
+
+impl WorkQueue {
+    /// Claims the row due longest ago that no live lease holds; returns its call aggregate id.
+    pub async fn claim(
+        &self,
+        pool: &PgPool,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let table = self.table;
+        sqlx::query_scalar(&format!(
+            "update {table}
+             set lease_until = now() + $2 * interval '1 millisecond', lease_owner = $1
+             where call_aggregate_id = (
+                 select call_aggregate_id from {table}
+                 where due_at <= now() and (lease_until is null or lease_until < now())
+                 order by due_at
+                 limit 1
+                 for update skip locked)
+             returning call_aggregate_id"
+        ))
+        .bind(owner)
+        .bind(lease.as_millis() as i64)
+        .fetch_optional(pool)
+        .await
+    }
+
+    /// How long until some row can be claimed (due, or its lease expired).
+    async fn next_due_in(&self, pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
+        let ms: Option<f64> = sqlx::query_scalar(&format!(
+            "select (extract(epoch from min(greatest(due_at, coalesce(lease_until, due_at))) - now()) * 1000)::float8
+             from {}",
+            self.table
+        ))
+        .fetch_one(pool)
+        .await?;
+        Ok(ms.map(|ms| Duration::from_millis(ms.max(0.0).ceil() as u64)))
+    }
+
+    pub async fn listen(&self, pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(self.channel).await?;
+        Ok(listener)
+    }
+
+    /// Sleeps until the next row is due, a notification arrives, or the poll interval passes.
+    pub async fn wait(&self, pool: &PgPool, listener: Option<&mut PgListener>) {
+        let wait = match self.next_due_in(pool).await {
+            Ok(Some(due)) => due.min(POLL_INTERVAL),
+            Ok(None) => POLL_INTERVAL,
+            Err(err) => {
+                tracing::warn!(error = %err, queue = self.table, "cannot read the next due time");
+                POLL_INTERVAL
+            }
+        };
+        match listener {
+            Some(listener) => {
+                if let Ok(Err(err)) = tokio::time::timeout(wait, listener.recv()).await {
+                    tracing::warn!(error = %err, queue = self.table, "queue notifications interrupted");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            None => tokio::time::sleep(wait).await,
+        }
+    }
+
+    /// Claims and handles rows until the task is dropped. Dropping it mid-job is safe: the
+    /// lease expires and another worker takes the row.
+    pub async fn run<F, Fut, E>(&self, pool: &PgPool, mut try_next: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<JobOutcome, E>>,
+        E: std::error::Error + 'static,
+    {
+        let mut listener = match self.listen(pool).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                tracing::warn!(error = %err, queue = self.table, "cannot LISTEN; polling only");
+                None
+            }
+        };
+        loop {
+            match try_next().await {
+                Ok(JobOutcome::Processed) => continue,
+                Ok(JobOutcome::EmptyQueue) => self.wait(pool, listener.as_mut()).await,
+                Err(err) => {
+                    tracing::error!(error = %crate::http::ErrorChain(&err), queue = self.table, "step failed");
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+            }
+        }
+    }
+}
