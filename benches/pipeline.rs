@@ -1,0 +1,399 @@
+//! Pipeline benchmark, on a fresh database, everything on 127.0.0.1:
+//!
+//! 1. Projector replay: 100,000 accepted calls, then each projection rebuilt (events/s).
+//! 2. Latency through the whole service at a steady trickle (real recording server, real HTTPS
+//!    callback receiver): accepted → fetch started (pickup), and processing completed →
+//!    callback delivered, p50/p99.
+//! 3. Callback throughput: many outcomes due at once, delivered to a receiver answering 200.
+//!
+//! Run: `cargo bench --bench pipeline` (`BENCH_CALLS`, default 100000, sets part 1's size).
+
+// The HTTPS receiver of the tests; its own tests come along unused here.
+#[path = "../tests/api/callback_receiver.rs"]
+#[allow(dead_code, unused_imports)]
+mod callback_receiver;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callback_receiver::{Receiver, Reply, TestCa};
+use callingest::app::Application;
+use callingest::callbacks::{CallbackSender, CallbackSettings};
+use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
+use callingest::event_store::{self, execute};
+use callingest::ingest::{IngestService, RequestContext, Submission};
+use callingest_domain::call::{AudioAnalytics, Call, CallCommand, FetchSuccess};
+use callingest_domain::submission::validate_batch;
+use callingest_domain::values::{PartnerId, TenantId};
+use callingest_projections::Projector;
+use hdrhistogram::Histogram;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/audio/tests/fixtures/left-only.wav"
+);
+
+fn item(id: &str, recording_url: &str, callback_url: &str) -> Value {
+    json!({
+        "call": {"id": id, "recording_url": recording_url, "start_time": "2023-01-01T10:00:00Z",
+                 "end_time": "2023-01-01T10:30:00Z", "contact_number": "+1234567890"},
+        "agent": {"id": "agent-1"}, "customer": {"id": "customer-1"},
+        "callback_url": callback_url, "metadata": {"campaign": "bench"}
+    })
+}
+
+struct BenchDb {
+    admin: sqlx::PgConnection,
+    name: String,
+    url: String,
+}
+
+async fn fresh_database() -> anyhow::Result<BenchDb> {
+    let server: PgConnectOptions = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .parse()?;
+    let name = format!("callingest_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = server.clone().database("postgres").connect().await?;
+    sqlx::query(&format!("create database \"{name}\""))
+        .execute(&mut admin)
+        .await?;
+    let url = server.database(&name).to_url_lossy().to_string();
+    Ok(BenchDb { admin, name, url })
+}
+
+impl BenchDb {
+    async fn drop(mut self) -> anyhow::Result<()> {
+        sqlx::query(&format!(
+            "drop database if exists \"{}\" with (force)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await?;
+        Ok(())
+    }
+}
+
+fn database_config(url: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        url: Secret::new(url),
+        max_connections: 24,
+        acquire_timeout_ms: 10_000,
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn submit(ingest: &IngestService, items: Vec<Value>) -> anyhow::Result<()> {
+    let calls = validate_batch(&json!({ "data": items })).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    ingest
+        .submit(&Submission {
+            partner_id: PartnerId::parse("bench").unwrap(),
+            tenant_id: TenantId::parse("tenant1").unwrap(),
+            sub_tenant_id: TenantId::parse("sub1").unwrap(),
+            calls,
+            received_at: chrono::Utc::now(),
+            request: RequestContext::default(),
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    replay(calls).await?;
+    latency().await?;
+    callback_throughput(2_000).await?;
+    Ok(())
+}
+
+/// Part 1: projector replay rate.
+async fn replay(calls: usize) -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    let pool = callingest::db::prepare(&database_config(&db.url)).await?;
+    callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
+    let ingest = Arc::new(IngestService::new(pool.clone()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..8 {
+        let ingest = ingest.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in (client..calls / 50).step_by(8) {
+                let items = (0..50)
+                    .map(|i| {
+                        item(
+                            &format!("c{batch}-{i}"),
+                            "https://r.invalid/a.wav",
+                            "https://p.invalid/cb",
+                        )
+                    })
+                    .collect();
+                submit(&ingest, items).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let events: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&pool)
+        .await?;
+    println!(
+        "replay: {calls} calls accepted ({events} events) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for projection in callingest_projections::all() {
+        let name = projection.name();
+        let projector = Projector::new(pool.clone(), projection);
+        let started = Instant::now();
+        projector.reset().await?;
+        let applied = projector.catch_up().await?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "replay: {name}: {applied} events in {seconds:.2} s = {:.0} events/s",
+            applied as f64 / seconds
+        );
+    }
+    pool.close().await;
+    db.drop().await
+}
+
+/// Starts a loopback recording server serving the left-only WAV fixture at `/a.wav`.
+async fn recording_server() -> anyhow::Result<String> {
+    let bytes = std::fs::read(FIXTURE)?;
+    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
+    let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+    let route = poem::Route::new().at(
+        "/a.wav",
+        poem::get(poem::endpoint::make_sync(move |_| bytes.clone())),
+    );
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(route));
+    Ok(format!("http://127.0.0.1:{port}/a.wav"))
+}
+
+/// Part 2: latencies through the running service at 100 calls/s for 5 s.
+async fn latency() -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    let ca = TestCa::new();
+    let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;
+    let recording = recording_server().await?;
+    let processing = ProcessingConfig {
+        allow_private_urls: true,
+        extra_ca_file: Some(ca.ca_file().to_owned()),
+        ..ProcessingConfig::default()
+    };
+    let config = ServeConfig {
+        database: database_config(&db.url),
+        listen: "127.0.0.1:0".parse()?,
+        role: Role::All,
+        processing,
+        admin_token: None,
+    };
+    let app = Application::build(&config).await?;
+    let pool = app.pool().clone();
+    let server = tokio::spawn(app.run());
+    callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
+    let ingest = IngestService::new(pool.clone());
+    let (batches, per_batch) = (50, 10);
+    for b in 0..batches {
+        let items = (0..per_batch)
+            .map(|i| item(&format!("l{b}-{i}"), &recording, &receiver.url()))
+            .collect();
+        submit(&ingest, items).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total = batches * per_batch;
+    receiver
+        .wait_for_requests(total, Duration::from_secs(120))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&pool, "CallbackDelivered").await? < total as i64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "deliveries were not all recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let times = event_times(&pool).await?;
+    let (mut pickup, mut callback, mut end_to_end) = (hist(), hist(), hist());
+    for t in times.values() {
+        pickup.record(micros(t["CallAccepted"], t["RecordingFetchStarted"]))?;
+        callback.record(micros(t["ProcessingCompleted"], t["CallbackDelivered"]))?;
+        end_to_end.record(micros(t["CallAccepted"], t["CallbackDelivered"]))?;
+    }
+    println!(
+        "latency: {total} calls at 100/s: accepted→fetch started p50 {:.1} ms p99 {:.1} ms; \
+         completed→callback delivered p50 {:.1} ms p99 {:.1} ms; accepted→delivered p50 {:.1} ms p99 {:.1} ms",
+        ms(&pickup, 0.5), ms(&pickup, 0.99), ms(&callback, 0.5), ms(&callback, 0.99),
+        ms(&end_to_end, 0.5), ms(&end_to_end, 0.99)
+    );
+    server.abort();
+    let _ = server.await;
+    pool.close().await;
+    db.drop().await
+}
+
+/// Part 3: `n` outcomes due at once, delivered by 8 senders to a receiver answering 200.
+async fn callback_throughput(n: usize) -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    let ca = TestCa::new();
+    let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;
+    let pool = callingest::db::prepare(&database_config(&db.url)).await?;
+    callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
+    let ingest = IngestService::new(pool.clone());
+    for b in 0..n / 50 {
+        let items = (0..50)
+            .map(|i| {
+                item(
+                    &format!("t{b}-{i}"),
+                    "https://r.invalid/a.wav",
+                    &receiver.url(),
+                )
+            })
+            .collect();
+        submit(&ingest, items).await?;
+    }
+    // Complete every call directly through its aggregate (no recording to fetch).
+    let ids: Vec<String> =
+        sqlx::query_scalar("select aggregate_id from events where event_type = 'CallAccepted'")
+            .fetch_all(&pool)
+            .await?;
+    let ids = Arc::new(ids);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (pool, ids) = (pool.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let store = event_store::store::<Call>(pool);
+            for id in ids.iter().skip(worker).step_by(8) {
+                for command in completion() {
+                    execute(&store, id, command, &HashMap::new()).await?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let settings = CallbackSettings {
+        timeout: Duration::from_secs(10),
+        backoff_base_ms: 30_000,
+        lease: Duration::from_secs(60),
+        allow_private: true,
+        extra_ca_file: Some(ca.ca_file().to_owned()),
+    };
+    let started = Instant::now();
+    let mut tasks = vec![tokio::spawn(
+        Projector::new(
+            pool.clone(),
+            Arc::new(callingest_projections::callback_deliveries::CallbackDeliveries),
+        )
+        .run(),
+    )];
+    for s in 0..8 {
+        let sender = CallbackSender::new(pool.clone(), &settings, format!("bench-{s}"))?;
+        tasks.push(tokio::spawn(sender.run()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count(&pool, "CallbackDelivered").await? < n as i64 {
+        anyhow::ensure!(Instant::now() < deadline, "deliveries did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "callbacks: {n} signed deliveries over HTTPS in {seconds:.2} s = {:.0} deliveries/s (8 senders; receiver got {})",
+        n as f64 / seconds,
+        receiver.requests().len()
+    );
+    for task in tasks {
+        task.abort();
+    }
+    pool.close().await;
+    db.drop().await
+}
+
+fn completion() -> Vec<CallCommand> {
+    let now = chrono::Utc::now();
+    vec![
+        CallCommand::StartFetch { at: now },
+        CallCommand::RecordFetchSuccess(FetchSuccess {
+            bytes: 1,
+            sha256: "00".repeat(32),
+            content_type: None,
+            format: Some("wav".into()),
+            at: now,
+        }),
+        CallCommand::RecordAnalysis {
+            analytics: AudioAnalytics {
+                duration_ms: 1_000,
+                sample_rate: 8_000,
+                channels: 2,
+                codec: "pcm_s16le".into(),
+                agent_talk_ms: 500,
+                customer_talk_ms: Some(300),
+                silence_ratio: 0.2,
+                longest_silence_ms: 100,
+                overlap_ms: 0,
+                mean_dbfs: -20.0,
+                peak_dbfs: -6.0,
+                clipping_ratio: 0.0,
+            },
+            at: now,
+        },
+    ]
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new(3).unwrap()
+}
+
+fn micros(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> u64 {
+    (to - from).num_microseconds().unwrap_or(0).max(0) as u64
+}
+
+async fn count(pool: &PgPool, event_type: &str) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("select count(*) from events where event_type = $1")
+            .bind(event_type)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// When each call's first event of each type was recorded.
+async fn event_times(
+    pool: &PgPool,
+) -> anyhow::Result<HashMap<String, HashMap<String, chrono::DateTime<chrono::Utc>>>> {
+    let rows: Vec<StoredEventTime> = sqlx::query_as(
+        "select aggregate_id, event_type, min(recorded_at) as recorded_at from events
+         where aggregate_type = 'Call' group by aggregate_id, event_type",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut times: HashMap<String, HashMap<String, _>> = HashMap::new();
+    for row in rows {
+        times
+            .entry(row.aggregate_id)
+            .or_default()
+            .insert(row.event_type, row.recorded_at);
+    }
+    Ok(times)
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredEventTime {
+    aggregate_id: String,
+    event_type: String,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
