@@ -35,6 +35,25 @@ pub enum Command {
     /// Manage projections (read models and work queues kept from the event log).
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Look at calls (support).
+    #[command(subcommand)]
+    Call(CallCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallCommand {
+    /// Print a call's event history as a table (or, with --json, a JSON array of events with
+    /// `event_type`, `sequence`, `recorded_at`, `payload` and `metadata`).
+    History {
+        #[arg(long)]
+        partner: String,
+        #[arg(long)]
+        call: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +83,14 @@ pub enum PartnerCommand {
         /// Requests per minute allowed to the ingest endpoint.
         #[arg(long, default_value_t = DEFAULT_RATE_LIMIT_PER_MINUTE)]
         rate_limit_per_minute: u32,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Give a partner a new API key (the old one stops working at once); prints the same JSON
+    /// object as `create`, with the new key.
+    RotateKey {
+        #[arg(long)]
+        id: String,
         #[command(flatten)]
         database: DatabaseConfig,
     },
@@ -102,6 +129,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&credentials)?);
             Ok(())
         }
+        Command::Partner(PartnerCommand::RotateKey { id, database }) => {
+            let pool = crate::db::prepare(&database).await?;
+            let credentials = partners::rotate_api_key(&pool, &id, "cli").await?;
+            println!("{}", serde_json::to_string(&credentials)?);
+            Ok(())
+        }
+        Command::Call(CallCommand::History {
+            partner,
+            call,
+            json,
+            database,
+        }) => {
+            let pool = crate::db::prepare(&database).await?;
+            print_history(&pool, &partner, &call, json).await
+        }
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             let pool = crate::db::prepare(&database).await?;
             rebuild_projections(&pool, name.as_deref()).await
@@ -137,6 +179,40 @@ async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow:
             "events_per_second": events as f64 / seconds.max(1e-9),
         });
         println!("{summary}");
+    }
+    Ok(())
+}
+
+async fn print_history(
+    pool: &sqlx::PgPool,
+    partner: &str,
+    call: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let events =
+        crate::queries::history::call_history(pool, &format!("{partner}:{call}"), true).await?;
+    if events.is_empty() {
+        anyhow::bail!("no call {call} of partner {partner}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:<30}  {:<28}  details",
+        "seq", "recorded at (UTC)", "event"
+    );
+    for event in events {
+        let mut details = event.payload.to_string();
+        if details.chars().count() > 100 {
+            details = details.chars().take(99).collect::<String>() + "…";
+        }
+        println!(
+            "{:>4}  {:<30}  {:<28}  {details}",
+            event.sequence,
+            event.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            event.event_type
+        );
     }
     Ok(())
 }

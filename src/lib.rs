@@ -12,5 +12,6 @@ pub mod ingest;
 pub mod net;
 pub mod partners;
 pub mod processing;
+pub mod queries;
 pub mod queue;
 pub mod telemetry;

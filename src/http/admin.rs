@@ -4,17 +4,22 @@ use std::sync::Arc;
 
 use callingest_domain::call::{call_aggregate_id, CallCommand, CallError};
 use callingest_domain::values::{CallId, PartnerId};
+use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use poem::Request;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use subtle::ConstantTimeEq;
 
+use super::auth::authorize_admin;
+use super::calls::{page_cursor, page_limit, CallHistory, CallPage};
 use super::error::ApiError;
 use super::{ApiTags, AppState};
 use crate::callbacks::webhook_id;
 use crate::event_store::execute;
+use crate::partners::{self, PartnerCredentials, PartnerError};
+use crate::queries::calls::{self, CallFilter, CallStatus};
+use crate::queries::history;
 
 pub struct AdminApi {
     pub state: Arc<AppState>,
@@ -38,8 +43,208 @@ pub enum RedeliveryResponse {
     Scheduled(Json<RedeliveryScheduled>),
 }
 
+/// Credentials of a partner: the API key is shown only in this answer.
+#[derive(Object)]
+pub struct PartnerCredentialsBody {
+    pub partner_id: String,
+    /// Send as `x-api-key` (or `Authorization: Bearer`). Stored only as a hash.
+    pub api_key: String,
+    /// `whsec_…`: the key of callback signatures.
+    pub signing_secret: String,
+}
+
+impl From<PartnerCredentials> for PartnerCredentialsBody {
+    fn from(c: PartnerCredentials) -> Self {
+        Self {
+            partner_id: c.partner_id,
+            api_key: c.api_key,
+            signing_secret: c.signing_secret,
+        }
+    }
+}
+
+/// A new callback signing secret.
+#[derive(Object)]
+pub struct SigningSecretBody {
+    pub partner_id: String,
+    /// `whsec_…`, used from the next callback on.
+    pub signing_secret: String,
+}
+
+/// A partner to create.
+#[derive(Object)]
+pub struct NewPartner {
+    /// 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub id: String,
+    /// Display name (defaults to the id).
+    pub name: Option<String>,
+    /// Ingest requests per minute (default 600).
+    #[oai(validator(minimum(value = "1")))]
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+#[derive(ApiResponse)]
+pub enum PartnerCreated {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<PartnerCredentialsBody>),
+}
+
+fn partner_error(err: PartnerError) -> ApiError {
+    match err {
+        PartnerError::InvalidId(_) | PartnerError::InvalidRateLimit => {
+            ApiError::bad_request(err.to_string())
+        }
+        PartnerError::AlreadyExists(_) => ApiError::conflict(err.to_string()),
+        PartnerError::NotFound(_) => ApiError::not_found(),
+        PartnerError::Database(db) => db.into(),
+    }
+}
+
 #[OpenApi(tag = "ApiTags::Support")]
 impl AdminApi {
+    /// Get any call's full event history
+    ///
+    /// Every event with its metadata: the request id, source IP and user agent of the
+    /// submitting request, or the worker that recorded a processing step.
+    #[oai(
+        path = "/api/v1/admin/partners/:partner_id/calls/:call_id/events",
+        method = "get",
+        operation_id = "getCallEventsAsSupport"
+    )]
+    async fn call_events(
+        &self,
+        request: &Request,
+        partner_id: Path<String>,
+        call_id: Path<String>,
+    ) -> Result<Json<CallHistory>, ApiError> {
+        authorize_admin(&self.state, request)?;
+        let (Ok(partner), Ok(call)) = (PartnerId::parse(&partner_id.0), CallId::parse(&call_id.0))
+        else {
+            return Err(ApiError::not_found());
+        };
+        let events =
+            history::call_history(&self.state.pool, &call_aggregate_id(&partner, &call), true)
+                .await?;
+        if events.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        Ok(Json(CallHistory {
+            call_id: call.to_string(),
+            events,
+        }))
+    }
+
+    /// Search all calls
+    ///
+    /// By partner, tenant, status and acceptance time; newest first, keyset pagination.
+    #[oai(
+        path = "/api/v1/admin/calls",
+        method = "get",
+        operation_id = "searchCalls"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn search_calls(
+        &self,
+        request: &Request,
+        partner_id: Query<Option<String>>,
+        tenant_id: Query<Option<String>>,
+        status: Query<Option<CallStatus>>,
+        accepted_after: Query<Option<DateTime<Utc>>>,
+        accepted_before: Query<Option<DateTime<Utc>>>,
+        /// Page size, 1 to 500 (default 100).
+        limit: Query<Option<i64>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<CallPage>, ApiError> {
+        authorize_admin(&self.state, request)?;
+        let filter = CallFilter {
+            partner_id: partner_id.0,
+            status: status.0,
+            tenant_id: tenant_id.0,
+            accepted_after: accepted_after.0,
+            accepted_before: accepted_before.0,
+            ..Default::default()
+        };
+        let limit = page_limit(limit.0)?;
+        let after = page_cursor(cursor.0.as_deref())?;
+        let (calls, next) =
+            calls::list_calls(&self.state.pool, &filter, after.as_ref(), limit).await?;
+        Ok(Json(CallPage {
+            calls,
+            next_cursor: next.map(|c| c.encode()),
+        }))
+    }
+
+    /// Create a partner
+    #[oai(
+        path = "/api/v1/admin/partners",
+        method = "post",
+        operation_id = "createPartner"
+    )]
+    async fn create_partner(
+        &self,
+        request: &Request,
+        body: Json<NewPartner>,
+    ) -> Result<PartnerCreated, ApiError> {
+        authorize_admin(&self.state, request)?;
+        let rate = body
+            .0
+            .rate_limit_per_minute
+            .unwrap_or(partners::DEFAULT_RATE_LIMIT_PER_MINUTE);
+        let credentials = partners::create_partner_by(
+            &self.state.pool,
+            &body.0.id,
+            body.0.name.as_deref(),
+            rate,
+            "support",
+        )
+        .await
+        .map_err(partner_error)?;
+        Ok(PartnerCreated::Created(Json(credentials.into())))
+    }
+
+    /// Rotate a partner's API key
+    ///
+    /// The old key stops working at once; the rotation is recorded in the partner audit trail.
+    #[oai(
+        path = "/api/v1/admin/partners/:partner_id/api-key/rotate",
+        method = "post",
+        operation_id = "rotatePartnerApiKey"
+    )]
+    async fn rotate_api_key(
+        &self,
+        request: &Request,
+        partner_id: Path<String>,
+    ) -> Result<Json<PartnerCredentialsBody>, ApiError> {
+        authorize_admin(&self.state, request)?;
+        let credentials = partners::rotate_api_key(&self.state.pool, &partner_id.0, "support")
+            .await
+            .map_err(partner_error)?;
+        Ok(Json(credentials.into()))
+    }
+
+    /// Rotate a partner's callback signing secret
+    #[oai(
+        path = "/api/v1/admin/partners/:partner_id/signing-secret/rotate",
+        method = "post",
+        operation_id = "rotatePartnerSigningSecret"
+    )]
+    async fn rotate_signing_secret(
+        &self,
+        request: &Request,
+        partner_id: Path<String>,
+    ) -> Result<Json<SigningSecretBody>, ApiError> {
+        authorize_admin(&self.state, request)?;
+        let signing_secret =
+            partners::rotate_signing_secret(&self.state.pool, &partner_id.0, "support")
+                .await
+                .map_err(partner_error)?;
+        Ok(Json(SigningSecretBody {
+            partner_id: partner_id.0,
+            signing_secret,
+        }))
+    }
+
     /// Redeliver a call's callback
     ///
     /// Schedules a fresh series of attempts (up to 4) of the call's outcome to its
@@ -60,7 +265,7 @@ impl AdminApi {
         /// The partner's call id.
         call_id: Path<String>,
     ) -> Result<RedeliveryResponse, ApiError> {
-        self.authorize(request)?;
+        authorize_admin(&self.state, request)?;
         let (Ok(partner), Ok(call)) = (PartnerId::parse(&partner_id.0), CallId::parse(&call_id.0))
         else {
             return Err(ApiError::not_found());
@@ -84,28 +289,6 @@ impl AdminApi {
                 Err(ApiError::unavailable(err.as_ref()))
             }
             Err(other) => Err(ApiError::internal(&other)),
-        }
-    }
-}
-
-impl AdminApi {
-    /// The bearer token must equal the configured one (compared in constant time); without a
-    /// configured token nobody is let in.
-    fn authorize(&self, request: &Request) -> Result<(), ApiError> {
-        let expected = self
-            .state
-            .admin_token
-            .as_ref()
-            .ok_or_else(ApiError::forbidden)?;
-        let presented = request
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
-        if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
         }
     }
 }

@@ -9,12 +9,12 @@ use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
+use super::auth::authenticate_partner;
 use super::error::ApiError;
 use super::raw_json::UncheckedJson;
 use super::schema::BatchCallRequest;
 use super::{ApiTags, AppState};
 use crate::ingest::{CallOutcome, Receipt, RequestContext, Submission};
-use crate::partners::{self, Partner};
 
 /// Largest request body accepted: 5 MiB, chunked bodies included.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
@@ -101,8 +101,7 @@ impl IngestApi {
         sub_tenant_id: Header<Option<String>>,
         body: UncheckedJson<BatchCallRequest>,
     ) -> Result<Json<BatchAccepted>, ApiError> {
-        let partner = self.authenticate(request, partner_id.0, api_key.0).await?;
-        tracing::Span::current().record("partner_id", partner.id.as_str());
+        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let tenant_id = tenant_header("x-tenant-id", tenant_id.0, "Tenant ID is required")?;
         let sub_tenant_id = tenant_header(
             "x-sub-tenant-id",
@@ -126,28 +125,6 @@ impl IngestApi {
         };
         let receipt = self.state.ingest.submit(&submission).await?;
         Ok(Json(receipt.into()))
-    }
-}
-
-impl IngestApi {
-    async fn authenticate(
-        &self,
-        request: &Request,
-        partner_id: Option<String>,
-        api_key: Option<String>,
-    ) -> Result<Partner, ApiError> {
-        let bearer = || {
-            request
-                .header("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(|k| k.trim().to_owned())
-        };
-        let (Some(partner_id), Some(api_key)) = (partner_id, api_key.or_else(bearer)) else {
-            return Err(ApiError::forbidden());
-        };
-        partners::authenticate(&self.state.pool, &partner_id, &api_key)
-            .await?
-            .ok_or_else(ApiError::forbidden)
     }
 }
 

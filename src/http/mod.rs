@@ -2,6 +2,8 @@
 //! operational routes (`/metrics`, `/docs`, `/openapi.json`).
 
 mod admin;
+mod auth;
+mod calls;
 mod error;
 mod health;
 mod ingest;
@@ -9,6 +11,7 @@ mod observe;
 mod rate_limit;
 mod raw_json;
 mod schema;
+mod support;
 
 use std::sync::Arc;
 
@@ -51,17 +54,27 @@ impl AppState {
 enum ApiTags {
     /// Submitting calls for processing.
     Ingest,
+    /// Reading your calls, batches and call histories.
+    Calls,
     /// Support staff: auditing and redelivering (admin token).
     Support,
     /// Probes for orchestrators and load balancers.
     Operations,
 }
 
-type Apis = (ingest::IngestApi, admin::AdminApi, health::HealthApi);
+type Apis = (
+    ingest::IngestApi,
+    calls::CallsApi,
+    admin::AdminApi,
+    health::HealthApi,
+);
 
 fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
     let apis = (
         ingest::IngestApi {
+            state: state.clone(),
+        },
+        calls::CallsApi {
             state: state.clone(),
         },
         admin::AdminApi {
@@ -87,13 +100,14 @@ pub fn openapi_json() -> String {
 /// Every route of the service.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let pool = state.pool.clone();
-    let service = api_service(state);
+    let service = api_service(state.clone());
     let spec = service.spec();
     let docs = service.swagger_ui();
     let metrics = crate::telemetry::metrics_handle();
     Route::new()
         .nest("/", service)
         .nest("/docs", docs)
+        .nest("/support", support::routes(state))
         .at(
             "/openapi.json",
             get(make_sync(move |_| {

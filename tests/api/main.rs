@@ -13,3 +13,5 @@ mod ingest;
 mod operations;
 mod partners;
 mod processing;
+mod read_side;
+mod support_page;

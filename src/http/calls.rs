@@ -1,0 +1,193 @@
+//! The partner read API: a partner's own calls, batches and call histories. Another partner's
+//! call answers 404 exactly like a call that does not exist.
+
+use std::sync::Arc;
+
+use callingest_domain::call::call_aggregate_id;
+use callingest_domain::values::CallId;
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use uuid::Uuid;
+
+use super::auth::authenticate_partner;
+use super::error::ApiError;
+use super::{ApiTags, AppState};
+use crate::queries::calls::{self, BatchView, CallFilter, CallStatus, CallView, Cursor};
+use crate::queries::history::{self, CallEventView};
+
+pub struct CallsApi {
+    pub state: Arc<AppState>,
+}
+
+/// A page of calls, newest first.
+#[derive(Object)]
+pub struct CallPage {
+    pub calls: Vec<CallView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The events of one call, oldest first.
+#[derive(Object)]
+pub struct CallHistory {
+    pub call_id: String,
+    pub events: Vec<CallEventView>,
+}
+
+/// The page size asked for, or 100; refused above 500.
+pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=calls::MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {}",
+            calls::MAX_PAGE
+        ))),
+    }
+}
+
+pub(super) fn page_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    cursor
+        .map(|text| {
+            Cursor::decode(text)
+                .ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))
+        })
+        .transpose()
+}
+
+#[OpenApi(tag = "ApiTags::Calls")]
+impl CallsApi {
+    /// Get one of your calls
+    ///
+    /// Its status, timings, recording analytics and callback state.
+    #[oai(
+        path = "/api/v1/partner/calls/:call_id",
+        method = "get",
+        operation_id = "getCall"
+    )]
+    async fn get_call(
+        &self,
+        request: &Request,
+        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
+        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        /// Your call id.
+        call_id: Path<String>,
+    ) -> Result<Json<CallView>, ApiError> {
+        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
+        calls::get_call(&self.state.pool, partner.id.as_str(), &call_id.0)
+            .await?
+            .map(Json)
+            .ok_or_else(ApiError::not_found)
+    }
+
+    /// List your calls
+    ///
+    /// Newest first, filtered, with keyset pagination: calls accepted while you page never
+    /// shift or repeat entries of the pages that follow.
+    #[oai(
+        path = "/api/v1/partner/calls",
+        method = "get",
+        operation_id = "listCalls"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_calls(
+        &self,
+        request: &Request,
+        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
+        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        status: Query<Option<CallStatus>>,
+        tenant_id: Query<Option<String>>,
+        sub_tenant_id: Query<Option<String>>,
+        batch_id: Query<Option<Uuid>>,
+        /// Only calls accepted after this time.
+        accepted_after: Query<Option<DateTime<Utc>>>,
+        /// Only calls accepted before this time.
+        accepted_before: Query<Option<DateTime<Utc>>>,
+        /// Page size, 1 to 500 (default 100).
+        limit: Query<Option<i64>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<CallPage>, ApiError> {
+        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
+        let filter = CallFilter {
+            partner_id: Some(partner.id.to_string()),
+            status: status.0,
+            tenant_id: tenant_id.0,
+            sub_tenant_id: sub_tenant_id.0,
+            batch_id: batch_id.0,
+            accepted_after: accepted_after.0,
+            accepted_before: accepted_before.0,
+        };
+        let limit = page_limit(limit.0)?;
+        let after = page_cursor(cursor.0.as_deref())?;
+        let (calls, next) =
+            calls::list_calls(&self.state.pool, &filter, after.as_ref(), limit).await?;
+        Ok(Json(CallPage {
+            calls,
+            next_cursor: next.map(|c| c.encode()),
+        }))
+    }
+
+    /// Get one of your batches
+    ///
+    /// Counts of its calls per status, and the calls it brought in.
+    #[oai(
+        path = "/api/v1/partner/batches/:batch_id",
+        method = "get",
+        operation_id = "getBatch"
+    )]
+    async fn get_batch(
+        &self,
+        request: &Request,
+        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
+        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        /// The `batch_id` answered when the batch was submitted.
+        batch_id: Path<String>,
+    ) -> Result<Json<BatchView>, ApiError> {
+        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
+        let Ok(batch_id) = batch_id.0.parse::<Uuid>() else {
+            return Err(ApiError::not_found());
+        };
+        calls::get_batch(&self.state.pool, partner.id.as_str(), batch_id)
+            .await?
+            .map(Json)
+            .ok_or_else(ApiError::not_found)
+    }
+
+    /// Get the event history of one of your calls
+    ///
+    /// Every recorded step (acceptance, duplicates, fetch attempts, analysis, callback
+    /// attempts) with its time and facts, oldest first.
+    #[oai(
+        path = "/api/v1/partner/calls/:call_id/events",
+        method = "get",
+        operation_id = "getCallEvents"
+    )]
+    async fn get_call_events(
+        &self,
+        request: &Request,
+        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
+        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        /// Your call id.
+        call_id: Path<String>,
+    ) -> Result<Json<CallHistory>, ApiError> {
+        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
+        let id = CallId::parse(&call_id.0).map_err(|_| ApiError::not_found())?;
+        let events = history::call_history(
+            &self.state.pool,
+            &call_aggregate_id(&partner.id, &id),
+            false,
+        )
+        .await?;
+        if events.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        Ok(Json(CallHistory {
+            call_id: id.to_string(),
+            events,
+        }))
+    }
+}

@@ -1,0 +1,268 @@
+//! Calls and batches as the read models hold them, with keyset pagination.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Where a call is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize, serde::Deserialize,
+)]
+#[oai(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum CallStatus {
+    /// Waiting to be processed.
+    Accepted,
+    /// Recording download under way (including waits between retries).
+    Fetching,
+    /// Recording downloaded, being measured.
+    Analysing,
+    Completed,
+    Failed,
+}
+
+/// A call with its processing state, analytics and callback state.
+#[derive(Debug, Clone, Object, sqlx::FromRow, serde::Serialize)]
+pub struct CallView {
+    /// The call id as submitted.
+    #[sqlx(rename = "call_id")]
+    pub id: String,
+    pub partner_id: String,
+    pub status: CallStatus,
+    pub tenant_id: String,
+    pub sub_tenant_id: String,
+    pub batch_id: Uuid,
+    pub agent_id: String,
+    pub customer_id: String,
+    pub contact_number: String,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub accepted_at: DateTime<Utc>,
+    pub fetch_started_at: Option<DateTime<Utc>>,
+    pub fetched_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    /// From acceptance to completion or failure, in milliseconds.
+    pub processing_time_ms: Option<i64>,
+    pub fetch_attempts: i32,
+    /// Times this call id was submitted again.
+    pub duplicate_submissions: i32,
+    /// Why processing (or its last attempt) failed.
+    pub error: Option<String>,
+    /// `mp3`, `wav`, `aac`, `m4a` or `mp4`.
+    pub recording_format: Option<String>,
+    pub recording_bytes: Option<i64>,
+    pub recording_sha256: Option<String>,
+    pub recording_duration_ms: Option<i64>,
+    pub sample_rate: Option<i32>,
+    pub channels: Option<i16>,
+    pub codec: Option<String>,
+    /// Talk time on the agent's channel (left, or the only one).
+    pub agent_talk_ms: Option<i64>,
+    /// Talk time on the customer's channel (right); none for mono recordings.
+    pub customer_talk_ms: Option<i64>,
+    /// Share (0 to 1) of the recording where nobody talks.
+    pub silence_ratio: Option<f64>,
+    pub longest_silence_ms: Option<i64>,
+    /// Time both sides talk at once.
+    pub overlap_ms: Option<i64>,
+    pub mean_dbfs: Option<f64>,
+    pub peak_dbfs: Option<f64>,
+    /// Share of samples at full scale.
+    pub clipping_ratio: Option<f64>,
+    /// `pending`, `delivered` or `abandoned`; none without a `callback_url`.
+    pub callback_status: Option<String>,
+    pub callback_attempts: i32,
+    pub callback_last_status_code: Option<i32>,
+    pub callback_delivered_at: Option<DateTime<Utc>>,
+}
+
+const CALL_COLUMNS: &str = "call_id, partner_id, status, tenant_id, sub_tenant_id, batch_id,
+    agent_id, customer_id, contact_number, start_time, end_time, accepted_at, fetch_started_at,
+    fetched_at, completed_at, failed_at, processing_time_ms, fetch_attempts,
+    duplicate_submissions, error, recording_format, recording_bytes, recording_sha256,
+    recording_duration_ms, sample_rate, channels, codec, agent_talk_ms, customer_talk_ms,
+    silence_ratio, longest_silence_ms, overlap_ms, mean_dbfs, peak_dbfs, clipping_ratio,
+    callback_status, callback_attempts, callback_last_status_code, callback_delivered_at";
+
+pub async fn get_call(
+    pool: &PgPool,
+    partner_id: &str,
+    call_id: &str,
+) -> Result<Option<CallView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {CALL_COLUMNS} from call where partner_id = $1 and call_id = $2"
+    ))
+    .bind(partner_id)
+    .bind(call_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Most calls one page may hold.
+pub const MAX_PAGE: i64 = 500;
+
+#[derive(Debug, Default, Clone)]
+pub struct CallFilter {
+    /// Required for partners (their own calls only); optional for support.
+    pub partner_id: Option<String>,
+    pub status: Option<CallStatus>,
+    pub tenant_id: Option<String>,
+    pub sub_tenant_id: Option<String>,
+    pub batch_id: Option<Uuid>,
+    pub accepted_after: Option<DateTime<Utc>>,
+    pub accepted_before: Option<DateTime<Utc>>,
+}
+
+/// Where a page ends: the last call's `(accepted_at, partner_id, call_id)`. Newest first, so
+/// calls accepted later never shift the pages after this one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    accepted_at: DateTime<Utc>,
+    partner_id: String,
+    call_id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let text = serde_json::json!([
+            self.accepted_at.timestamp_micros(),
+            self.partner_id,
+            self.call_id
+        ])
+        .to_string();
+        URL_SAFE_NO_PAD.encode(text)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let (micros, partner_id, call_id): (i64, String, String) =
+            serde_json::from_slice(&bytes).ok()?;
+        Some(Self {
+            accepted_at: DateTime::from_timestamp_micros(micros)?,
+            partner_id,
+            call_id,
+        })
+    }
+}
+
+/// One page of calls, newest first, and the cursor of the next page if there may be one.
+pub async fn list_calls(
+    pool: &PgPool,
+    filter: &CallFilter,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<(Vec<CallView>, Option<Cursor>), sqlx::Error> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let calls: Vec<CallView> = sqlx::query_as(&format!(
+        "select {CALL_COLUMNS} from call
+         where ($1::text is null or partner_id = $1)
+           and ($2::text is null or status = $2)
+           and ($3::text is null or tenant_id = $3)
+           and ($4::text is null or sub_tenant_id = $4)
+           and ($5::uuid is null or batch_id = $5)
+           and ($6::timestamptz is null or accepted_at > $6)
+           and ($7::timestamptz is null or accepted_at < $7)
+           and ($8::timestamptz is null or (accepted_at, partner_id, call_id) < ($8, $9, $10))
+         order by accepted_at desc, partner_id desc, call_id desc
+         limit $11"
+    ))
+    .bind(&filter.partner_id)
+    .bind(filter.status)
+    .bind(&filter.tenant_id)
+    .bind(&filter.sub_tenant_id)
+    .bind(filter.batch_id)
+    .bind(filter.accepted_after)
+    .bind(filter.accepted_before)
+    .bind(after.map(|c| c.accepted_at))
+    .bind(after.map(|c| c.partner_id.as_str()))
+    .bind(after.map(|c| c.call_id.as_str()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let next = (calls.len() as i64 == limit)
+        .then(|| calls.last())
+        .flatten()
+        .map(|last| Cursor {
+            accepted_at: last.accepted_at,
+            partner_id: last.partner_id.clone(),
+            call_id: last.id.clone(),
+        });
+    Ok((calls, next))
+}
+
+/// A batch with the number of its calls in each status.
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct BatchView {
+    pub batch_id: Uuid,
+    pub tenant_id: String,
+    pub sub_tenant_id: String,
+    pub received_at: Option<DateTime<Utc>>,
+    /// Call ids in the request, repeats included.
+    pub call_count: i32,
+    pub accepted_count: i32,
+    pub fetching_count: i32,
+    pub analysing_count: i32,
+    pub completed_count: i32,
+    pub failed_count: i32,
+    /// Call ids of this batch that were already known.
+    pub duplicate_count: i32,
+    /// The calls this batch brought in, with their status.
+    #[sqlx(skip)]
+    pub calls: Vec<BatchCall>,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct BatchCall {
+    #[sqlx(rename = "call_id")]
+    pub id: String,
+    pub status: CallStatus,
+}
+
+pub async fn get_batch(
+    pool: &PgPool,
+    partner_id: &str,
+    batch_id: Uuid,
+) -> Result<Option<BatchView>, sqlx::Error> {
+    let batch: Option<BatchView> = sqlx::query_as(
+        "select batch_id, tenant_id, sub_tenant_id, received_at, call_count, accepted_count,
+                fetching_count, analysing_count, completed_count, failed_count, duplicate_count
+         from batch where partner_id = $1 and batch_id = $2",
+    )
+    .bind(partner_id)
+    .bind(batch_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(mut batch) = batch else {
+        return Ok(None);
+    };
+    batch.calls = sqlx::query_as(
+        "select call_id, status from call where partner_id = $1 and batch_id = $2 order by call_id",
+    )
+    .bind(partner_id)
+    .bind(batch_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = Cursor {
+            accepted_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            partner_id: "p".into(),
+            call_id: "a:b\"c".into(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(Cursor::decode("not a cursor"), None);
+        assert_eq!(Cursor::decode(""), None);
+    }
+}
