@@ -111,9 +111,17 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
-    replay(calls).await?;
-    latency().await?;
-    callback_throughput(2_000).await?;
+    // BENCH_PARTS picks parts, e.g. "1" or "23" (default all).
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "123".into());
+    if parts.contains('1') {
+        replay(calls).await?;
+    }
+    if parts.contains('2') {
+        latency().await?;
+    }
+    if parts.contains('3') {
+        callback_throughput(2_000).await?;
+    }
     Ok(())
 }
 

@@ -17,6 +17,30 @@ pub fn store<A: Aggregate>(pool: PgPool) -> Store<A> {
     PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
 }
 
+/// Runs `command` on an aggregate already loaded (`context`) and commits its events. A
+/// concurrent append shows as `AggregateConflict`; [`execute`] then reloads and retries.
+pub async fn commit_on<A>(
+    store: &Store<A>,
+    mut context: <Store<A> as EventStore<A>>::AC,
+    command: A::Command,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<A::Event>, AggregateError<A::Error>>
+where
+    A: Aggregate<Services = ()>,
+{
+    let sink = EventSink::default();
+    context
+        .aggregate()
+        .handle(command, &(), &sink)
+        .await
+        .map_err(AggregateError::UserError)?;
+    let events = sink.collect().await;
+    store
+        .commit(events.clone(), context, metadata.clone())
+        .await?;
+    Ok(events)
+}
+
 /// `CqrsFramework::execute`, but returning the events it committed (callers report them) and
 /// retrying `AggregateConflict` by reloading, so a lost race is never an error.
 pub async fn execute<A>(
@@ -31,22 +55,8 @@ where
 {
     let mut conflicts = 0;
     loop {
-        let result = async {
-            let mut context = store.load_aggregate(aggregate_id).await?;
-            let sink = EventSink::default();
-            context
-                .aggregate()
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(AggregateError::UserError)?;
-            let events = sink.collect().await;
-            store
-                .commit(events.clone(), context, metadata.clone())
-                .await?;
-            Ok(events)
-        }
-        .await;
-        match result {
+        let context = store.load_aggregate(aggregate_id).await?;
+        match commit_on(store, context, command.clone(), metadata).await {
             Err(AggregateError::AggregateConflict) if conflicts < MAX_CONFLICT_RETRIES => {
                 conflicts += 1
             }

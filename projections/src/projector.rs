@@ -10,9 +10,12 @@ use sqlx::{PgConnection, PgPool};
 use crate::event_log::{read_page, LogPosition, StoredEvent};
 
 /// Events applied per transaction.
-const PAGE_SIZE: i64 = 1_000;
+const PAGE_SIZE: i64 = 2_000;
 /// How often the log is polled when no notification arrives.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// After a notification that found nothing readable yet: how often, and how soon, to look again.
+const EAGER_RETRIES: u32 = 20;
+const EAGER_RETRY_INTERVAL: Duration = Duration::from_millis(5);
 /// Channel the events table notifies on commit (migration 0003).
 pub const EVENTS_CHANNEL: &str = "callingest_events";
 
@@ -182,14 +185,25 @@ impl Projector {
         tracing::info!(projection = name, "projector started");
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
+        let mut eager_retries = 0;
         loop {
             let applied = self.catch_up().await?;
             if applied > 0 {
                 tracing::debug!(projection = name, applied, "projected events");
+            } else if eager_retries > 0 {
+                // Just notified, yet nothing readable: the new events wait behind a
+                // transaction still in flight somewhere in the cluster. Look again shortly
+                // rather than a whole poll interval later.
+                eager_retries -= 1;
+                tokio::time::sleep(EAGER_RETRY_INTERVAL).await;
+                continue;
             }
+            eager_retries = 0;
             // Either a notification or the poll interval, whichever comes first.
-            if let Ok(Err(err)) = tokio::time::timeout(POLL_INTERVAL, listener.recv()).await {
-                return Err(err.into());
+            match tokio::time::timeout(POLL_INTERVAL, listener.recv()).await {
+                Ok(Ok(_)) => eager_retries = EAGER_RETRIES,
+                Ok(Err(err)) => return Err(err.into()),
+                Err(_) => {}
             }
         }
     }

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use super::signature::{sign, SigningSecret};
-use crate::event_store::{self, execute, Store};
+use crate::event_store::{self, commit_on, execute, Store};
 use crate::net::{ClientOptions, NetError, OutboundClient, OutboundPolicy};
 use crate::queue::{JobOutcome, CALLBACK_DELIVERIES};
 
@@ -191,7 +191,14 @@ impl CallbackSender {
         };
         tracing::info!(outcome = %command_summary(&command), response_time_ms, "callback attempt");
         let metadata = HashMap::from([("worker".to_owned(), self.owner.clone())]);
-        match execute(&self.calls, id, command, &metadata).await {
+        // Record on the call as loaded; if something else appended meanwhile, reload and retry.
+        let recorded = match commit_on(&self.calls, context, command.clone(), &metadata).await {
+            Err(AggregateError::AggregateConflict) => {
+                execute(&self.calls, id, command, &metadata).await
+            }
+            other => other,
+        };
+        match recorded {
             Ok(_) | Err(AggregateError::UserError(_)) => Ok(()),
             Err(other) => Err(store_error(Box::new(other))),
         }

@@ -271,6 +271,11 @@ code { font: 12px/1.3 ui-monospace, monospace; white-space: pre-wrap; word-break
 .error { color: #a00; font-weight: bold; }
 .note { color: #666; }
 .header { display: flex; justify-content: space-between; align-items: baseline; }
+.summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(24rem, 1fr));
+  gap: 0 1.5rem; margin: 0; }
+.summary div { display: flex; border-bottom: 1px solid #eee; padding: .15rem 0; }
+.summary dt { flex: 0 0 13rem; font-weight: bold; }
+.summary dd { margin: 0; word-break: break-all; }
 ";
 
 fn document(body: &str) -> String {
@@ -411,20 +416,21 @@ fn summary(body: &mut String, call: &CallView) {
             opt_time(&call.callback_delivered_at),
         ),
     ];
-    body.push_str("<h2>Summary</h2><table>");
+    body.push_str("<h2>Summary</h2><dl class=\"summary\">");
     for (name, value) in rows {
         let _ = write!(
             body,
-            "<tr><th>{}</th><td>{}</td></tr>",
+            "<div><dt>{}</dt><dd>{}</dd></div>",
             escape_html(name),
             escape_html(&value)
         );
     }
-    body.push_str("</table>");
+    body.push_str("</dl>");
 }
 
 fn timeline(body: &mut String, events: &[CallEventView]) {
-    let _ = write!(body, "<h2>Timeline ({} events)</h2>", events.len());
+    let noun = if events.len() == 1 { "event" } else { "events" };
+    let _ = write!(body, "<h2>Timeline ({} {noun})</h2>", events.len());
     body.push_str(
         "<table><tr><th>#</th><th>recorded at</th><th>event</th><th>payload</th>\
          <th>metadata</th></tr>",

@@ -3,7 +3,7 @@
 //!
 //! Each page is applied set-wise: the rows it touches are loaded in one query per table, the
 //! events are folded into them in memory ([`rows`]), and the rows are written back in one
-//! statement per table. That keeps a rebuild fast (a handful of round trips per 1,000 events).
+//! statement per table. That keeps a rebuild fast (a handful of round trips per page of events).
 
 pub mod rows;
 
