@@ -5,6 +5,8 @@
 //!    callback receiver): accepted → fetch started (pickup), and processing completed →
 //!    callback delivered, p50/p99.
 //! 3. Callback throughput: many outcomes due at once, delivered to a receiver answering 200.
+//! 4. Listing: `GET /api/v1/partner/calls` pages over 1,000,000 call rows, 50 concurrent
+//!    readers, p50/p99, and the query plan.
 //!
 //! Run: `cargo bench --bench pipeline` (`BENCH_CALLS`, default 100000, sets part 1's size).
 
@@ -112,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     // BENCH_PARTS picks parts, e.g. "1" or "23" (default all).
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "123".into());
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "1234".into());
     if parts.contains('1') {
         replay(calls).await?;
     }
@@ -121,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if parts.contains('3') {
         callback_throughput(2_000).await?;
+    }
+    if parts.contains('4') {
+        listing(1_000_000).await?;
     }
     Ok(())
 }
@@ -404,4 +409,102 @@ struct StoredEventTime {
     aggregate_id: String,
     event_type: String,
     recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Part 4: the call listing over `rows` call rows with 50 concurrent readers.
+async fn listing(rows: i64) -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    let config = ServeConfig {
+        database: database_config(&db.url),
+        listen: "127.0.0.1:0".parse()?,
+        role: Role::Api,
+        processing: ProcessingConfig::default(),
+        admin_token: None,
+    };
+    let app = Application::build(&config).await?;
+    let address = app.address().expect("the API role binds");
+    let pool = app.pool().clone();
+    let server = tokio::spawn(app.run());
+    let partner =
+        Arc::new(callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?);
+    // 20 partners; "bench" owns one row in 20. Statuses and tenants vary.
+    let started = Instant::now();
+    sqlx::query(
+        "insert into call (partner_id, call_id, tenant_id, sub_tenant_id, batch_id, agent_id, customer_id,
+                           contact_number, start_time, end_time, call_duration_ms, has_callback, status,
+                           accepted_at, fetch_attempts, duplicate_submissions, updated_at)
+         select case when g % 20 = 0 then 'bench' else 'p' || (g % 20) end, 'c' || g, 't' || (g % 7), 's',
+                gen_random_uuid(), 'agent' || (g % 100), 'cust' || g, '+1234567890',
+                now() - make_interval(secs => g), now() - make_interval(secs => g) + interval '5 minutes',
+                300000, true,
+                (array['completed','completed','completed','failed','accepted'])[1 + g % 5],
+                now() - make_interval(secs => g), 1, 0, now()
+         from generate_series(1, $1) g",
+    )
+    .bind(rows)
+    .execute(&pool)
+    .await?;
+    sqlx::query("analyze call").execute(&pool).await?;
+    println!(
+        "listing: {rows} call rows inserted in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let base = format!("http://{address}/api/v1/partner/calls");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut readers = Vec::new();
+    for reader in 0..50 {
+        let (base, partner) = (base.clone(), partner.clone());
+        readers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut latencies = hist();
+            let mut cursor: Option<String> = None;
+            while Instant::now() < deadline {
+                // Half the readers page through everything, half through completed calls.
+                let mut url = format!("{base}?limit=100");
+                if reader % 2 == 1 {
+                    url.push_str("&status=completed");
+                }
+                if let Some(c) = &cursor {
+                    url.push_str(&format!("&cursor={c}"));
+                }
+                let sent = Instant::now();
+                let page: Value = http
+                    .get(&url)
+                    .header("x-partner-id", &partner.partner_id)
+                    .header("x-api-key", &partner.api_key)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                latencies.record(sent.elapsed().as_micros() as u64)?;
+                cursor = page["next_cursor"].as_str().map(str::to_owned);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = hist();
+    for reader in readers {
+        latencies.add(reader.await??)?;
+    }
+    println!(
+        "listing: {} pages of 100 by 50 readers in 10 s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        ms(&latencies, 0.5),
+        ms(&latencies, 0.99),
+        latencies.max() as f64 / 1000.0
+    );
+    let plan: Vec<String> = sqlx::query_scalar(
+        "explain select call_id from call where partner_id = 'bench' and status = 'completed'
+           and (accepted_at, call_id) < (now() - interval '1 day', 'c0')
+         order by accepted_at desc, call_id desc limit 100",
+    )
+    .fetch_all(&pool)
+    .await?;
+    println!("listing: plan of a filtered page:\n  {}", plan.join("\n  "));
+    server.abort();
+    let _ = server.await;
+    pool.close().await;
+    db.drop().await
 }

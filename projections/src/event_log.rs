@@ -57,7 +57,9 @@ pub async fn read_page(
          from events
          where (tx_id, global_position) > ($1::text::xid8, $2)
            and tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         order by tx_id, global_position
+         -- Qualified: a bare `tx_id` here would mean the bigint output column, and sorting
+         -- by that expression cannot use the (tx_id, global_position) index.
+         order by events.tx_id, events.global_position
          limit $3",
     )
     .bind(after.tx_id.to_string())

@@ -128,6 +128,9 @@ pub fn build_client(
         .referer(false)
         .connect_timeout(options.connect_timeout)
         .timeout(options.total_timeout)
+        // Reuse connections, but not ones idle long enough that the server may be closing them
+        // (common keep-alive timeouts are 5 s and up): a POST on a dying connection would fail.
+        .pool_idle_timeout(Duration::from_secs(4))
         .dns_resolver(Arc::new(FilteringResolver::new(policy.allow_private)))
         .redirect(if options.follow_redirects {
             policy.redirect_policy()

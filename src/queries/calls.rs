@@ -151,6 +151,10 @@ impl Cursor {
 }
 
 /// One page of calls, newest first, and the cursor of the next page if there may be one.
+///
+/// The SQL holds only the filters given, so each shape of query gets a plan that walks one
+/// index in order: `(partner_id, [status,] accepted_at, call_id)` for a partner's calls,
+/// `(accepted_at, partner_id, call_id)` across partners.
 pub async fn list_calls(
     pool: &PgPool,
     filter: &CallFilter,
@@ -158,32 +162,53 @@ pub async fn list_calls(
     limit: i64,
 ) -> Result<(Vec<CallView>, Option<Cursor>), sqlx::Error> {
     let limit = limit.clamp(1, MAX_PAGE);
-    let calls: Vec<CallView> = sqlx::query_as(&format!(
-        "select {CALL_COLUMNS} from call
-         where ($1::text is null or partner_id = $1)
-           and ($2::text is null or status = $2)
-           and ($3::text is null or tenant_id = $3)
-           and ($4::text is null or sub_tenant_id = $4)
-           and ($5::uuid is null or batch_id = $5)
-           and ($6::timestamptz is null or accepted_at > $6)
-           and ($7::timestamptz is null or accepted_at < $7)
-           and ($8::timestamptz is null or (accepted_at, partner_id, call_id) < ($8, $9, $10))
-         order by accepted_at desc, partner_id desc, call_id desc
-         limit $11"
-    ))
-    .bind(&filter.partner_id)
-    .bind(filter.status)
-    .bind(&filter.tenant_id)
-    .bind(&filter.sub_tenant_id)
-    .bind(filter.batch_id)
-    .bind(filter.accepted_after)
-    .bind(filter.accepted_before)
-    .bind(after.map(|c| c.accepted_at))
-    .bind(after.map(|c| c.partner_id.as_str()))
-    .bind(after.map(|c| c.call_id.as_str()))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let mut sql = sqlx::QueryBuilder::new(format!("select {CALL_COLUMNS} from call where true"));
+    if let Some(partner_id) = &filter.partner_id {
+        sql.push(" and partner_id = ").push_bind(partner_id);
+    }
+    if let Some(status) = filter.status {
+        sql.push(" and status = ").push_bind(status);
+    }
+    if let Some(tenant_id) = &filter.tenant_id {
+        sql.push(" and tenant_id = ").push_bind(tenant_id);
+    }
+    if let Some(sub_tenant_id) = &filter.sub_tenant_id {
+        sql.push(" and sub_tenant_id = ").push_bind(sub_tenant_id);
+    }
+    if let Some(batch_id) = filter.batch_id {
+        sql.push(" and batch_id = ").push_bind(batch_id);
+    }
+    if let Some(after) = filter.accepted_after {
+        sql.push(" and accepted_at > ").push_bind(after);
+    }
+    if let Some(before) = filter.accepted_before {
+        sql.push(" and accepted_at < ").push_bind(before);
+    }
+    let one_partner = filter.partner_id.is_some();
+    if let Some(cursor) = after {
+        if one_partner {
+            sql.push(" and (accepted_at, call_id) < (")
+                .push_bind(cursor.accepted_at)
+                .push(", ")
+                .push_bind(&cursor.call_id)
+                .push(")");
+        } else {
+            sql.push(" and (accepted_at, partner_id, call_id) < (")
+                .push_bind(cursor.accepted_at)
+                .push(", ")
+                .push_bind(&cursor.partner_id)
+                .push(", ")
+                .push_bind(&cursor.call_id)
+                .push(")");
+        }
+    }
+    sql.push(if one_partner {
+        " order by accepted_at desc, call_id desc limit "
+    } else {
+        " order by accepted_at desc, partner_id desc, call_id desc limit "
+    });
+    sql.push_bind(limit);
+    let calls: Vec<CallView> = sql.build_query_as().fetch_all(pool).await?;
     let next = (calls.len() as i64 == limit)
         .then(|| calls.last())
         .flatten()

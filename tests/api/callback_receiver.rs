@@ -2,8 +2,9 @@
 //! for 127.0.0.1 and localhost, and a minimal HTTP/1.1 server on tokio-rustls that answers
 //! from a script and records every request. No database needed.
 //!
-//! Each connection carries one request: the receiver answers with `Connection: close` and
-//! closes, so a client never reuses a connection the server is about to drop.
+//! Connections are kept alive, as real receivers do: several requests may share one. An idle
+//! connection is closed after `IDLE_TIMEOUT`, longer than the service keeps idle connections
+//! (`net::client`), so the service never reuses one the receiver is about to drop.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -29,8 +30,10 @@ pub const HOOK_PATH: &str = "/hook";
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Bodies above this size are refused (the connection is dropped).
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// A connection that has not delivered its request by then is dropped.
+/// A connection that has not completed its TLS handshake by then is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A kept-alive connection idle this long is closed (the service drops its idle ones sooner).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A self-signed CA for one test. Its certificate is written to a PEM file that lives as long
 /// as the `TestCa`, for `CALLINGEST_EXTRA_CA_FILE` / `ClientOptions::extra_ca_file`.
@@ -284,8 +287,9 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<St
     }
 }
 
-/// Reads one request, records it, answers and closes. Errors (a failed handshake, a client
-/// that goes away) end the connection silently: a test sees them as missing requests.
+/// Serves the requests of one connection, recording each and answering from the script.
+/// Errors (a failed handshake, a client that goes away) end the connection silently: a test
+/// sees them as missing requests.
 async fn serve_connection(stream: TcpStream, acceptor: TlsAcceptor, state: Arc<State>) {
     let Ok(Ok(tls)) = tokio::time::timeout(READ_TIMEOUT, acceptor.accept(stream)).await else {
         return;
@@ -294,26 +298,27 @@ async fn serve_connection(stream: TcpStream, acceptor: TlsAcceptor, state: Arc<S
         stream: tls,
         buffer: Vec::new(),
     };
-    let Ok(Ok(Some(request))) = tokio::time::timeout(READ_TIMEOUT, connection.read_request()).await
-    else {
-        return;
-    };
-    let (delay, status, headers) = match state.record(request) {
-        Some(Reply::Status(status)) => (Duration::ZERO, status, Vec::new()),
-        Some(Reply::StatusWithHeaders(status, headers)) => (Duration::ZERO, status, headers),
-        Some(Reply::Delayed(delay, status)) => (delay, status, Vec::new()),
-        Some(Reply::Redirect(location)) => {
-            (Duration::ZERO, 302, vec![("location".to_owned(), location)])
+    while let Ok(Ok(Some(request))) =
+        tokio::time::timeout(IDLE_TIMEOUT, connection.read_request()).await
+    {
+        let (delay, status, headers) = match state.record(request) {
+            Some(Reply::Status(status)) => (Duration::ZERO, status, Vec::new()),
+            Some(Reply::StatusWithHeaders(status, headers)) => (Duration::ZERO, status, headers),
+            Some(Reply::Delayed(delay, status)) => (delay, status, Vec::new()),
+            Some(Reply::Redirect(location)) => {
+                (Duration::ZERO, 302, vec![("location".to_owned(), location)])
+            }
+            None => (Duration::ZERO, 404, Vec::new()),
+        };
+        tokio::time::sleep(delay).await;
+        let head = response_head(status, &headers);
+        let stream = &mut connection.stream;
+        if stream.write_all(head.as_bytes()).await.is_err() || stream.flush().await.is_err() {
+            return;
         }
-        None => (Duration::ZERO, 404, Vec::new()),
-    };
-    tokio::time::sleep(delay).await;
-    let head = response_head(status, &headers);
-    let stream = &mut connection.stream;
-    if stream.write_all(head.as_bytes()).await.is_ok() && stream.flush().await.is_ok() {
-        // Sends TLS close_notify, then closes our side.
-        let _ = stream.shutdown().await;
     }
+    // Sends TLS close_notify, then closes our side.
+    let _ = connection.stream.shutdown().await;
 }
 
 impl State {
@@ -340,8 +345,7 @@ fn response_head(status: u16, headers: &[(String, String)]) -> String {
         .ok()
         .and_then(|code| code.canonical_reason())
         .unwrap_or("Unknown");
-    let mut head =
-        format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n");
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

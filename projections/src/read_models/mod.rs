@@ -48,14 +48,18 @@ impl Projection for ReadModels {
     ) -> Result<(), ProjectionError> {
         let decoded = decode_all(events)?;
 
-        let call_keys: Vec<CallKey> = decoded
+        let mut call_keys: Vec<CallKey> = decoded
             .iter()
             .filter_map(|(_, d)| match d {
                 Decoded::Call(key, _) => Some(key.clone()),
                 Decoded::Batch(_) => None,
             })
             .collect();
+        call_keys.sort_unstable();
+        call_keys.dedup();
         let mut calls: HashMap<CallKey, CallRow> = load_calls(conn, &call_keys).await?;
+        // Rows that exist are replaced; new ones (all of them in a rebuild) are only inserted.
+        let existing: Vec<CallKey> = calls.keys().cloned().collect();
 
         let mut batch_ids: Vec<Uuid> = calls.values().map(|c| c.batch_id).collect();
         let mut day_keys: Vec<DayKey> = calls.values().map(day_key).collect();
@@ -130,7 +134,7 @@ impl Projection for ReadModels {
             }
         }
 
-        store_calls(conn, calls.into_values().collect()).await?;
+        store_calls(conn, &existing, calls.into_values().collect()).await?;
         store_batches(conn, batches.into_values().collect()).await?;
         store_days(conn, days.into_values().collect()).await?;
         Ok(())
@@ -209,37 +213,52 @@ async fn load_calls(
     conn: &mut PgConnection,
     keys: &[CallKey],
 ) -> Result<HashMap<CallKey, CallRow>, ProjectionError> {
-    let (partners, ids): (Vec<&str>, Vec<&str>) =
-        keys.iter().map(|(p, c)| (p.as_str(), c.as_str())).unzip();
+    // `= any` on both key columns is an index scan with array keys; it may also return pairs
+    // nobody asked for (partner A's id of partner B's call), which the filter below drops.
+    let mut partners: Vec<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
+    partners.sort_unstable();
+    partners.dedup();
+    let ids: Vec<&str> = keys.iter().map(|(_, c)| c.as_str()).collect();
     let values: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(c) from call c
-         where (partner_id, call_id) in (select * from unnest($1::text[], $2::text[]))",
+        "select to_jsonb(c) from call c where c.partner_id = any($1) and c.call_id = any($2)",
     )
     .bind(&partners)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
+    let wanted: std::collections::HashSet<&CallKey> = keys.iter().collect();
     let rows: Vec<CallRow> = rows_from_json(values)?;
     Ok(rows
         .into_iter()
         .map(|r| ((r.partner_id.clone(), r.call_id.clone()), r))
+        .filter(|(key, _)| wanted.contains(key))
         .collect())
 }
 
-async fn store_calls(conn: &mut PgConnection, rows: Vec<CallRow>) -> Result<(), ProjectionError> {
+async fn store_calls(
+    conn: &mut PgConnection,
+    existing: &[CallKey],
+    rows: Vec<CallRow>,
+) -> Result<(), ProjectionError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let (partners, ids): (Vec<&str>, Vec<&str>) = rows
-        .iter()
-        .map(|r| (r.partner_id.as_str(), r.call_id.as_str()))
-        .unzip();
-    sqlx::query("delete from call where (partner_id, call_id) in (select * from unnest($1::text[], $2::text[]))")
+    if !existing.is_empty() {
+        let (partners, ids): (Vec<&str>, Vec<&str>) = existing
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .unzip();
+        sqlx::query(
+            "delete from call using unnest($1::text[], $2::text[]) as k(partner_id, call_id)
+             where call.partner_id = k.partner_id and call.call_id = k.call_id",
+        )
         .bind(&partners)
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("insert into call select * from jsonb_populate_recordset(null::call, $1::jsonb)")
+    }
+    // `json`, not `jsonb`: the rows are read once, so building a jsonb value first is waste.
+    sqlx::query("insert into call select * from json_populate_recordset(null::call, $1::json)")
         .bind(rows_to_json(&rows)?)
         .execute(&mut *conn)
         .await?;
@@ -271,7 +290,7 @@ async fn store_batches(
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("insert into batch select * from jsonb_populate_recordset(null::batch, $1::jsonb)")
+    sqlx::query("insert into batch select * from json_populate_recordset(null::batch, $1::json)")
         .bind(rows_to_json(&rows)?)
         .execute(&mut *conn)
         .await?;
@@ -321,7 +340,7 @@ async fn store_days(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "insert into daily_tenant_stats select * from jsonb_populate_recordset(null::daily_tenant_stats, $1::jsonb)",
+        "insert into daily_tenant_stats select * from json_populate_recordset(null::daily_tenant_stats, $1::json)",
     )
     .bind(rows_to_json(&rows)?)
     .execute(&mut *conn)
