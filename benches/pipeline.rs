@@ -25,10 +25,15 @@ use callingest::callbacks::{CallbackSender, CallbackSettings};
 use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use callingest::event_store::{self, execute};
 use callingest::ingest::{IngestService, RequestContext, Submission};
-use callingest_domain::call::{AudioAnalytics, Call, CallCommand, FetchSuccess};
+use callingest_domain::call::{
+    AudioAnalytics, Call, CallCommand, CallEvent, CallbackDelivered, FetchSuccess,
+    ProcessingCompleted, RecordingAnalyzed, RecordingFetchStarted, RecordingFetched,
+    ResultsSummary,
+};
 use callingest_domain::submission::validate_batch;
 use callingest_domain::values::{PartnerId, TenantId};
 use callingest_projections::Projector;
+use cqrs_es::DomainEvent;
 use hdrhistogram::Histogram;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::{json, Value};
@@ -166,6 +171,44 @@ async fn replay(calls: usize) -> anyhow::Result<()> {
         "replay: {calls} calls accepted ({events} events) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    rebuild_all(&pool, "acceptances only").await?;
+
+    // The same calls with the rest of a real history: fetch, analysis, completion, callback.
+    let started = Instant::now();
+    let history: Vec<(i64, String, String)> = history_events()
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (
+                i as i64 + 2,
+                e.event_type(),
+                serde_json::to_string(&e).unwrap(),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         select 'Call', a.aggregate_id, h.sequence, h.event_type, '1', h.payload::jsonb, '{}'
+         from (select aggregate_id from events where event_type = 'CallAccepted') a
+         cross join unnest($1::bigint[], $2::text[], $3::text[]) as h(sequence, event_type, payload)
+         order by a.aggregate_id, h.sequence",
+    )
+    .bind(history.iter().map(|h| h.0).collect::<Vec<_>>())
+    .bind(history.iter().map(|h| h.1.clone()).collect::<Vec<_>>())
+    .bind(history.iter().map(|h| h.2.clone()).collect::<Vec<_>>())
+    .execute(&pool)
+    .await?;
+    println!(
+        "replay: {} more events appended (full histories) in {:.1} s",
+        calls * history.len(),
+        started.elapsed().as_secs_f64()
+    );
+    rebuild_all(&pool, "full histories").await?;
+    pool.close().await;
+    db.drop().await
+}
+
+async fn rebuild_all(pool: &PgPool, label: &str) -> anyhow::Result<()> {
     for projection in callingest_projections::all() {
         let name = projection.name();
         let projector = Projector::new(pool.clone(), projection);
@@ -174,12 +217,57 @@ async fn replay(calls: usize) -> anyhow::Result<()> {
         let applied = projector.catch_up().await?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
-            "replay: {name}: {applied} events in {seconds:.2} s = {:.0} events/s",
+            "replay ({label}): {name}: {applied} events in {seconds:.2} s = {:.0} events/s",
             applied as f64 / seconds
         );
     }
-    pool.close().await;
-    db.drop().await
+    Ok(())
+}
+
+/// What follows `CallAccepted` in a processed call's life, as its events.
+fn history_events() -> Vec<CallEvent> {
+    let at = chrono::Utc::now();
+    let analytics = match &completion()[2] {
+        CallCommand::RecordAnalysis { analytics, .. } => analytics.clone(),
+        _ => unreachable!(),
+    };
+    vec![
+        CallEvent::RecordingFetchStarted(RecordingFetchStarted {
+            attempt: 1,
+            started_at: at,
+        }),
+        CallEvent::RecordingFetched(RecordingFetched {
+            attempt: 1,
+            bytes: 64_000,
+            sha256: "ab".repeat(32),
+            content_type: Some("audio/wav".into()),
+            format: Some("wav".into()),
+            fetched_at: at,
+        }),
+        CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+            analytics: analytics.clone(),
+            analyzed_at: at,
+        }),
+        CallEvent::ProcessingCompleted(ProcessingCompleted {
+            completed_at: at,
+            callback_due: true,
+            processing_time_ms: 1_200,
+            results: ResultsSummary {
+                transcription_available: false,
+                analytics_available: true,
+                duration_ms: analytics.duration_ms,
+                agent_talk_ms: analytics.agent_talk_ms,
+                customer_talk_ms: analytics.customer_talk_ms,
+                silence_ratio: analytics.silence_ratio,
+            },
+        }),
+        CallEvent::CallbackDelivered(CallbackDelivered {
+            attempt: 1,
+            status_code: 200,
+            response_time_ms: 12,
+            delivered_at: at,
+        }),
+    ]
 }
 
 /// Starts a loopback recording server serving the left-only WAV fixture at `/a.wav`.

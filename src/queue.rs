@@ -44,7 +44,14 @@ impl WorkQueue {
         lease: Duration,
     ) -> Result<Option<String>, sqlx::Error> {
         let table = self.table;
-        sqlx::query_scalar(&format!(
+        let mut tx = pool.begin().await?;
+        // A claim need not survive a crash (its row would just be claimable again at once),
+        // so it does not wait for the WAL flush. What the work records is durable as usual, and
+        // its flush also covers this claim's.
+        sqlx::query("set local synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let claimed = sqlx::query_scalar(&format!(
             "update {table}
              set lease_until = now() + $2 * interval '1 millisecond', lease_owner = $1
              where call_aggregate_id = (
@@ -57,8 +64,10 @@ impl WorkQueue {
         ))
         .bind(owner)
         .bind(lease.as_millis() as i64)
-        .fetch_optional(pool)
-        .await
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// How long until some row can be claimed (due, or its lease expired).

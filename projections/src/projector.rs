@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::event_log::{read_page, LogPosition, StoredEvent};
 
 /// Events applied per transaction.
-const PAGE_SIZE: i64 = 2_000;
+const PAGE_SIZE: i64 = 5_000;
 /// How often the log is polled when no notification arrives.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// After a notification that found nothing readable yet: how often, and how soon, to look again.

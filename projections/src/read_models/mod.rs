@@ -257,11 +257,54 @@ async fn store_calls(
         .execute(&mut *conn)
         .await?;
     }
-    // `json`, not `jsonb`: the rows are read once, so building a jsonb value first is waste.
-    sqlx::query("insert into call select * from json_populate_recordset(null::call, $1::json)")
-        .bind(rows_to_json(&rows)?)
-        .execute(&mut *conn)
-        .await?;
+    copy_rows(conn, "call", &rows).await
+}
+
+/// Inserts rows with `COPY … (format csv)`: several times faster than an `insert`, which
+/// matters when a rebuild writes every call again. Columns are the rows' field names.
+async fn copy_rows<T: Serialize>(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[T],
+) -> Result<(), ProjectionError> {
+    let encode = |e: serde_json::Error| ProjectionError::Database(sqlx::Error::Encode(Box::new(e)));
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
+        .iter()
+        .map(|row| match serde_json::to_value(row).map_err(encode)? {
+            serde_json::Value::Object(fields) => Ok(fields),
+            _ => unreachable!("rows serialise as objects"),
+        })
+        .collect::<Result<_, ProjectionError>>()?;
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let columns: Vec<&str> = first.keys().map(String::as_str).collect();
+    let mut csv = String::with_capacity(rows.len() * 600);
+    for row in &rows {
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                csv.push(',');
+            }
+            match &row[*column] {
+                // Unquoted nothing is NULL in PostgreSQL's CSV; an empty string is `""`.
+                serde_json::Value::Null => {}
+                serde_json::Value::String(text) => {
+                    csv.push('"');
+                    csv.push_str(&text.replace('"', "\"\""));
+                    csv.push('"');
+                }
+                other => csv.push_str(&other.to_string()),
+            }
+        }
+        csv.push('\n');
+    }
+    let statement = format!(
+        "copy {table} ({}) from stdin (format csv)",
+        columns.join(", ")
+    );
+    let mut copy = conn.copy_in_raw(&statement).await?;
+    copy.send(csv.into_bytes()).await?;
+    copy.finish().await?;
     Ok(())
 }
 
