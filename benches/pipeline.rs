@@ -25,6 +25,7 @@ use callingest::callbacks::{CallbackSender, CallbackSettings};
 use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use callingest::event_store::{self, execute};
 use callingest::ingest::{IngestService, RequestContext, Submission};
+use callingest::queue::CALLBACK_DELIVERIES;
 use callingest_domain::call::{
     AudioAnalytics, Call, CallCommand, CallEvent, CallbackDelivered, FetchSuccess,
     ProcessingCompleted, RecordingAnalyzed, RecordingFetchStarted, RecordingFetched,
@@ -32,6 +33,8 @@ use callingest_domain::call::{
 };
 use callingest_domain::submission::validate_batch;
 use callingest_domain::values::{PartnerId, TenantId};
+use callingest_projections::notifications::NotificationHub;
+use callingest_projections::projector::EVENTS_CHANNEL;
 use callingest_projections::Projector;
 use cqrs_es::DomainEvent;
 use hdrhistogram::Histogram;
@@ -345,7 +348,8 @@ async fn latency() -> anyhow::Result<()> {
     db.drop().await
 }
 
-/// Part 3: `n` outcomes due at once, delivered by 8 senders to a receiver answering 200.
+/// Part 3: `n` outcomes due at once, delivered by `BENCH_SENDERS` (default 32) senders to a
+/// receiver answering 200.
 async fn callback_throughput(n: usize) -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let ca = TestCa::new();
@@ -395,16 +399,25 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
         extra_ca_file: Some(ca.ca_file().to_owned()),
     };
     let started = Instant::now();
-    let mut tasks = vec![tokio::spawn(
-        Projector::new(
-            pool.clone(),
-            Arc::new(callingest_projections::callback_deliveries::CallbackDeliveries),
-        )
-        .run(),
-    )];
-    for s in 0..8 {
+    let channels = [EVENTS_CHANNEL, CALLBACK_DELIVERIES.channel()];
+    let (hub, listener) = NotificationHub::start(pool.clone(), &channels);
+    let projector = Projector::new(
+        pool.clone(),
+        Arc::new(callingest_projections::callback_deliveries::CallbackDeliveries),
+    );
+    let mut tasks = vec![
+        listener,
+        tokio::spawn(projector.run(hub.subscribe(EVENTS_CHANNEL))),
+    ];
+    let senders: usize = std::env::var("BENCH_SENDERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    for s in 0..senders {
         let sender = CallbackSender::new(pool.clone(), &settings, format!("bench-{s}"))?;
-        tasks.push(tokio::spawn(sender.run()));
+        tasks.push(tokio::spawn(
+            sender.run(hub.subscribe(CALLBACK_DELIVERIES.channel())),
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(300);
     while count(&pool, "CallbackDelivered").await? < n as i64 {
@@ -413,7 +426,7 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "callbacks: {n} signed deliveries over HTTPS in {seconds:.2} s = {:.0} deliveries/s (8 senders; receiver got {})",
+        "callbacks: {n} signed deliveries over HTTPS in {seconds:.2} s = {:.0} deliveries/s ({senders} senders; receiver got {})",
         n as f64 / seconds,
         receiver.requests().len()
     );

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use callingest_domain::call::RetryPolicy;
+use callingest_projections::notifications::NotificationHub;
+use callingest_projections::projector::EVENTS_CHANNEL;
 use callingest_projections::Projector;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
@@ -16,6 +18,7 @@ use crate::config::{ProcessingConfig, ServeConfig};
 use crate::http::{routes, AppState};
 use crate::processing::fetch::{FetchConfig, Fetcher};
 use crate::processing::Worker;
+use crate::queue::{CALLBACK_DELIVERIES, PROCESSING_JOBS};
 
 /// A migrated service with its listener bound (for the roles that serve HTTP), ready to run.
 pub struct Application {
@@ -108,9 +111,17 @@ pub fn spawn_background(
     pool: &PgPool,
     config: &ProcessingConfig,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut tasks = Vec::new();
+    // One LISTEN connection for every projector, worker and sender of this process.
+    let channels = [
+        EVENTS_CHANNEL,
+        PROCESSING_JOBS.channel(),
+        CALLBACK_DELIVERIES.channel(),
+    ];
+    let (hub, listener) = NotificationHub::start(pool.clone(), &channels);
+    let mut tasks = vec![listener];
     for projection in callingest_projections::all() {
-        tasks.push(tokio::spawn(Projector::new(pool.clone(), projection).run()));
+        let projector = Projector::new(pool.clone(), projection);
+        tasks.push(tokio::spawn(projector.run(hub.subscribe(EVENTS_CHANNEL))));
     }
     let fetcher = Arc::new(fetcher(config)?);
     let retry = RetryPolicy {
@@ -126,14 +137,18 @@ pub fn spawn_background(
             config.job_lease(),
             owner,
         );
-        tasks.push(tokio::spawn(worker.run()));
+        tasks.push(tokio::spawn(
+            worker.run(hub.subscribe(PROCESSING_JOBS.channel())),
+        ));
     }
     let callbacks = config.callback_settings();
     for n in 0..config.callback_concurrency.max(1) {
         let owner = format!("callbacks-{}-{n}", std::process::id());
         let sender = CallbackSender::new(pool.clone(), &callbacks, owner)
             .context("could not set up the callback client")?;
-        tasks.push(tokio::spawn(sender.run()));
+        tasks.push(tokio::spawn(
+            sender.run(hub.subscribe(CALLBACK_DELIVERIES.channel())),
+        ));
     }
     Ok(tasks)
 }

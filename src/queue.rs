@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use callingest_projections::notifications::{wait_for, Wakeup};
 use sqlx::PgPool;
 
 /// Longest sleep between looks at a queue when nothing notifies.
@@ -82,14 +82,13 @@ impl WorkQueue {
         Ok(ms.map(|ms| Duration::from_millis(ms.max(0.0).ceil() as u64)))
     }
 
-    pub async fn listen(&self, pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(self.channel).await?;
-        Ok(listener)
+    /// The channel the table's trigger notifies on.
+    pub fn channel(&self) -> &'static str {
+        self.channel
     }
 
     /// Sleeps until the next row is due, a notification arrives, or the poll interval passes.
-    pub async fn wait(&self, pool: &PgPool, listener: Option<&mut PgListener>) {
+    pub async fn wait(&self, pool: &PgPool, wakeup: &mut Wakeup) {
         let wait = match self.next_due_in(pool).await {
             Ok(Some(due)) => due.min(POLL_INTERVAL),
             Ok(None) => POLL_INTERVAL,
@@ -98,36 +97,21 @@ impl WorkQueue {
                 POLL_INTERVAL
             }
         };
-        match listener {
-            Some(listener) => {
-                if let Ok(Err(err)) = tokio::time::timeout(wait, listener.recv()).await {
-                    tracing::warn!(error = %err, queue = self.table, "queue notifications interrupted");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-            None => tokio::time::sleep(wait).await,
-        }
+        wait_for(wakeup, wait).await;
     }
 
     /// Claims and handles rows until the task is dropped. Dropping it mid-job is safe: the
     /// lease expires and another worker takes the row.
-    pub async fn run<F, Fut, E>(&self, pool: &PgPool, mut try_next: F)
+    pub async fn run<F, Fut, E>(&self, pool: &PgPool, mut wakeup: Wakeup, mut try_next: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<JobOutcome, E>>,
         E: std::error::Error + 'static,
     {
-        let mut listener = match self.listen(pool).await {
-            Ok(listener) => Some(listener),
-            Err(err) => {
-                tracing::warn!(error = %err, queue = self.table, "cannot LISTEN; polling only");
-                None
-            }
-        };
         loop {
             match try_next().await {
                 Ok(JobOutcome::Processed) => continue,
-                Ok(JobOutcome::EmptyQueue) => self.wait(pool, listener.as_mut()).await,
+                Ok(JobOutcome::EmptyQueue) => self.wait(pool, &mut wakeup).await,
                 Err(err) => {
                     tracing::error!(error = %crate::http::ErrorChain(&err), queue = self.table, "step failed");
                     tokio::time::sleep(POLL_INTERVAL).await;

@@ -7,6 +7,7 @@
 
 pub mod callback_deliveries;
 pub mod event_log;
+pub mod notifications;
 pub mod processing_jobs;
 pub mod projector;
 pub mod read_models;

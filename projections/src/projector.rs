@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 
 use crate::event_log::{read_page, LogPosition, StoredEvent};
+use crate::notifications::{wait_for, Wakeup};
 
 /// Events applied per transaction.
 const PAGE_SIZE: i64 = 5_000;
@@ -156,17 +156,18 @@ impl Projector {
 
     /// Runs forever: waits for the projection's lock (another instance may hold it), then
     /// follows the log. Errors (a database restart, ...) are logged and the loop starts over.
-    pub async fn run(self) {
+    /// `wakeup` changes when events commit (see [`crate::notifications`]).
+    pub async fn run(self, mut wakeup: Wakeup) {
         let name = self.projection.name();
         loop {
-            if let Err(err) = self.follow().await {
+            if let Err(err) = self.follow(&mut wakeup).await {
                 tracing::error!(projection = name, error = %err, "projector failed; restarting");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    async fn follow(&self) -> Result<(), ProjectionError> {
+    async fn follow(&self, wakeup: &mut Wakeup) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let mut lock = self.pool.acquire().await?;
         loop {
@@ -183,8 +184,6 @@ impl Projector {
         // handed to anyone else and is closed (releasing the lock) when this function ends.
         let _lock = lock.detach();
         tracing::info!(projection = name, "projector started");
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
         let mut eager_retries = 0;
         loop {
             let applied = self.catch_up().await?;
@@ -200,10 +199,8 @@ impl Projector {
             }
             eager_retries = 0;
             // Either a notification or the poll interval, whichever comes first.
-            match tokio::time::timeout(POLL_INTERVAL, listener.recv()).await {
-                Ok(Ok(_)) => eager_retries = EAGER_RETRIES,
-                Ok(Err(err)) => return Err(err.into()),
-                Err(_) => {}
+            if wait_for(wakeup, POLL_INTERVAL).await {
+                eager_retries = EAGER_RETRIES;
             }
         }
     }

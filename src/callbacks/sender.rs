@@ -19,6 +19,7 @@ use super::signature::{sign, SigningSecret};
 use crate::event_store::{self, commit_on, execute, Store};
 use crate::net::{ClientOptions, NetError, OutboundClient, OutboundPolicy};
 use crate::queue::{JobOutcome, CALLBACK_DELIVERIES};
+use callingest_projections::notifications::Wakeup;
 
 /// Attempts per series: the first and 3 retries.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -95,9 +96,9 @@ impl CallbackSender {
 
     /// Runs until the task is dropped; a delivery interrupted mid-flight is sent again after
     /// its lease expires, with the same `webhook-id`.
-    pub async fn run(self) {
+    pub async fn run(self, wakeup: Wakeup) {
         CALLBACK_DELIVERIES
-            .run(&self.pool, || self.try_deliver_next())
+            .run(&self.pool, wakeup, || self.try_deliver_next())
             .await;
     }
 

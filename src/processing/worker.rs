@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::fetch::{FetchError, Fetcher};
 use crate::event_store::{self, execute, Store};
 use crate::queue::{JobOutcome, PROCESSING_JOBS};
+use callingest_projections::notifications::Wakeup;
 
 /// A claimed processing job.
 struct ClaimedJob {
@@ -63,9 +64,9 @@ impl Worker {
 
     /// Runs until the task is dropped. Dropping it mid-job is safe: the lease expires and
     /// another worker retries the job.
-    pub async fn run(self) {
+    pub async fn run(self, wakeup: Wakeup) {
         PROCESSING_JOBS
-            .run(&self.pool, || self.try_execute_job())
+            .run(&self.pool, wakeup, || self.try_execute_job())
             .await;
     }
 
