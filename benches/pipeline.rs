@@ -412,7 +412,7 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
     let senders: usize = std::env::var("BENCH_SENDERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(16);
+        .unwrap_or(32);
     for s in 0..senders {
         let sender = CallbackSender::new(pool.clone(), &settings, format!("bench-{s}"))?;
         tasks.push(tokio::spawn(
