@@ -108,6 +108,12 @@ pub fn validate_batch(body: &Value) -> Result<Vec<NewCall>, Vec<FieldError>> {
             return Err(errors.0);
         }
     };
+    // PostgreSQL cannot store U+0000 in text or JSON; refuse it here, where the partner is
+    // told which field, rather than failing the write.
+    find_nul_characters(&root["data"], "data".to_owned(), &mut errors);
+    if !errors.0.is_empty() {
+        return Err(errors.0);
+    }
     if items.is_empty() {
         errors.push("data", "data must contain at least 1 call");
     }
@@ -129,6 +135,30 @@ pub fn validate_batch(body: &Value) -> Result<Vec<NewCall>, Vec<FieldError>> {
         Ok(calls)
     } else {
         Err(errors.0)
+    }
+}
+
+/// Reports every string (or object key) under `value` that holds the NUL character.
+fn find_nul_characters(value: &Value, path: String, errors: &mut Errors) {
+    const MESSAGE: &str = "must not contain the NUL character (\\u0000)";
+    match value {
+        Value::String(text) if text.contains('\0') => errors.push(path, MESSAGE),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                find_nul_characters(item, format!("{path}[{i}]"), errors);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                let field_path = format!("{path}.{key}");
+                if key.contains('\0') {
+                    errors.push(field_path.replace('\0', "\\u0000"), MESSAGE);
+                } else {
+                    find_nul_characters(item, field_path, errors);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -579,6 +609,22 @@ mod tests {
         let calls = validate_batch(&json!({"data": [item]})).unwrap();
         assert_eq!(calls[0].call.extra["direction"], "inbound");
         assert_eq!(calls[0].agent.extra["team"]["name"], "blue");
+    }
+
+    #[test]
+    fn nul_characters_anywhere_are_refused_with_their_path() {
+        let mut item = published_item();
+        item["agent"]["name"] = json!("a\u{0}b");
+        item["extra_field"] = json!({"k\u{0}": 1});
+        let errors = validate_batch(&json!({"data": [item]})).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            vec!["data[0].agent.name", "data[0].extra_field.k\\u0000"]
+        );
+        assert_eq!(
+            errors[0].message,
+            "must not contain the NUL character (\\u0000)"
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub struct SigningSecretBody {
 #[derive(Object)]
 pub struct NewPartner {
     /// 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    #[oai(validator(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub id: String,
     /// Display name (defaults to the id).
     pub name: Option<String>,
@@ -153,6 +154,7 @@ impl AdminApi {
         accepted_after: Query<Option<DateTime<Utc>>>,
         accepted_before: Query<Option<DateTime<Utc>>>,
         /// Page size, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<CallPage>, ApiError> {

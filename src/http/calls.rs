@@ -27,6 +27,7 @@ pub struct CallsApi {
 pub struct CallPage {
     pub calls: Vec<CallView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -107,6 +108,7 @@ impl CallsApi {
         /// Only calls accepted before this time.
         accepted_before: Query<Option<DateTime<Utc>>>,
         /// Page size, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

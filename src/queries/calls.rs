@@ -42,42 +42,66 @@ pub struct CallView {
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
     pub accepted_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub fetch_started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub fetched_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub completed_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub failed_at: Option<DateTime<Utc>>,
     /// From acceptance to completion or failure, in milliseconds.
+    #[oai(nullable)]
     pub processing_time_ms: Option<i64>,
     pub fetch_attempts: i32,
     /// Times this call id was submitted again.
     pub duplicate_submissions: i32,
     /// Why processing (or its last attempt) failed.
+    #[oai(nullable)]
     pub error: Option<String>,
     /// `mp3`, `wav`, `aac`, `m4a` or `mp4`.
+    #[oai(nullable)]
     pub recording_format: Option<String>,
+    #[oai(nullable)]
     pub recording_bytes: Option<i64>,
+    #[oai(nullable)]
     pub recording_sha256: Option<String>,
+    #[oai(nullable)]
     pub recording_duration_ms: Option<i64>,
+    #[oai(nullable)]
     pub sample_rate: Option<i32>,
+    #[oai(nullable)]
     pub channels: Option<i16>,
+    #[oai(nullable)]
     pub codec: Option<String>,
     /// Talk time on the agent's channel (left, or the only one).
+    #[oai(nullable)]
     pub agent_talk_ms: Option<i64>,
     /// Talk time on the customer's channel (right); none for mono recordings.
+    #[oai(nullable)]
     pub customer_talk_ms: Option<i64>,
     /// Share (0 to 1) of the recording where nobody talks.
+    #[oai(nullable)]
     pub silence_ratio: Option<f64>,
+    #[oai(nullable)]
     pub longest_silence_ms: Option<i64>,
     /// Time both sides talk at once.
+    #[oai(nullable)]
     pub overlap_ms: Option<i64>,
+    #[oai(nullable)]
     pub mean_dbfs: Option<f64>,
+    #[oai(nullable)]
     pub peak_dbfs: Option<f64>,
     /// Share of samples at full scale.
+    #[oai(nullable)]
     pub clipping_ratio: Option<f64>,
     /// `pending`, `delivered` or `abandoned`; none without a `callback_url`.
+    #[oai(nullable)]
     pub callback_status: Option<String>,
     pub callback_attempts: i32,
+    #[oai(nullable)]
     pub callback_last_status_code: Option<i32>,
+    #[oai(nullable)]
     pub callback_delivered_at: Option<DateTime<Utc>>,
 }
 
@@ -226,6 +250,7 @@ pub struct BatchView {
     pub batch_id: Uuid,
     pub tenant_id: String,
     pub sub_tenant_id: String,
+    #[oai(nullable)]
     pub received_at: Option<DateTime<Utc>>,
     /// Call ids in the request, repeats included.
     pub call_count: i32,

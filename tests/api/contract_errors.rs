@@ -482,3 +482,19 @@ async fn unknown_paths_answer_json_too() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_nul_character_is_a_validation_error_not_a_server_error() {
+    let app = spawn_app().await;
+    let mut item = published_item();
+    item["customer"]["name"] = json!("Jane\u{0}Smith");
+
+    let response = app.post_batch(&batch(vec![item])).await;
+
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        json_body(response).await["errors"],
+        json!([{"field": "data[0].customer.name", "message": "must not contain the NUL character (\\u0000)"}])
+    );
+    assert_nothing_stored(&app).await;
+}
