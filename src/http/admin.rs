@@ -78,9 +78,10 @@ pub struct NewPartner {
     #[oai(validator(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub id: String,
     /// Display name (defaults to the id).
+    #[oai(nullable)]
     pub name: Option<String>,
     /// Ingest requests per minute (default 600).
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub rate_limit_per_minute: Option<u32>,
 }
 

@@ -50,8 +50,10 @@ pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// The cursor given, if any; an empty `cursor=` means none.
 pub(super) fn page_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, ApiError> {
     cursor
+        .filter(|text| !text.is_empty())
         .map(|text| {
             Cursor::decode(text)
                 .ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))
