@@ -34,6 +34,8 @@ pub struct Partner {
 pub enum PartnerError {
     #[error("partner id {0}")]
     InvalidId(String),
+    #[error("name must be at most 255 characters, without NUL characters")]
+    InvalidName,
     #[error("rate limit must be at least 1 request per minute")]
     InvalidRateLimit,
     #[error("partner {0} already exists")]
@@ -72,6 +74,9 @@ pub async fn create_partner_by(
     let id = PartnerId::parse(partner_id).map_err(|e| PartnerError::InvalidId(e.0))?;
     if rate_limit_per_minute == 0 {
         return Err(PartnerError::InvalidRateLimit);
+    }
+    if name.is_some_and(|n| n.contains('\0') || n.chars().count() > 255) {
+        return Err(PartnerError::InvalidName);
     }
     let api_key = new_api_key();
     let signing_secret = new_signing_secret();

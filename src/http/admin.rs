@@ -78,7 +78,7 @@ pub struct NewPartner {
     #[oai(validator(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub id: String,
     /// Display name (defaults to the id).
-    #[oai(nullable)]
+    #[oai(nullable, validator(max_length = 255))]
     pub name: Option<String>,
     /// Ingest requests per minute (default 600).
     #[oai(nullable, validator(minimum(value = "1"), maximum(value = "1000000")))]
@@ -94,7 +94,7 @@ pub enum PartnerCreated {
 
 fn partner_error(err: PartnerError) -> ApiError {
     match err {
-        PartnerError::InvalidId(_) | PartnerError::InvalidRateLimit => {
+        PartnerError::InvalidId(_) | PartnerError::InvalidRateLimit | PartnerError::InvalidName => {
             ApiError::bad_request(err.to_string())
         }
         PartnerError::AlreadyExists(_) => ApiError::conflict(err.to_string()),

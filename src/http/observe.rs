@@ -6,6 +6,8 @@ use std::time::Instant;
 use poem::{Endpoint, IntoResponse, Request, Response, Result};
 use tracing::Instrument;
 
+use super::error::ApiError;
+
 /// The id of the request being served, set for handlers in the request's extensions.
 #[derive(Clone)]
 pub struct RequestId(pub String);
@@ -23,7 +25,21 @@ pub async fn observe<E: Endpoint>(next: E, mut request: Request) -> Result<Respo
         partner_id = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut response = match next.call(request).instrument(span.clone()).await {
+    // PostgreSQL cannot hold U+0000: refuse it in the path or query here, once, rather than
+    // let it fail a query deep inside.
+    let has_nul = |part: Option<&str>| part.is_some_and(|p| p.to_ascii_lowercase().contains("%00"));
+    let outcome = if has_nul(Some(request.uri().path())) || has_nul(request.uri().query()) {
+        Ok(
+            ApiError::bad_request("the URL must not contain the NUL character (%00)")
+                .into_response(),
+        )
+    } else {
+        next.call(request)
+            .instrument(span.clone())
+            .await
+            .map(IntoResponse::into_response)
+    };
+    let mut response = match outcome {
         Ok(response) => response.into_response(),
         Err(err) => err.into_response(),
     };

@@ -498,3 +498,27 @@ async fn a_nul_character_is_a_validation_error_not_a_server_error() {
     );
     assert_nothing_stored(&app).await;
 }
+
+#[tokio::test]
+async fn a_nul_character_in_the_url_is_a_bad_request() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/v1/partner/calls/a%00b",
+        "/api/v1/partner/calls?tenant_id=x%00",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("x-partner-id", "partner-a")
+            .header("x-api-key", &app.partner.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_answer(
+            response,
+            400,
+            json!({"success": false, "message": "the URL must not contain the NUL character (%00)"}),
+        )
+        .await;
+    }
+}
