@@ -12,13 +12,13 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::authorize_admin;
-use super::calls::{page_cursor, page_limit, CallHistory, CallPage};
+use super::calls::{call_page, CallHistory, CallPage};
 use super::error::ApiError;
 use super::{ApiTags, AppState};
 use crate::callbacks::webhook_id;
 use crate::event_store::execute;
 use crate::partners::{self, PartnerCredentials, PartnerError};
-use crate::queries::calls::{self, CallFilter, CallStatus};
+use crate::queries::calls::{CallFilter, CallStatus};
 use crate::queries::history;
 
 pub struct AdminApi {
@@ -168,14 +168,7 @@ impl AdminApi {
             accepted_before: accepted_before.0,
             ..Default::default()
         };
-        let limit = page_limit(limit.0)?;
-        let after = page_cursor(cursor.0.as_deref())?;
-        let (calls, next) =
-            calls::list_calls(&self.state.pool, &filter, after.as_ref(), limit).await?;
-        Ok(Json(CallPage {
-            calls,
-            next_cursor: next.map(|c| c.encode()),
-        }))
+        call_page(&self.state.pool, &filter, limit.0, cursor.0.as_deref()).await
     }
 
     /// Create a partner

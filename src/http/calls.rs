@@ -38,8 +38,24 @@ pub struct CallHistory {
     pub events: Vec<CallEventView>,
 }
 
+/// One page of the calls `filter` selects, for the partner and support listings alike.
+pub(super) async fn call_page(
+    pool: &sqlx::PgPool,
+    filter: &CallFilter,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<Json<CallPage>, ApiError> {
+    let limit = page_limit(limit)?;
+    let after = page_cursor(cursor)?;
+    let (calls, next) = calls::list_calls(pool, filter, after.as_ref(), limit).await?;
+    Ok(Json(CallPage {
+        calls,
+        next_cursor: next.map(|c| c.encode()),
+    }))
+}
+
 /// The page size asked for, or 100; refused above 500.
-pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(100),
         Some(n) if (1..=calls::MAX_PAGE).contains(&n) => Ok(n),
@@ -51,7 +67,7 @@ pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 }
 
 /// The cursor given, if any; an empty `cursor=` means none.
-pub(super) fn page_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+fn page_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, ApiError> {
     cursor
         .filter(|text| !text.is_empty())
         .map(|text| {
@@ -125,14 +141,7 @@ impl CallsApi {
             accepted_after: accepted_after.0,
             accepted_before: accepted_before.0,
         };
-        let limit = page_limit(limit.0)?;
-        let after = page_cursor(cursor.0.as_deref())?;
-        let (calls, next) =
-            calls::list_calls(&self.state.pool, &filter, after.as_ref(), limit).await?;
-        Ok(Json(CallPage {
-            calls,
-            next_cursor: next.map(|c| c.encode()),
-        }))
+        call_page(&self.state.pool, &filter, limit.0, cursor.0.as_deref()).await
     }
 
     /// Get one of your batches
