@@ -52,11 +52,12 @@ pub struct DatabaseConfig {
     )]
     pub max_connections: u32,
 
-    /// How long a request waits for a free connection before it is answered 503.
+    /// How long a request waits for a database connection (a free one, or a new one while the
+    /// database is unreachable) before it is answered 503.
     #[arg(
         long = "db-acquire-timeout-ms",
         env = "CALLINGEST_DB_ACQUIRE_TIMEOUT_MS",
-        default_value_t = 5_000
+        default_value_t = 2_000
     )]
     pub acquire_timeout_ms: u64,
 }

@@ -20,11 +20,17 @@ fn server_url() -> String {
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
+    server: String,
 }
 
 impl TestDatabase {
     pub async fn create() -> Self {
-        let server: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+        Self::create_on(&server_url()).await
+    }
+
+    /// A database on the PostgreSQL server at `server_url`.
+    pub async fn create_on(server_url: &str) -> Self {
+        let server: PgConnectOptions = server_url.parse().expect("the server URL parses");
         let name = format!("callingest_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = server
             .clone()
@@ -37,13 +43,17 @@ impl TestDatabase {
             .await
             .unwrap();
         let url = server.database(&name).to_url_lossy().to_string();
-        Self { name, url }
+        Self {
+            name,
+            url,
+            server: server_url.to_owned(),
+        }
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, server) = (self.name.clone(), self.server.clone());
         // Drop runs outside async context: use a thread with its own small runtime.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -51,7 +61,7 @@ impl Drop for TestDatabase {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let server: PgConnectOptions = server_url().parse().unwrap();
+                let server: PgConnectOptions = server.parse().unwrap();
                 if let Ok(mut admin) = server.database("postgres").connect().await {
                     let _ =
                         sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
@@ -111,16 +121,26 @@ pub async fn spawn_app_with(
     rate_limit_per_minute: u32,
     processing: ProcessingConfig,
 ) -> TestApp {
+    spawn_app_on(&server_url(), role, rate_limit_per_minute, processing).await
+}
+
+/// The service on a fresh database of the PostgreSQL server at `server_url`.
+pub async fn spawn_app_on(
+    server_url: &str,
+    role: Role,
+    rate_limit_per_minute: u32,
+    processing: ProcessingConfig,
+) -> TestApp {
     // Quiet unless asked: `TEST_LOG=1 cargo test ...` shows the service's logs.
     if std::env::var_os("TEST_LOG").is_some() {
         callingest::telemetry::init_logging();
     }
-    let database = TestDatabase::create().await;
+    let database = TestDatabase::create_on(server_url).await;
     let config = ServeConfig {
         database: DatabaseConfig {
             url: Secret::new(database.url.clone()),
             max_connections: 10,
-            acquire_timeout_ms: 5_000,
+            acquire_timeout_ms: 2_000,
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         role,

@@ -11,6 +11,7 @@ mod fetch;
 mod idempotency;
 mod ingest;
 mod operations;
+mod outage;
 mod partners;
 mod processing;
 mod read_side;
