@@ -7,6 +7,7 @@ mod helpers;
 mod callback_receiver;
 mod callbacks;
 mod contract_errors;
+mod crash;
 mod fetch;
 mod idempotency;
 mod ingest;
