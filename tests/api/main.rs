@@ -11,6 +11,7 @@ mod crash;
 mod fetch;
 mod idempotency;
 mod ingest;
+mod log_secrecy;
 mod operations;
 mod outage;
 mod partners;
