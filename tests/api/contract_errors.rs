@@ -522,3 +522,39 @@ async fn a_nul_character_in_the_url_is_a_bad_request() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn ten_thousand_metadata_keys_are_one_validation_error() {
+    let app = spawn_app().await;
+    let mut item = published_item();
+    let keys: serde_json::Map<String, Value> =
+        (0..10_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    item["metadata"] = Value::Object(keys);
+
+    let response = app.post_batch(&batch(vec![item])).await;
+
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        json_body(response).await["errors"],
+        json!([{"field": "data[0].metadata", "message": "metadata must have at most 5 pairs, got 10000"}])
+    );
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn header_injection_in_ids_is_refused() {
+    let app = spawn_app().await;
+    let mut item = item_with_id("c1\r\nSet-Cookie: stolen=1");
+    item["agent"]["id"] = json!("agent\nX-Injected: 1");
+
+    let response = app.post_batch(&batch(vec![item])).await;
+
+    assert_eq!(response.status(), 422);
+    let errors = json_body(response).await["errors"].clone();
+    assert_eq!(
+        errors[0],
+        json!({"field": "data[0].call.id", "message": "id must not contain control characters"})
+    );
+    assert_eq!(errors[1]["field"], "data[0].agent.id");
+    assert_nothing_stored(&app).await;
+}

@@ -124,6 +124,51 @@ async fn optional_fields_may_be_left_out_and_tenants_may_use_plus_zero_offsets()
 }
 
 #[tokio::test]
+async fn sql_metacharacters_in_every_string_field_are_stored_verbatim() {
+    let app = spawn_app().await;
+    let evil = "x'); drop table events; -- \\ \" %_ $1";
+    let item = json!({
+        "call": {
+            "id": evil,
+            "recording_url": "https://r.invalid/a.wav?q=';--",
+            "start_time": "2023-01-01T10:00:00Z",
+            "end_time": "2023-01-01T10:30:00Z",
+            "contact_number": "+1234567890"
+        },
+        "agent": {"id": evil, "email": "o'brien@example.com", "name": evil},
+        "customer": {"id": evil, "name": evil, "email": "o'neil@example.com", "disposition_status": evil},
+        "callback_url": "https://p.invalid/cb?x=';--",
+        "metadata": {evil: evil},
+        "custom_fields": [{"internal_name": evil, "value": evil}],
+        "industry": evil
+    });
+
+    let response = app.post_batch(&batch(vec![item.clone()])).await;
+
+    assert_eq!(response.status(), 200);
+    let events = app.call_events("partner-a", evil).await;
+    let stored = &events[0].1["CallAccepted"]["call"];
+    assert_eq!(stored["call"]["id"], evil);
+    assert_eq!(
+        stored["call"]["recording_url"],
+        item["call"]["recording_url"]
+    );
+    assert_eq!(stored["agent"]["id"], evil);
+    assert_eq!(stored["agent"]["email"], "o'brien@example.com");
+    assert_eq!(stored["agent"]["name"], evil);
+    assert_eq!(stored["customer"]["id"], evil);
+    assert_eq!(stored["customer"]["name"], evil);
+    assert_eq!(stored["customer"]["disposition_status"], evil);
+    assert_eq!(stored["callback_url"], item["callback_url"]);
+    assert_eq!(stored["metadata"], json!({evil: evil}));
+    assert_eq!(
+        stored["custom_fields"],
+        json!([{"internal_name": evil, "value": evil}])
+    );
+    assert_eq!(stored["extra"]["industry"], evil);
+}
+
+#[tokio::test]
 async fn sql_metacharacters_are_stored_verbatim() {
     let app = spawn_app().await;
     let tricky = "x'); drop table events; --\"\\";
