@@ -17,11 +17,20 @@ pub enum CallCommand {
     RecordFetchSuccess(FetchSuccess),
     /// The download failed; the call decides whether and when it is tried again.
     RecordFetchFailure(FetchFailure),
-    /// The audio was measured: processing is complete.
+    /// The audio was measured. Processing is complete unless `transcribe` asks for a
+    /// transcript first (a transcription engine is configured).
     RecordAnalysis {
         analytics: AudioAnalytics,
+        transcribe: bool,
         at: DateTime<Utc>,
     },
+    /// A transcription worker begins transcribing the recording (a new attempt).
+    StartTranscription { engine: String, at: DateTime<Utc> },
+    /// The transcript is ready: processing is complete.
+    RecordTranscript(TranscriptDone),
+    /// Transcription failed; the call decides whether to try again or to complete without a
+    /// transcript (the analytics still stand).
+    RecordTranscriptionFailure(TranscriptionFailure),
     /// Processing cannot go on (undecodable audio, ...).
     FailProcessing { reason: String, at: DateTime<Utc> },
     /// The partner's callback endpoint took the outcome (2xx).
@@ -55,6 +64,56 @@ pub struct CallbackFailure {
     /// Spread of the next wait, within ±0.1 (the caller draws it: the domain has no randomness).
     pub jitter_ratio: f64,
     pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptDone {
+    /// `whisper` or `openai`.
+    pub engine: String,
+    /// The model the engine ran, e.g. `ggml-tiny.en`.
+    pub model: String,
+    pub language: String,
+    /// In time order across channels.
+    pub segments: Vec<TranscriptSegment>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptionFailure {
+    pub error: String,
+    /// The engine may succeed later (unreachable, overloaded) rather than never (bad audio).
+    pub retryable: bool,
+    pub policy: RetryPolicy,
+    pub at: DateTime<Utc>,
+}
+
+/// Who speaks on a channel: stereo calls carry the agent on the left and the customer on the
+/// right; a mono recording mixes both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Speaker {
+    Agent,
+    Customer,
+    Mono,
+}
+
+impl Speaker {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Speaker::Agent => "agent",
+            Speaker::Customer => "customer",
+            Speaker::Mono => "mono",
+        }
+    }
+}
+
+/// One stretch of speech on one channel, times from the start of the recording.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TranscriptSegment {
+    pub channel: Speaker,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

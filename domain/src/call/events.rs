@@ -6,7 +6,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::commands::AudioAnalytics;
+use super::commands::{AudioAnalytics, TranscriptSegment};
 use crate::submission::NewCall;
 use crate::values::{PartnerId, TenantId};
 
@@ -18,6 +18,9 @@ pub enum CallEvent {
     RecordingFetched(RecordingFetched),
     RecordingFetchFailed(RecordingFetchFailed),
     RecordingAnalyzed(RecordingAnalyzed),
+    TranscriptionStarted(TranscriptionStarted),
+    TranscriptProduced(TranscriptProduced),
+    TranscriptionFailed(TranscriptionFailed),
     ProcessingCompleted(ProcessingCompleted),
     ProcessingFailed(ProcessingFailed),
     CallbackAttemptFailed(CallbackAttemptFailed),
@@ -81,6 +84,42 @@ pub struct RecordingAnalyzed {
     #[serde(flatten)]
     pub analytics: AudioAnalytics,
     pub analyzed_at: DateTime<Utc>,
+    /// A transcript is to be made before the call completes. Absent in events recorded before
+    /// transcription existed.
+    #[serde(default)]
+    pub transcription_due: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionStarted {
+    pub attempt: u32,
+    pub engine: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The transcript of the call. The segments are part of the event so that the `transcript`
+/// read model can be rebuilt from the event log like every other one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptProduced {
+    pub attempt: u32,
+    pub engine: String,
+    pub model: String,
+    pub language: String,
+    pub segment_count: u64,
+    pub word_count: u64,
+    pub segments: Vec<TranscriptSegment>,
+    pub produced_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionFailed {
+    pub attempt: u32,
+    pub error: String,
+    pub retryable: bool,
+    /// When the next attempt is due; `None` when there will be none (the call then completes
+    /// without a transcript).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub failed_at: DateTime<Utc>,
 }
 
 /// What the callback reports under `results`.
@@ -159,6 +198,9 @@ impl DomainEvent for CallEvent {
             CallEvent::RecordingFetched(_) => "RecordingFetched",
             CallEvent::RecordingFetchFailed(_) => "RecordingFetchFailed",
             CallEvent::RecordingAnalyzed(_) => "RecordingAnalyzed",
+            CallEvent::TranscriptionStarted(_) => "TranscriptionStarted",
+            CallEvent::TranscriptProduced(_) => "TranscriptProduced",
+            CallEvent::TranscriptionFailed(_) => "TranscriptionFailed",
             CallEvent::ProcessingCompleted(_) => "ProcessingCompleted",
             CallEvent::ProcessingFailed(_) => "ProcessingFailed",
             CallEvent::CallbackAttemptFailed(_) => "CallbackAttemptFailed",

@@ -46,6 +46,10 @@ pub enum CallError {
     NoFetchInProgress,
     #[error("the recording has not been fetched")]
     NotFetched,
+    #[error("the call is not waiting for a transcript")]
+    NotAwaitingTranscript,
+    #[error("no transcription is in progress")]
+    NoTranscriptionInProgress,
     #[error("call processing has not finished yet")]
     NotFinished,
     #[error("the call has no callback_url")]
@@ -65,6 +69,9 @@ pub enum Stage {
     Accepted,
     Fetching,
     Fetched,
+    /// Analysed; waiting for a transcription worker.
+    Analyzed,
+    Transcribing,
     Completed,
     Failed,
 }
@@ -74,6 +81,7 @@ pub struct Call {
     accepted: Option<AcceptedCall>,
     stage: Stage,
     fetch_attempts: u32,
+    transcription_attempts: u32,
     analytics: Option<AudioAnalytics>,
     outcome: Option<Outcome>,
     callback: CallbackState,
@@ -84,6 +92,7 @@ pub struct Call {
 enum Outcome {
     Completed {
         processing_time_ms: u64,
+        transcription_available: bool,
     },
     Failed {
         processing_time_ms: u64,
@@ -136,9 +145,12 @@ impl Call {
     pub fn callback_payload(&self) -> Option<serde_json::Value> {
         let call = &self.accepted.as_ref()?.call;
         let (status, processing_time_ms, error, results) = match self.outcome.as_ref()? {
-            Outcome::Completed { processing_time_ms } => {
+            Outcome::Completed {
+                processing_time_ms,
+                transcription_available,
+            } => {
                 let mut results = serde_json::json!({
-                    "transcription_available": false,
+                    "transcription_available": transcription_available,
                     "analytics_available": self.analytics.is_some(),
                 });
                 if let Some(serde_json::Value::Object(figures)) = self
@@ -209,11 +221,23 @@ impl Aggregate for Call {
             }
             CallEvent::RecordingFetched(_) => self.stage = Stage::Fetched,
             CallEvent::RecordingFetchFailed(_) => self.stage = Stage::Accepted,
-            CallEvent::RecordingAnalyzed(e) => self.analytics = Some(e.analytics),
+            CallEvent::RecordingAnalyzed(e) => {
+                self.analytics = Some(e.analytics);
+                if e.transcription_due {
+                    self.stage = Stage::Analyzed;
+                }
+            }
+            CallEvent::TranscriptionStarted(e) => {
+                self.transcription_attempts = e.attempt;
+                self.stage = Stage::Transcribing;
+            }
+            CallEvent::TranscriptProduced(_) => {}
+            CallEvent::TranscriptionFailed(_) => self.stage = Stage::Analyzed,
             CallEvent::ProcessingCompleted(e) => {
                 self.stage = Stage::Completed;
                 self.outcome = Some(Outcome::Completed {
                     processing_time_ms: e.processing_time_ms,
+                    transcription_available: e.results.transcription_available,
                 });
                 self.callback = CallbackState {
                     pending: e.callback_due,
@@ -326,6 +350,23 @@ impl Call {
         let callback_due = accepted.call.callback_url.is_some();
         let elapsed_ms =
             |at: DateTime<Utc>| (at - accepted.accepted_at).num_milliseconds().max(0) as u64;
+        let completed = |analytics: Option<&AudioAnalytics>,
+                         transcription_available: bool,
+                         at: DateTime<Utc>| {
+            CallEvent::ProcessingCompleted(ProcessingCompleted {
+                completed_at: at,
+                callback_due,
+                processing_time_ms: elapsed_ms(at),
+                results: ResultsSummary {
+                    transcription_available,
+                    analytics_available: analytics.is_some(),
+                    duration_ms: analytics.map_or(0, |a| a.duration_ms),
+                    agent_talk_ms: analytics.map_or(0, |a| a.agent_talk_ms),
+                    customer_talk_ms: analytics.and_then(|a| a.customer_talk_ms),
+                    silence_ratio: analytics.map_or(0.0, |a| a.silence_ratio),
+                },
+            })
+        };
         let failed = |reason: String, at: DateTime<Utc>| {
             CallEvent::ProcessingFailed(ProcessingFailed {
                 failed_at: at,
@@ -379,28 +420,76 @@ impl Call {
                 }
                 Ok(events)
             }
-            CallCommand::RecordAnalysis { analytics, at } => {
+            CallCommand::RecordAnalysis {
+                analytics,
+                transcribe,
+                at,
+            } => {
                 self.require(Stage::Fetched, CallError::NotFetched)?;
-                let results = ResultsSummary {
-                    transcription_available: false,
-                    analytics_available: true,
-                    duration_ms: analytics.duration_ms,
-                    agent_talk_ms: analytics.agent_talk_ms,
-                    customer_talk_ms: analytics.customer_talk_ms,
-                    silence_ratio: analytics.silence_ratio,
-                };
+                let mut events = vec![CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+                    analytics: analytics.clone(),
+                    analyzed_at: at,
+                    transcription_due: transcribe,
+                })];
+                if !transcribe {
+                    events.push(completed(Some(&analytics), false, at));
+                }
+                Ok(events)
+            }
+            CallCommand::StartTranscription { engine, at } => {
+                // From `Transcribing` too: a worker that died mid-transcription leaves the
+                // call there, and the next one starts a new attempt.
+                if !matches!(self.stage, Stage::Analyzed | Stage::Transcribing) {
+                    return Err(CallError::NotAwaitingTranscript);
+                }
+                Ok(vec![CallEvent::TranscriptionStarted(TranscriptionStarted {
+                    attempt: self.transcription_attempts + 1,
+                    engine,
+                    started_at: at,
+                })])
+            }
+            CallCommand::RecordTranscript(done) => {
+                self.require(Stage::Transcribing, CallError::NoTranscriptionInProgress)?;
+                let word_count = done
+                    .segments
+                    .iter()
+                    .map(|s| s.text.split_whitespace().count() as u64)
+                    .sum();
                 Ok(vec![
-                    CallEvent::RecordingAnalyzed(RecordingAnalyzed {
-                        analytics,
-                        analyzed_at: at,
+                    CallEvent::TranscriptProduced(TranscriptProduced {
+                        attempt: self.transcription_attempts,
+                        engine: done.engine,
+                        model: done.model,
+                        language: done.language,
+                        segment_count: done.segments.len() as u64,
+                        word_count,
+                        segments: done.segments,
+                        produced_at: done.at,
                     }),
-                    CallEvent::ProcessingCompleted(ProcessingCompleted {
-                        completed_at: at,
-                        callback_due,
-                        processing_time_ms: elapsed_ms(at),
-                        results,
-                    }),
+                    completed(self.analytics.as_ref(), true, done.at),
                 ])
+            }
+            CallCommand::RecordTranscriptionFailure(failure) => {
+                self.require(Stage::Transcribing, CallError::NoTranscriptionInProgress)?;
+                let attempt = self.transcription_attempts;
+                let again = failure.retryable && attempt < failure.policy.max_attempts;
+                let next_attempt_at = again.then(|| {
+                    let delay = failure.policy.delay_ms(attempt, None, 0.0);
+                    failure.at + chrono::Duration::milliseconds(delay as i64)
+                });
+                let mut events = vec![CallEvent::TranscriptionFailed(TranscriptionFailed {
+                    attempt,
+                    error: failure.error,
+                    retryable: failure.retryable,
+                    next_attempt_at,
+                    failed_at: failure.at,
+                })];
+                // The analytics stand without a transcript: the call completes and says
+                // `transcription_available: false` rather than failing outright.
+                if !again {
+                    events.push(completed(self.analytics.as_ref(), false, failure.at));
+                }
+                Ok(events)
             }
             CallCommand::FailProcessing { reason, at } => Ok(vec![failed(reason, at)]),
             other => unreachable!("not a processing command: {other:?}"),

@@ -341,12 +341,14 @@ fn an_analysis_completes_the_call_with_a_summary() {
         .given(vec![accepted_call(), started(1), fetched_event()])
         .when(CallCommand::RecordAnalysis {
             analytics: analytics(),
+            transcribe: false,
             at: when,
         })
         .then_expect_events(vec![
             CallEvent::RecordingAnalyzed(RecordingAnalyzed {
                 analytics: analytics(),
                 analyzed_at: when,
+                transcription_due: false,
             }),
             CallEvent::ProcessingCompleted(ProcessingCompleted {
                 completed_at: when,
@@ -370,6 +372,7 @@ fn an_analysis_needs_a_fetched_recording() {
         .given(vec![accepted_call(), started(1)])
         .when(CallCommand::RecordAnalysis {
             analytics: analytics(),
+            transcribe: false,
             at: at("2024-05-01T12:00:04Z"),
         })
         .then_expect_error(CallError::NotFetched);
@@ -397,6 +400,7 @@ fn a_finished_call_is_never_processed_again() {
         },
         CallCommand::RecordAnalysis {
             analytics: analytics(),
+            transcribe: false,
             at: at("2024-05-01T12:00:05Z"),
         },
         CallCommand::FailProcessing {
@@ -426,6 +430,230 @@ fn processing_can_be_failed_with_a_reason() {
     );
 }
 
+// ---------------------------------------------------------------- transcription
+
+fn analyzed_for_transcript() -> Vec<CallEvent> {
+    vec![
+        call_with_callback(),
+        started(1),
+        fetched_event(),
+        CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+            analytics: analytics(),
+            analyzed_at: at("2024-05-01T12:00:04Z"),
+            transcription_due: true,
+        }),
+    ]
+}
+
+fn transcription_started(attempt: u32) -> CallEvent {
+    CallEvent::TranscriptionStarted(TranscriptionStarted {
+        attempt,
+        engine: "whisper".into(),
+        started_at: at("2024-05-01T12:00:05Z"),
+    })
+}
+
+fn segments() -> Vec<TranscriptSegment> {
+    vec![
+        TranscriptSegment {
+            channel: Speaker::Agent,
+            start_ms: 0,
+            end_ms: 1_500,
+            text: "Hello, how can I help?".into(),
+        },
+        TranscriptSegment {
+            channel: Speaker::Customer,
+            start_ms: 1_600,
+            end_ms: 3_000,
+            text: "My order is late.".into(),
+        },
+    ]
+}
+
+const TRANSCRIBE_POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    backoff_base_ms: 1_000,
+};
+
+fn transcription_failure(retryable: bool, at_text: &str) -> CallCommand {
+    CallCommand::RecordTranscriptionFailure(TranscriptionFailure {
+        error: "engine unreachable".into(),
+        retryable,
+        policy: TRANSCRIBE_POLICY,
+        at: at(at_text),
+    })
+}
+
+#[test]
+fn an_analysis_that_needs_a_transcript_does_not_complete_the_call() {
+    let when = at("2024-05-01T12:00:04Z");
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::RecordAnalysis {
+            analytics: analytics(),
+            transcribe: true,
+            at: when,
+        })
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+            analytics: analytics(),
+            analyzed_at: when,
+            transcription_due: true,
+        })]
+    );
+    let call = replay(analyzed_for_transcript());
+    assert_eq!(call.stage(), Stage::Analyzed);
+    assert!(!call.is_finished());
+    assert!(!call.callback_pending(), "no callback before the transcript");
+}
+
+#[test]
+fn a_transcript_completes_the_call_with_counts_and_segments() {
+    let mut history = analyzed_for_transcript();
+    history.push(transcription_started(1));
+    let done = at("2024-05-01T12:00:09Z");
+    let events = CallTest::with(())
+        .given(history.clone())
+        .when(CallCommand::RecordTranscript(TranscriptDone {
+            engine: "whisper".into(),
+            model: "ggml-tiny.en".into(),
+            language: "en".into(),
+            segments: segments(),
+            at: done,
+        }))
+        .inspect_result()
+        .unwrap();
+    let CallEvent::TranscriptProduced(produced) = &events[0] else {
+        panic!("expected TranscriptProduced, got {events:?}");
+    };
+    assert_eq!(produced.attempt, 1);
+    assert_eq!(produced.segment_count, 2);
+    assert_eq!(produced.word_count, 9);
+    assert_eq!(produced.segments, segments());
+    let CallEvent::ProcessingCompleted(completed) = &events[1] else {
+        panic!("expected ProcessingCompleted, got {events:?}");
+    };
+    assert!(completed.results.transcription_available);
+    assert!(completed.results.analytics_available);
+    assert_eq!(completed.results.duration_ms, 4_000);
+    assert_eq!(completed.processing_time_ms, 9_000);
+    assert!(completed.callback_due);
+
+    history.extend(events);
+    let call = replay(history);
+    assert_eq!(call.stage(), Stage::Completed);
+    let payload = call.callback_payload().unwrap();
+    assert_eq!(payload["results"]["transcription_available"], json!(true));
+    assert_eq!(payload["results"]["duration_ms"], json!(4_000));
+}
+
+#[test]
+fn a_transcript_needs_a_transcription_in_progress() {
+    CallTest::with(())
+        .given(analyzed_for_transcript())
+        .when(CallCommand::RecordTranscript(TranscriptDone {
+            engine: "whisper".into(),
+            model: "m".into(),
+            language: "en".into(),
+            segments: vec![],
+            at: at("2024-05-01T12:00:09Z"),
+        }))
+        .then_expect_error(CallError::NoTranscriptionInProgress);
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::StartTranscription {
+            engine: "whisper".into(),
+            at: at("2024-05-01T12:00:09Z"),
+        })
+        .then_expect_error(CallError::NotAwaitingTranscript);
+}
+
+#[test]
+fn an_abandoned_transcription_attempt_is_followed_by_a_new_one() {
+    let mut history = analyzed_for_transcript();
+    history.push(transcription_started(1));
+    CallTest::with(())
+        .given(history)
+        .when(CallCommand::StartTranscription {
+            engine: "whisper".into(),
+            at: at("2024-05-01T12:01:00Z"),
+        })
+        .then_expect_events(vec![CallEvent::TranscriptionStarted(TranscriptionStarted {
+            attempt: 2,
+            engine: "whisper".into(),
+            started_at: at("2024-05-01T12:01:00Z"),
+        })]);
+}
+
+#[test]
+fn a_transient_transcription_failure_is_retried_with_backoff_then_completes_without_transcript() {
+    let mut history = analyzed_for_transcript();
+    history.push(transcription_started(1));
+    let events = CallTest::with(())
+        .given(history.clone())
+        .when(transcription_failure(true, "2024-05-01T12:00:06Z"))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let CallEvent::TranscriptionFailed(failed) = &events[0] else {
+        panic!("expected TranscriptionFailed");
+    };
+    assert_eq!(failed.attempt, 1);
+    assert_eq!(failed.next_attempt_at, Some(at("2024-05-01T12:00:07Z")));
+    history.extend(events);
+    assert_eq!(replay(history.clone()).stage(), Stage::Analyzed);
+
+    history.extend([
+        transcription_started(2),
+        CallEvent::TranscriptionFailed(TranscriptionFailed {
+            attempt: 2,
+            error: "engine unreachable".into(),
+            retryable: true,
+            next_attempt_at: Some(at("2024-05-01T12:00:09Z")),
+            failed_at: at("2024-05-01T12:00:07Z"),
+        }),
+        transcription_started(3),
+    ]);
+    let events = CallTest::with(())
+        .given(history)
+        .when(transcription_failure(true, "2024-05-01T12:00:10Z"))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(&events[0], CallEvent::TranscriptionFailed(f) if f.attempt == 3 && f.next_attempt_at.is_none()));
+    let CallEvent::ProcessingCompleted(completed) = &events[1] else {
+        panic!("the last failure completes the call: {events:?}");
+    };
+    assert!(!completed.results.transcription_available);
+    assert!(completed.results.analytics_available);
+}
+
+#[test]
+fn a_permanent_transcription_failure_completes_at_once_without_transcript() {
+    let mut history = analyzed_for_transcript();
+    history.push(transcription_started(1));
+    let events = CallTest::with(())
+        .given(history)
+        .when(transcription_failure(false, "2024-05-01T12:00:06Z"))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(matches!(&events[1], CallEvent::ProcessingCompleted(c) if !c.results.transcription_available));
+}
+
+#[test]
+fn old_analysis_events_without_the_transcription_flag_still_load() {
+    let mut value = serde_json::to_value(&analyzed_for_transcript()[3]).unwrap();
+    value["RecordingAnalyzed"]
+        .as_object_mut()
+        .unwrap()
+        .remove("transcription_due");
+    let event: CallEvent = serde_json::from_value(value).unwrap();
+    assert!(matches!(event, CallEvent::RecordingAnalyzed(a) if !a.transcription_due));
+}
+
 // ---------------------------------------------------------------- callbacks
 
 fn call_with_callback() -> CallEvent {
@@ -445,6 +673,7 @@ fn completed_with_callback() -> Vec<CallEvent> {
         CallEvent::RecordingAnalyzed(RecordingAnalyzed {
             analytics: analytics(),
             analyzed_at: at("2024-05-01T12:00:04Z"),
+            transcription_due: false,
         }),
         CallEvent::ProcessingCompleted(ProcessingCompleted {
             completed_at: at("2024-05-01T12:00:04Z"),
