@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod processing_jobs;
 pub mod projector;
 pub mod read_models;
+pub mod transcripts;
 
 pub use event_log::StoredEvent;
 pub use projector::{Projection, ProjectionError, Projector};
@@ -21,5 +22,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(read_models::ReadModels),
         std::sync::Arc::new(processing_jobs::ProcessingJobs),
         std::sync::Arc::new(callback_deliveries::CallbackDeliveries),
+        std::sync::Arc::new(transcripts::Transcripts),
     ]
 }

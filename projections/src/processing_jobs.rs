@@ -1,5 +1,7 @@
 //! The `processing_job` queue: one row per accepted call until it completes or fails, due when
-//! accepted and rescheduled after each failed fetch attempt. Workers claim rows; only this
+//! accepted and rescheduled after each failed fetch attempt; when a transcript is due after the
+//! analysis, the row moves to the `transcribe` stage (and is rescheduled after each failed
+//! transcription attempt). Workers claim rows; only this
 //! projection creates, reschedules or removes them.
 
 use std::collections::HashMap;
@@ -14,15 +16,22 @@ use crate::projector::{Projection, ProjectionError};
 pub struct ProcessingJobs;
 
 /// What a page does to one call's job; later events of the page override earlier ones.
-enum Change {
-    Create {
-        partner_id: String,
-        call_id: String,
-        recording_url: String,
-        due_at: DateTime<Utc>,
-    },
-    Reschedule(DateTime<Utc>),
-    Remove,
+#[derive(Default)]
+struct Change {
+    /// The call was accepted in this page: a new row.
+    new: Option<NewJob>,
+    /// The job is next due then (a retry, or the hand-over to transcription); the lease of the
+    /// step that ended is released.
+    due_at: Option<DateTime<Utc>>,
+    stage: Option<&'static str>,
+    recording_sha256: Option<String>,
+    remove: bool,
+}
+
+struct NewJob {
+    partner_id: String,
+    call_id: String,
+    recording_url: String,
 }
 
 #[async_trait::async_trait]
@@ -42,58 +51,61 @@ impl Projection for ProcessingJobs {
     ) -> Result<(), ProjectionError> {
         let mut changes: HashMap<&str, Change> = HashMap::new();
         for event in events.iter().filter(|e| e.aggregate_type == "Call") {
-            let id = event.aggregate_id.as_str();
-            match event
+            let decoded = event
                 .decode::<CallEvent>()
-                .map_err(|e| ProjectionError::undecodable(event, e))?
-            {
+                .map_err(|e| ProjectionError::undecodable(event, e))?;
+            let change = changes.entry(event.aggregate_id.as_str()).or_default();
+            match decoded {
                 CallEvent::CallAccepted(e) => {
-                    changes.entry(id).or_insert(Change::Create {
+                    change.new.get_or_insert(NewJob {
                         partner_id: e.partner_id.to_string(),
                         call_id: e.call.call.id.to_string(),
                         recording_url: e.call.call.recording_url.to_string(),
-                        due_at: e.accepted_at,
                     });
+                    change.due_at.get_or_insert(e.accepted_at);
                 }
                 CallEvent::RecordingFetchFailed(e) => {
-                    if let Some(next) = e.next_attempt_at {
-                        match changes.get_mut(id) {
-                            Some(Change::Create { due_at, .. }) => *due_at = next,
-                            _ => {
-                                changes.insert(id, Change::Reschedule(next));
-                            }
-                        }
-                    }
+                    change.due_at = e.next_attempt_at.or(change.due_at)
+                }
+                CallEvent::RecordingFetched(e) => change.recording_sha256 = Some(e.sha256),
+                CallEvent::RecordingAnalyzed(e) if e.transcription_due => {
+                    change.stage = Some("transcribe");
+                    change.due_at = Some(e.analyzed_at);
+                }
+                CallEvent::TranscriptionFailed(e) => {
+                    change.due_at = e.next_attempt_at.or(change.due_at)
                 }
                 CallEvent::ProcessingCompleted(_) | CallEvent::ProcessingFailed(_) => {
-                    changes.insert(id, Change::Remove);
+                    change.remove = true;
                 }
                 _ => {}
             }
         }
 
-        let mut created = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut rescheduled, mut due) = (Vec::new(), Vec::new());
         let mut removed = Vec::new();
+        let mut created = NewRows::default();
+        let mut updated = UpdatedRows::default();
         for (id, change) in changes {
-            match change {
-                Change::Create {
-                    partner_id,
-                    call_id,
-                    recording_url,
-                    due_at,
-                } => {
-                    created.0.push(id);
-                    created.1.push(partner_id);
-                    created.2.push(call_id);
-                    created.3.push(recording_url);
-                    created.4.push(due_at);
-                }
-                Change::Reschedule(at) => {
-                    rescheduled.push(id);
-                    due.push(at);
-                }
-                Change::Remove => removed.push(id),
+            if change.remove {
+                removed.push(id);
+            } else if let Some(job) = change.new {
+                created.ids.push(id);
+                created.partner_ids.push(job.partner_id);
+                created.call_ids.push(job.call_id);
+                created.urls.push(job.recording_url);
+                created
+                    .due_at
+                    .push(change.due_at.expect("set on acceptance"));
+                created.stages.push(change.stage.unwrap_or("fetch"));
+                created.sha256.push(change.recording_sha256);
+            } else if change.due_at.is_some()
+                || change.stage.is_some()
+                || change.recording_sha256.is_some()
+            {
+                updated.ids.push(id);
+                updated.due_at.push(change.due_at);
+                updated.stages.push(change.stage);
+                updated.sha256.push(change.recording_sha256);
             }
         }
         if !removed.is_empty() {
@@ -102,32 +114,64 @@ impl Projection for ProcessingJobs {
                 .execute(&mut *conn)
                 .await?;
         }
-        if !created.0.is_empty() {
+        if !created.ids.is_empty() {
             sqlx::query(
-                "insert into processing_job (call_aggregate_id, partner_id, call_id, recording_url, due_at)
-                 select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                "insert into processing_job
+                     (call_aggregate_id, partner_id, call_id, recording_url, due_at, stage, recording_sha256)
+                 select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[])
                  on conflict (call_aggregate_id) do nothing",
             )
-            .bind(&created.0)
-            .bind(&created.1)
-            .bind(&created.2)
-            .bind(&created.3)
-            .bind(&created.4)
+            .bind(&created.ids)
+            .bind(&created.partner_ids)
+            .bind(&created.call_ids)
+            .bind(&created.urls)
+            .bind(&created.due_at)
+            .bind(&created.stages)
+            .bind(&created.sha256)
             .execute(&mut *conn)
             .await?;
         }
-        if !rescheduled.is_empty() {
-            // The attempt that failed is over: its lease goes with the new due time.
+        if !updated.ids.is_empty() {
+            // A new due time means the step that held the lease is over: the lease goes too.
             sqlx::query(
-                "update processing_job j set due_at = u.due_at, lease_until = null, lease_owner = null
-                 from unnest($1::text[], $2::timestamptz[]) as u(id, due_at)
+                "update processing_job j
+                 set due_at = coalesce(u.due_at, j.due_at),
+                     stage = coalesce(u.stage, j.stage),
+                     recording_sha256 = coalesce(u.sha256, j.recording_sha256),
+                     lease_until = case when u.due_at is null then j.lease_until end,
+                     lease_owner = case when u.due_at is null then j.lease_owner end
+                 from unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
+                     as u(id, due_at, stage, sha256)
                  where j.call_aggregate_id = u.id",
             )
-            .bind(&rescheduled)
-            .bind(&due)
+            .bind(&updated.ids)
+            .bind(&updated.due_at)
+            .bind(&updated.stages)
+            .bind(&updated.sha256)
             .execute(&mut *conn)
             .await?;
         }
         Ok(())
     }
+}
+
+/// Columns of the rows a page inserts, one vector per column (bound as arrays).
+#[derive(Default)]
+struct NewRows<'a> {
+    ids: Vec<&'a str>,
+    partner_ids: Vec<String>,
+    call_ids: Vec<String>,
+    urls: Vec<String>,
+    due_at: Vec<DateTime<Utc>>,
+    stages: Vec<&'static str>,
+    sha256: Vec<Option<String>>,
+}
+
+/// Columns of the rows a page changes; `None` keeps the stored value.
+#[derive(Default)]
+struct UpdatedRows<'a> {
+    ids: Vec<&'a str>,
+    due_at: Vec<Option<DateTime<Utc>>>,
+    stages: Vec<Option<&'static str>>,
+    sha256: Vec<Option<String>>,
 }

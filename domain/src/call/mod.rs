@@ -442,11 +442,13 @@ impl Call {
                 if !matches!(self.stage, Stage::Analyzed | Stage::Transcribing) {
                     return Err(CallError::NotAwaitingTranscript);
                 }
-                Ok(vec![CallEvent::TranscriptionStarted(TranscriptionStarted {
-                    attempt: self.transcription_attempts + 1,
-                    engine,
-                    started_at: at,
-                })])
+                Ok(vec![CallEvent::TranscriptionStarted(
+                    TranscriptionStarted {
+                        attempt: self.transcription_attempts + 1,
+                        engine,
+                        started_at: at,
+                    },
+                )])
             }
             CallCommand::RecordTranscript(done) => {
                 self.require(Stage::Transcribing, CallError::NoTranscriptionInProgress)?;

@@ -507,7 +507,10 @@ fn an_analysis_that_needs_a_transcript_does_not_complete_the_call() {
     let call = replay(analyzed_for_transcript());
     assert_eq!(call.stage(), Stage::Analyzed);
     assert!(!call.is_finished());
-    assert!(!call.callback_pending(), "no callback before the transcript");
+    assert!(
+        !call.callback_pending(),
+        "no callback before the transcript"
+    );
 }
 
 #[test]
@@ -581,11 +584,13 @@ fn an_abandoned_transcription_attempt_is_followed_by_a_new_one() {
             engine: "whisper".into(),
             at: at("2024-05-01T12:01:00Z"),
         })
-        .then_expect_events(vec![CallEvent::TranscriptionStarted(TranscriptionStarted {
-            attempt: 2,
-            engine: "whisper".into(),
-            started_at: at("2024-05-01T12:01:00Z"),
-        })]);
+        .then_expect_events(vec![CallEvent::TranscriptionStarted(
+            TranscriptionStarted {
+                attempt: 2,
+                engine: "whisper".into(),
+                started_at: at("2024-05-01T12:01:00Z"),
+            },
+        )]);
 }
 
 #[test]
@@ -622,7 +627,9 @@ fn a_transient_transcription_failure_is_retried_with_backoff_then_completes_with
         .when(transcription_failure(true, "2024-05-01T12:00:10Z"))
         .inspect_result()
         .unwrap();
-    assert!(matches!(&events[0], CallEvent::TranscriptionFailed(f) if f.attempt == 3 && f.next_attempt_at.is_none()));
+    assert!(
+        matches!(&events[0], CallEvent::TranscriptionFailed(f) if f.attempt == 3 && f.next_attempt_at.is_none())
+    );
     let CallEvent::ProcessingCompleted(completed) = &events[1] else {
         panic!("the last failure completes the call: {events:?}");
     };
@@ -640,7 +647,9 @@ fn a_permanent_transcription_failure_completes_at_once_without_transcript() {
         .inspect_result()
         .unwrap();
     assert_eq!(events.len(), 2);
-    assert!(matches!(&events[1], CallEvent::ProcessingCompleted(c) if !c.results.transcription_available));
+    assert!(
+        matches!(&events[1], CallEvent::ProcessingCompleted(c) if !c.results.transcription_available)
+    );
 }
 
 #[test]

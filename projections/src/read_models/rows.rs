@@ -61,6 +61,21 @@ pub struct CallRow {
     pub callback_attempts: i32,
     pub callback_last_status_code: Option<i32>,
     pub callback_delivered_at: Option<DateTime<Utc>>,
+    pub transcription_status: Option<TranscriptionStatus>,
+    pub transcription_attempts: i32,
+    pub transcript_word_count: Option<i64>,
+    pub transcribed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscriptionStatus {
+    /// Analysed, waiting for a transcription worker (also between attempts).
+    Pending,
+    Transcribing,
+    Available,
+    /// Every attempt failed or the failure was permanent; the call completed without one.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +134,10 @@ impl CallRow {
             callback_attempts: 0,
             callback_last_status_code: None,
             callback_delivered_at: None,
+            transcription_status: None,
+            transcription_attempts: 0,
+            transcript_word_count: None,
+            transcribed_at: None,
         }
     }
 
@@ -161,6 +180,25 @@ impl CallRow {
                 self.mean_dbfs = Some(a.mean_dbfs);
                 self.peak_dbfs = Some(a.peak_dbfs);
                 self.clipping_ratio = Some(a.clipping_ratio);
+                if e.transcription_due {
+                    self.transcription_status = Some(TranscriptionStatus::Pending);
+                }
+            }
+            CallEvent::TranscriptionStarted(e) => {
+                self.transcription_status = Some(TranscriptionStatus::Transcribing);
+                self.transcription_attempts = e.attempt as i32;
+            }
+            CallEvent::TranscriptProduced(e) => {
+                self.transcription_status = Some(TranscriptionStatus::Available);
+                self.transcript_word_count = Some(e.word_count as i64);
+                self.transcribed_at = Some(e.produced_at);
+            }
+            CallEvent::TranscriptionFailed(e) => {
+                self.transcription_status = Some(if e.next_attempt_at.is_some() {
+                    TranscriptionStatus::Pending
+                } else {
+                    TranscriptionStatus::Unavailable
+                });
             }
             CallEvent::ProcessingCompleted(e) => {
                 self.status = CallStatus::Completed;
