@@ -250,6 +250,7 @@ fn history_events() -> Vec<CallEvent> {
         CallEvent::RecordingAnalyzed(RecordingAnalyzed {
             analytics: analytics.clone(),
             analyzed_at: at,
+            transcription_due: false,
         }),
         CallEvent::ProcessingCompleted(ProcessingCompleted {
             completed_at: at,
@@ -449,6 +450,7 @@ fn completion() -> Vec<CallCommand> {
             at: now,
         }),
         CallCommand::RecordAnalysis {
+            transcribe: false,
             analytics: AudioAnalytics {
                 duration_ms: 1_000,
                 sample_rate: 8_000,

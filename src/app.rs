@@ -18,7 +18,9 @@ use crate::config::{ProcessingConfig, ServeConfig};
 use crate::http::{routes, AppState};
 use crate::processing::fetch::{FetchConfig, Fetcher};
 use crate::processing::Worker;
-use crate::queue::{CALLBACK_DELIVERIES, PROCESSING_JOBS};
+use crate::queue::{CALLBACK_DELIVERIES, PROCESSING_JOBS, TRANSCRIPTION_JOBS};
+use crate::transcription::spool::Spool;
+use crate::transcription::{TranscriptionWorker, TranscriptionWorkerSettings};
 
 /// A migrated service with its listener bound (for the roles that serve HTTP), ready to run.
 pub struct Application {
@@ -128,17 +130,52 @@ pub fn spawn_background(
         max_attempts: config.fetch_max_attempts,
         backoff_base_ms: config.fetch_backoff_base_ms,
     };
+    let transcription = &config.transcription;
+    let engine = crate::transcription::build_engine(transcription)?;
+    let spool_dir = transcription
+        .spool_dir
+        .clone()
+        .unwrap_or_else(Spool::default_dir);
+    let spool = Arc::new(
+        Spool::open(&spool_dir)
+            .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
+    );
     for n in 0..config.worker_concurrency.max(1) {
         let owner = format!("worker-{}-{n}", std::process::id());
-        let worker = Worker::new(
+        let mut worker = Worker::new(
             pool.clone(),
             fetcher.clone(),
             retry,
             config.job_lease(),
             owner,
         );
+        if engine.is_some() {
+            worker = worker.handing_over_to(spool.clone());
+        }
         tasks.push(tokio::spawn(
             worker.run(hub.subscribe(PROCESSING_JOBS.channel())),
+        ));
+    }
+    // Always running, engine or not: calls handed over while an engine was configured still
+    // complete (without a transcript) after it is switched off.
+    let transcription_retry = RetryPolicy {
+        max_attempts: transcription.transcribe_max_attempts,
+        backoff_base_ms: transcription.transcribe_backoff_base_ms,
+    };
+    for n in 0..transcription.transcribe_concurrency.max(1) {
+        let worker = TranscriptionWorker::new(
+            pool.clone(),
+            engine.clone(),
+            fetcher.clone(),
+            spool.clone(),
+            TranscriptionWorkerSettings {
+                retry: transcription_retry,
+                lease: std::time::Duration::from_millis(transcription.transcribe_lease_ms),
+                owner: format!("transcriber-{}-{n}", std::process::id()),
+            },
+        );
+        tasks.push(tokio::spawn(
+            worker.run(hub.subscribe(TRANSCRIPTION_JOBS.channel())),
         ));
     }
     let callbacks = config.callback_settings();

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API (applies pending migrations first).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Create the database if needed, apply pending migrations and exit.
     Migrate(DatabaseConfig),
     /// Print the OpenAPI document (or write it to a file).

@@ -178,6 +178,88 @@ pub struct ProcessingConfig {
         default_value_t = 30_000
     )]
     pub callback_backoff_base_ms: u64,
+
+    #[command(flatten)]
+    pub transcription: TranscriptionConfig,
+}
+
+/// Which speech-to-text engine transcribes calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TranscriberKind {
+    /// No transcripts: calls complete after the analysis (`transcription_available: false`).
+    None,
+    /// Whisper in-process (whisper.cpp), from the ggml file `CALLINGEST_WHISPER_MODEL`; needs a
+    /// build with `--features whisper`.
+    Whisper,
+    /// An OpenAI-compatible service at `CALLINGEST_TRANSCRIBE_URL`.
+    Openai,
+}
+
+/// How calls are transcribed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TranscriptionConfig {
+    #[arg(long, env = "CALLINGEST_TRANSCRIBER", value_enum, default_value_t = TranscriberKind::None)]
+    pub transcriber: TranscriberKind,
+
+    /// The ggml model file of the whisper engine.
+    #[arg(long, env = "CALLINGEST_WHISPER_MODEL")]
+    pub whisper_model: Option<std::path::PathBuf>,
+
+    /// CPU threads one whisper transcription uses.
+    #[arg(long, env = "CALLINGEST_WHISPER_THREADS", default_value_t = 1)]
+    pub whisper_threads: usize,
+
+    /// Base URL of the OpenAI-compatible service (`{base}/v1/audio/transcriptions`).
+    #[arg(long, env = "CALLINGEST_TRANSCRIBE_URL")]
+    pub transcribe_url: Option<String>,
+
+    /// Bearer token for that service.
+    #[arg(long, env = "CALLINGEST_TRANSCRIBE_API_KEY", hide_env_values = true)]
+    pub transcribe_api_key: Option<Secret>,
+
+    /// The `model` the service is asked for.
+    #[arg(long, env = "CALLINGEST_TRANSCRIBE_MODEL", default_value = "whisper-1")]
+    pub transcribe_model: String,
+
+    /// Longest wait for the service's answer on one stretch of speech.
+    #[arg(
+        long,
+        env = "CALLINGEST_TRANSCRIBE_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub transcribe_timeout_ms: u64,
+
+    /// Calls transcribed at the same time by this process (its own pool: fetching and
+    /// analysis never wait for it).
+    #[arg(long, env = "CALLINGEST_TRANSCRIBE_CONCURRENCY", default_value_t = 1)]
+    pub transcribe_concurrency: usize,
+
+    /// Attempts to transcribe a call, the first included, when failures are transient; after
+    /// the last the call completes without a transcript.
+    #[arg(long, env = "CALLINGEST_TRANSCRIBE_MAX_ATTEMPTS", default_value_t = 3)]
+    pub transcribe_max_attempts: u32,
+
+    /// Wait before transcription retry n: this × 2^(n-1) milliseconds.
+    #[arg(
+        long,
+        env = "CALLINGEST_TRANSCRIBE_BACKOFF_BASE_MS",
+        default_value_t = 30_000
+    )]
+    pub transcribe_backoff_base_ms: u64,
+
+    /// How long a claimed transcription stays with its worker (a crashed worker's call is
+    /// transcribed again after it). Must exceed the transcription time of the longest call.
+    #[arg(
+        long,
+        env = "CALLINGEST_TRANSCRIBE_LEASE_MS",
+        default_value_t = 3_600_000
+    )]
+    pub transcribe_lease_ms: u64,
+
+    /// Where analysed recordings wait for transcription (default: `callingest-spool` in the
+    /// system's temporary directory).
+    #[arg(long, env = "CALLINGEST_SPOOL_DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl ProcessingConfig {
@@ -195,6 +277,12 @@ impl ProcessingConfig {
             allow_private: self.allow_private_urls,
             extra_ca_file: self.extra_ca_file.clone(),
         }
+    }
+}
+
+impl Default for TranscriptionConfig {
+    fn default() -> Self {
+        ProcessingConfig::default().transcription
     }
 }
 

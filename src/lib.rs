@@ -15,3 +15,4 @@ pub mod processing;
 pub mod queries;
 pub mod queue;
 pub mod telemetry;
+pub mod transcription;

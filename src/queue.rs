@@ -14,16 +14,27 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct WorkQueue {
     table: &'static str,
+    /// SQL condition on the table that selects this queue's rows (`true` for all of them).
+    rows: &'static str,
     /// Channel the table's trigger notifies when a row is created or rescheduled.
     channel: &'static str,
 }
 
+/// Calls to fetch and analyse.
 pub const PROCESSING_JOBS: WorkQueue = WorkQueue {
     table: "processing_job",
+    rows: "stage = 'fetch'",
+    channel: "callingest_jobs",
+};
+/// Analysed calls waiting for their transcript: the same table, its own pool of workers.
+pub const TRANSCRIPTION_JOBS: WorkQueue = WorkQueue {
+    table: "processing_job",
+    rows: "stage = 'transcribe'",
     channel: "callingest_jobs",
 };
 pub const CALLBACK_DELIVERIES: WorkQueue = WorkQueue {
     table: "callback_delivery",
+    rows: "true",
     channel: "callingest_callbacks",
 };
 
@@ -43,7 +54,7 @@ impl WorkQueue {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<String>, sqlx::Error> {
-        let table = self.table;
+        let (table, rows) = (self.table, self.rows);
         let mut tx = pool.begin().await?;
         // A claim need not survive a crash (its row would just be claimable again at once),
         // so it does not wait for the WAL flush. What the work records is durable as usual, and
@@ -56,7 +67,7 @@ impl WorkQueue {
              set lease_until = now() + $2 * interval '1 millisecond', lease_owner = $1
              where call_aggregate_id = (
                  select call_aggregate_id from {table}
-                 where due_at <= now() and (lease_until is null or lease_until < now())
+                 where {rows} and due_at <= now() and (lease_until is null or lease_until < now())
                  order by due_at
                  limit 1
                  for update skip locked)
@@ -74,8 +85,8 @@ impl WorkQueue {
     async fn next_due_in(&self, pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
         let ms: Option<f64> = sqlx::query_scalar(&format!(
             "select (extract(epoch from min(greatest(due_at, coalesce(lease_until, due_at))) - now()) * 1000)::float8
-             from {}",
-            self.table
+             from {} where {}",
+            self.table, self.rows
         ))
         .fetch_one(pool)
         .await?;

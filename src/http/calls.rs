@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::{ApiTags, AppState};
 use crate::queries::calls::{self, BatchView, CallFilter, CallStatus, CallView, Cursor};
 use crate::queries::history::{self, CallEventView};
+use crate::queries::transcripts::{self, TranscriptView};
 
 pub struct CallsApi {
     pub state: Arc<AppState>,
@@ -202,5 +203,53 @@ impl CallsApi {
             call_id: id.to_string(),
             events,
         }))
+    }
+
+    /// Get the transcript of one of your calls
+    ///
+    /// What was said, per speaker (agent on the left channel, customer on the right; `mono`
+    /// when one channel carries both), with times from the start of the recording. Answers 404
+    /// with the transcription status while there is no transcript (pending, failed, or none
+    /// due because no engine is configured).
+    #[oai(
+        path = "/api/v1/partner/calls/:call_id/transcript",
+        method = "get",
+        operation_id = "getCallTranscript"
+    )]
+    async fn get_call_transcript(
+        &self,
+        request: &Request,
+        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
+        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        /// Your call id.
+        call_id: Path<String>,
+    ) -> Result<Json<TranscriptView>, ApiError> {
+        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
+        let pool = &self.state.pool;
+        if let Some(transcript) =
+            transcripts::get_transcript(pool, partner.id.as_str(), &call_id.0).await?
+        {
+            return Ok(Json(transcript));
+        }
+        let call = calls::get_call(pool, partner.id.as_str(), &call_id.0)
+            .await?
+            .ok_or_else(ApiError::not_found)?;
+        Err(ApiError::not_found_because(
+            match call.transcription_status.as_deref() {
+                Some("unavailable") => {
+                    "This call has no transcript: transcription failed".to_owned()
+                }
+                Some(status) => {
+                    format!("This call has no transcript yet: transcription is {status}")
+                }
+                None if call.completed_at.is_some() || call.failed_at.is_some() => {
+                    "This call has no transcript: none was made".to_owned()
+                }
+                None => format!(
+                    "This call has no transcript yet: the call is {}",
+                    call.status.as_str()
+                ),
+            },
+        ))
     }
 }

@@ -97,6 +97,11 @@ impl ApiError {
         Self::NotFound(body("Not found"))
     }
 
+    /// A 404 that says why, for a resource that exists but has nothing to show yet.
+    pub fn not_found_because(message: impl Into<String>) -> Self {
+        Self::NotFound(body(message))
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::Conflict(body(message))
     }

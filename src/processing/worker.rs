@@ -12,9 +12,10 @@ use cqrs_es::AggregateError;
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::{FetchError, FetchedRecording, Fetcher};
 use crate::event_store::{self, execute, Store};
 use crate::queue::{JobOutcome, PROCESSING_JOBS};
+use crate::transcription::spool::Spool;
 use callingest_projections::notifications::Wakeup;
 
 /// A claimed processing job.
@@ -30,6 +31,9 @@ pub struct Worker {
     retry: RetryPolicy,
     lease: Duration,
     owner: String,
+    /// Set when a transcription engine is configured: analysed recordings are left here for
+    /// the transcription pool, and calls wait for their transcript before completing.
+    handover: Option<Arc<Spool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +63,14 @@ impl Worker {
             retry,
             lease,
             owner,
+            handover: None,
         }
+    }
+
+    /// Analysed calls go on to transcription, their recordings kept in `spool`.
+    pub fn handing_over_to(mut self, spool: Arc<Spool>) -> Self {
+        self.handover = Some(spool);
+        self
     }
 
     /// Runs until the task is dropped. Dropping it mid-job is safe: the lease expires and
@@ -131,11 +142,27 @@ impl Worker {
         let Some(format) = format else {
             return Ok(());
         };
-        let command = match analyse(recording, format).await {
-            Ok(analytics) => CallCommand::RecordAnalysis {
-                analytics,
-                at: now(),
-            },
+        let (analysis, recording) = analyse(recording, format).await;
+        let command = match analysis {
+            Ok(analytics) => {
+                if let Some(spool) = &self.handover {
+                    // Kept before the hand-over is recorded, so the transcription worker finds
+                    // it; if keeping fails, that worker downloads the recording again.
+                    let sha256 = recording.sha256.clone();
+                    let spool = spool.clone();
+                    let kept =
+                        tokio::task::spawn_blocking(move || spool.keep(recording.file, &sha256))
+                            .await;
+                    if !matches!(kept, Ok(Ok(()))) {
+                        tracing::warn!("could not keep the recording for transcription");
+                    }
+                }
+                CallCommand::RecordAnalysis {
+                    analytics,
+                    transcribe: self.handover.is_some(),
+                    at: now(),
+                }
+            }
             Err(reason) => CallCommand::FailProcessing { reason, at: now() },
         };
         self.record(job, command).await?;
@@ -175,18 +202,26 @@ fn fetch_failure(err: &FetchError, retry: RetryPolicy) -> FetchFailure {
     }
 }
 
-/// Decodes and measures the recording on the blocking pool (it is CPU-bound); the temporary
-/// file lives until the analysis is over. The error is a reason a partner understands.
+/// Decodes and measures the recording on the blocking pool (it is CPU-bound), and gives the
+/// recording back (its temporary file is deleted when it is dropped). The error is a reason a
+/// partner understands.
 async fn analyse(
-    recording: super::fetch::FetchedRecording,
+    recording: FetchedRecording,
+    format: RecordingFormat,
+) -> (Result<AudioAnalytics, String>, FetchedRecording) {
+    let path = recording.file.path().to_path_buf();
+    let outcome =
+        tokio::task::spawn_blocking(move || callingest_audio::analyze(&path, format)).await;
+    (analytics(outcome, format), recording)
+}
+
+fn analytics(
+    outcome: Result<
+        Result<callingest_audio::Analysis, callingest_audio::AnalysisError>,
+        tokio::task::JoinError,
+    >,
     format: RecordingFormat,
 ) -> Result<AudioAnalytics, String> {
-    let outcome = tokio::task::spawn_blocking(move || {
-        let result = callingest_audio::analyze(recording.file.path(), format);
-        drop(recording);
-        result
-    })
-    .await;
     match outcome {
         Ok(Ok(a)) => Ok(AudioAnalytics {
             duration_ms: a.duration_ms,

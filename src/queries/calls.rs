@@ -19,10 +19,22 @@ pub enum CallStatus {
     Accepted,
     /// Recording download under way (including waits between retries).
     Fetching,
-    /// Recording downloaded, being measured.
+    /// Recording downloaded, being measured (and transcribed, when an engine is configured).
     Analysing,
     Completed,
     Failed,
+}
+
+impl CallStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CallStatus::Accepted => "accepted",
+            CallStatus::Fetching => "fetching",
+            CallStatus::Analysing => "analysing",
+            CallStatus::Completed => "completed",
+            CallStatus::Failed => "failed",
+        }
+    }
 }
 
 /// A call with its processing state, analytics and callback state.
@@ -103,6 +115,14 @@ pub struct CallView {
     pub callback_last_status_code: Option<i32>,
     #[oai(nullable)]
     pub callback_delivered_at: Option<DateTime<Utc>>,
+    /// `pending`, `transcribing`, `available` (see `/calls/{call_id}/transcript`) or
+    /// `unavailable` (transcription failed; the call completed without one); none when no
+    /// transcript was due.
+    #[oai(nullable)]
+    pub transcription_status: Option<String>,
+    pub transcription_attempts: i32,
+    #[oai(nullable)]
+    pub transcript_word_count: Option<i64>,
 }
 
 const CALL_COLUMNS: &str = "call_id, partner_id, status, tenant_id, sub_tenant_id, batch_id,
@@ -111,7 +131,8 @@ const CALL_COLUMNS: &str = "call_id, partner_id, status, tenant_id, sub_tenant_i
     duplicate_submissions, error, recording_format, recording_bytes, recording_sha256,
     recording_duration_ms, sample_rate, channels, codec, agent_talk_ms, customer_talk_ms,
     silence_ratio, longest_silence_ms, overlap_ms, mean_dbfs, peak_dbfs, clipping_ratio,
-    callback_status, callback_attempts, callback_last_status_code, callback_delivered_at";
+    callback_status, callback_attempts, callback_last_status_code, callback_delivered_at,
+    transcription_status, transcription_attempts, transcript_word_count";
 
 pub async fn get_call(
     pool: &PgPool,

@@ -3,3 +3,4 @@
 
 pub mod calls;
 pub mod history;
+pub mod transcripts;

@@ -113,6 +113,7 @@ pub fn test_processing() -> ProcessingConfig {
         callback_concurrency: 2,
         callback_timeout_ms: 2_000,
         callback_backoff_base_ms: 200,
+        transcription: Default::default(),
     }
 }
 

@@ -1,0 +1,78 @@
+//! A call's transcript as the `transcript` and `transcript_segment` read models hold it.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use sqlx::PgPool;
+
+/// Who spoke: the agent (left channel of a stereo recording), the customer (right), or either
+/// (`mono`: one channel carries both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize)]
+#[oai(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Agent,
+    Customer,
+    Mono,
+}
+
+/// One stretch of speech, in milliseconds from the start of the recording.
+#[derive(Debug, Clone, Object, sqlx::FromRow, serde::Serialize)]
+pub struct SegmentView {
+    pub channel: Channel,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+}
+
+/// A call's transcript.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct TranscriptView {
+    pub call_id: String,
+    /// All segments' texts in time order.
+    pub text: String,
+    pub segments: Vec<SegmentView>,
+    /// `whisper` or `openai`.
+    pub engine: String,
+    pub model: String,
+    /// ISO 639-1 code, e.g. `en`.
+    pub language: String,
+    pub word_count: i64,
+    pub produced_at: DateTime<Utc>,
+}
+
+pub async fn get_transcript(
+    pool: &PgPool,
+    partner_id: &str,
+    call_id: &str,
+) -> Result<Option<TranscriptView>, sqlx::Error> {
+    let header: Option<(String, String, String, String, i64, DateTime<Utc>)> = sqlx::query_as(
+        "select text, engine, model, language, word_count, produced_at from transcript
+         where partner_id = $1 and call_id = $2",
+    )
+    .bind(partner_id)
+    .bind(call_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((text, engine, model, language, word_count, produced_at)) = header else {
+        return Ok(None);
+    };
+    let segments = sqlx::query_as(
+        "select channel, start_ms, end_ms, text from transcript_segment
+         where partner_id = $1 and call_id = $2 order by seq",
+    )
+    .bind(partner_id)
+    .bind(call_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(TranscriptView {
+        call_id: call_id.to_owned(),
+        text,
+        segments,
+        engine,
+        model,
+        language,
+        word_count,
+        produced_at,
+    }))
+}

@@ -1,0 +1,108 @@
+//! Recordings waiting for their transcript, kept on local disk by content digest.
+//!
+//! The processing worker hands the file it analysed over to the transcription pool here, so a
+//! recording is normally downloaded once. The spool is only a cache: a transcription worker on
+//! another machine, or after the file was lost, downloads the recording again.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The default place: a directory in the system's temporary directory.
+    pub fn default_dir() -> PathBuf {
+        std::env::temp_dir().join("callingest-spool")
+    }
+
+    /// Where the recording with this digest is kept; `None` for anything but a SHA-256 in hex
+    /// (the name must never leave the directory).
+    fn path(&self, sha256: &str) -> Option<PathBuf> {
+        let valid = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then(|| {
+            self.dir
+                .join(format!("{}.recording", sha256.to_ascii_lowercase()))
+        })
+    }
+
+    /// Keeps a downloaded recording (moved when on the same file system, copied otherwise).
+    pub fn keep(&self, file: NamedTempFile, sha256: &str) -> io::Result<()> {
+        let Some(target) = self.path(sha256) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a SHA-256 digest",
+            ));
+        };
+        if let Err(err) = file.persist(&target) {
+            // Another file system: copy to a temporary name there, then rename atomically so
+            // a reader never sees half a file.
+            let mut staged = NamedTempFile::new_in(&self.dir)?;
+            io::copy(
+                &mut std::fs::File::open(err.file.path())?,
+                staged.as_file_mut(),
+            )?;
+            staged.persist(&target).map_err(|e| e.error)?;
+        }
+        Ok(())
+    }
+
+    /// The kept recording with this digest, if it is here.
+    pub fn get(&self, sha256: &str) -> Option<PathBuf> {
+        self.path(sha256).filter(|p| p.is_file())
+    }
+
+    /// Forgets a recording once its transcription has ended. Missing files are fine.
+    pub fn remove(&self, sha256: &str) {
+        if let Some(path) = self.path(sha256) {
+            if let Err(err) = std::fs::remove_file(&path) {
+                if err.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(error = %err, "could not remove a spooled recording");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn a_kept_recording_is_found_by_digest_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let mut file = NamedTempFile::new().unwrap();
+        file.write_all(b"test").unwrap();
+        spool.keep(file, DIGEST).unwrap();
+        let path = spool.get(DIGEST).expect("kept");
+        assert_eq!(std::fs::read(&path).unwrap(), b"test");
+        spool.remove(DIGEST);
+        assert!(spool.get(DIGEST).is_none());
+        spool.remove(DIGEST);
+    }
+
+    #[test]
+    fn names_that_are_not_digests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.get("../../etc/passwd").is_none());
+        assert!(spool
+            .keep(NamedTempFile::new().unwrap(), "../escape")
+            .is_err());
+    }
+}

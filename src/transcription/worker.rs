@@ -1,0 +1,292 @@
+//! One transcription worker: claim an analysed call, transcribe its recording, record the
+//! transcript (or the failure) on the call, repeat. Workers of this pool never take fetch jobs
+//! and the other way round, so a slow model cannot hold up downloads and analysis.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callingest_domain::call::{
+    Call, CallCommand, CallError, RetryPolicy, Speaker, TranscriptDone, TranscriptSegment,
+    TranscriptionFailure,
+};
+use callingest_transcribe::{TranscribeError, Transcriber};
+use cqrs_es::AggregateError;
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use super::spool::Spool;
+use crate::event_store::{self, execute, Store};
+use crate::processing::fetch::Fetcher;
+use crate::queue::{JobOutcome, TRANSCRIPTION_JOBS};
+use callingest_projections::notifications::Wakeup;
+
+pub struct TranscriptionWorker {
+    pool: PgPool,
+    calls: Store<Call>,
+    /// `None` when no engine is configured: calls handed over earlier complete without one.
+    engine: Option<Arc<dyn Transcriber>>,
+    fetcher: Arc<Fetcher>,
+    spool: Arc<Spool>,
+    retry: RetryPolicy,
+    lease: Duration,
+    owner: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptionWorkerError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("could not record the transcription outcome of call {call}")]
+    Record {
+        call: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A claimed job of the `transcribe` stage.
+struct ClaimedJob {
+    call_aggregate_id: String,
+    recording_url: String,
+    recording_sha256: Option<String>,
+}
+
+/// The recording to transcribe: kept in the spool, or downloaded again.
+enum Recording {
+    Spooled(PathBuf),
+    Fetched(crate::processing::fetch::FetchedRecording),
+}
+
+impl Recording {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Recording::Spooled(path) => path,
+            Recording::Fetched(fetched) => fetched.file.path(),
+        }
+    }
+}
+
+pub struct TranscriptionWorkerSettings {
+    pub retry: RetryPolicy,
+    pub lease: Duration,
+    pub owner: String,
+}
+
+impl TranscriptionWorker {
+    pub fn new(
+        pool: PgPool,
+        engine: Option<Arc<dyn Transcriber>>,
+        fetcher: Arc<Fetcher>,
+        spool: Arc<Spool>,
+        settings: TranscriptionWorkerSettings,
+    ) -> Self {
+        Self {
+            calls: event_store::store(pool.clone()),
+            pool,
+            engine,
+            fetcher,
+            spool,
+            retry: settings.retry,
+            lease: settings.lease,
+            owner: settings.owner,
+        }
+    }
+
+    /// Runs until the task is dropped; a job dropped mid-way is retried once its lease expires.
+    pub async fn run(self, wakeup: Wakeup) {
+        TRANSCRIPTION_JOBS
+            .run(&self.pool, wakeup, || self.try_execute_job())
+            .await;
+    }
+
+    /// Claims one job and takes it to a transcript, a failure, or its next retry.
+    pub async fn try_execute_job(&self) -> Result<JobOutcome, TranscriptionWorkerError> {
+        let Some(call_aggregate_id) = TRANSCRIPTION_JOBS
+            .claim(&self.pool, &self.owner, self.lease)
+            .await?
+        else {
+            return Ok(JobOutcome::EmptyQueue);
+        };
+        let (recording_url, recording_sha256): (String, Option<String>) = sqlx::query_as(
+            "select recording_url, recording_sha256 from processing_job where call_aggregate_id = $1",
+        )
+        .bind(&call_aggregate_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let job = ClaimedJob {
+            call_aggregate_id,
+            recording_url,
+            recording_sha256,
+        };
+        let span = tracing::info_span!("transcription", call = %job.call_aggregate_id);
+        self.process(&job).instrument(span).await?;
+        Ok(JobOutcome::Processed)
+    }
+
+    async fn process(&self, job: &ClaimedJob) -> Result<(), TranscriptionWorkerError> {
+        let now = chrono::Utc::now;
+        let Some(engine) = &self.engine else {
+            let failure = self.failure("no transcription engine is configured".into(), false);
+            // The call must still start an attempt before it can fail one.
+            let start = CallCommand::StartTranscription {
+                engine: "none".into(),
+                at: now(),
+            };
+            if let Recorded::Applied = self.record(job, start).await? {
+                self.record(job, CallCommand::RecordTranscriptionFailure(failure))
+                    .await?;
+            }
+            if let Some(sha) = &job.recording_sha256 {
+                self.spool.remove(sha);
+            }
+            return Ok(());
+        };
+        let start = CallCommand::StartTranscription {
+            engine: engine.engine().to_owned(),
+            at: now(),
+        };
+        if let Recorded::Refused(reason) = self.record(job, start).await? {
+            tracing::info!(%reason, "transcription skipped");
+            return Ok(());
+        }
+        let outcome = self.transcribe(engine.as_ref(), job).await;
+        let command = match outcome {
+            Ok(transcript) => {
+                tracing::info!(
+                    segments = transcript.segments.len(),
+                    words = transcript.word_count(),
+                    "transcript produced"
+                );
+                CallCommand::RecordTranscript(TranscriptDone {
+                    engine: engine.engine().to_owned(),
+                    model: engine.model().to_owned(),
+                    language: transcript.language,
+                    segments: transcript.segments.into_iter().map(segment).collect(),
+                    at: now(),
+                })
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, transient = err.is_transient(), "transcription failed");
+                let message = match &err {
+                    TranscribeError::Audio(detail) => {
+                        format!("recording could not be decoded for transcription: {detail}")
+                    }
+                    other => other.to_string(),
+                };
+                CallCommand::RecordTranscriptionFailure(self.failure(message, err.is_transient()))
+            }
+        };
+        let last = !matches!(&command, CallCommand::RecordTranscriptionFailure(f) if f.retryable);
+        self.record(job, command).await?;
+        if last {
+            if let Some(sha) = &job.recording_sha256 {
+                self.spool.remove(sha);
+            }
+        }
+        Ok(())
+    }
+
+    async fn transcribe(
+        &self,
+        engine: &dyn Transcriber,
+        job: &ClaimedJob,
+    ) -> Result<callingest_transcribe::Transcript, TranscribeError> {
+        let recording = self.recording(job).await?;
+        let header = read_header(recording.path())
+            .map_err(|e| TranscribeError::Transient(format!("reading the recording: {e}")))?;
+        let format = callingest_audio::identify(&header).ok_or_else(|| {
+            TranscribeError::Audio("the recording is no longer a supported format".into())
+        })?;
+        let channels = tokio::task::spawn_blocking(move || {
+            let channels = callingest_transcribe::load_channels(recording.path(), format);
+            drop(recording);
+            channels
+        })
+        .await
+        .map_err(|e| TranscribeError::Permanent(format!("decoding failed: {e}")))??;
+        engine.transcribe(channels).await
+    }
+
+    /// The spooled file, or the recording downloaded again (same SSRF rules as the first time).
+    async fn recording(&self, job: &ClaimedJob) -> Result<Recording, TranscribeError> {
+        if let Some(path) = job
+            .recording_sha256
+            .as_deref()
+            .and_then(|s| self.spool.get(s))
+        {
+            return Ok(Recording::Spooled(path));
+        }
+        let fetched = self
+            .fetcher
+            .fetch(&job.recording_url)
+            .await
+            .map_err(|err| {
+                let message = format!("recording download for transcription failed: {err}");
+                if err.is_retryable() {
+                    TranscribeError::Transient(message)
+                } else {
+                    TranscribeError::Permanent(message)
+                }
+            })?;
+        if job.recording_sha256.as_deref() != Some(fetched.sha256.as_str()) {
+            tracing::warn!(
+                "the recording changed since it was analysed; transcribing it as it is now"
+            );
+        }
+        Ok(Recording::Fetched(fetched))
+    }
+
+    fn failure(&self, error: String, retryable: bool) -> TranscriptionFailure {
+        TranscriptionFailure {
+            error,
+            retryable,
+            policy: self.retry,
+            at: chrono::Utc::now(),
+        }
+    }
+
+    async fn record(
+        &self,
+        job: &ClaimedJob,
+        command: CallCommand,
+    ) -> Result<Recorded, TranscriptionWorkerError> {
+        let metadata = HashMap::from([("worker".to_owned(), self.owner.clone())]);
+        match execute(&self.calls, &job.call_aggregate_id, command, &metadata).await {
+            Ok(_) => Ok(Recorded::Applied),
+            Err(AggregateError::UserError(refusal)) => Ok(Recorded::Refused(refusal)),
+            Err(other) => Err(TranscriptionWorkerError::Record {
+                call: job.call_aggregate_id.clone(),
+                source: Box::new(other),
+            }),
+        }
+    }
+}
+
+enum Recorded {
+    Applied,
+    Refused(CallError),
+}
+
+fn read_header(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut header = Vec::with_capacity(64);
+    std::fs::File::open(path)?
+        .take(64)
+        .read_to_end(&mut header)?;
+    Ok(header)
+}
+
+fn segment(s: callingest_transcribe::Segment) -> TranscriptSegment {
+    TranscriptSegment {
+        channel: match s.channel {
+            callingest_transcribe::Speaker::Agent => Speaker::Agent,
+            callingest_transcribe::Speaker::Customer => Speaker::Customer,
+            callingest_transcribe::Speaker::Mono => Speaker::Mono,
+        },
+        start_ms: s.start_ms,
+        end_ms: s.end_ms,
+        text: s.text,
+    }
+}
