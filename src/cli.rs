@@ -38,6 +38,27 @@ pub enum Command {
     /// Look at calls (support).
     #[command(subcommand)]
     Call(CallCommand),
+    /// Serve the configured transcription engine (CALLINGEST_TRANSCRIBER=whisper) over the
+    /// OpenAI-compatible API `POST /v1/audio/transcriptions`, for other instances' openai
+    /// engine.
+    TranscribeServer {
+        /// Address to listen on.
+        #[arg(
+            long,
+            env = "CALLINGEST_TRANSCRIBE_SERVER_LISTEN",
+            default_value = "127.0.0.1:9000"
+        )]
+        listen: std::net::SocketAddr,
+        /// Bearer token clients must send (CALLINGEST_TRANSCRIBE_API_KEY on their side).
+        #[arg(
+            long,
+            env = "CALLINGEST_TRANSCRIBE_SERVER_API_KEY",
+            hide_env_values = true
+        )]
+        api_key: Option<crate::config::Secret>,
+        #[command(flatten)]
+        transcription: crate::config::TranscriptionConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +121,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     match cli.command {
         Command::Serve(config) => Application::build(&config).await?.run().await,
+        Command::TranscribeServer {
+            listen,
+            api_key,
+            transcription,
+        } => {
+            let Some(engine) = crate::transcription::build_engine(&transcription)? else {
+                anyhow::bail!("set CALLINGEST_TRANSCRIBER (whisper) for the server to run");
+            };
+            tracing::info!(%listen, engine = engine.engine(), model = engine.model(), "transcription server listening");
+            poem::Server::new(poem::listener::TcpListener::bind(listen))
+                .run(crate::transcription::server::routes(engine, api_key))
+                .await
+                .context("transcription server failed")
+        }
         Command::Migrate(database) => {
             crate::db::prepare(&database).await?;
             tracing::info!("migrations applied");

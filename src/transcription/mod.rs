@@ -3,6 +3,7 @@
 //! transcript on the call, which then completes.
 
 mod engine;
+pub mod server;
 pub mod spool;
 mod worker;
 

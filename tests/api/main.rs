@@ -18,3 +18,4 @@ mod partners;
 mod processing;
 mod read_side;
 mod support_page;
+mod transcription;

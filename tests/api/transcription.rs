@@ -1,0 +1,360 @@
+//! Transcription end to end: the service transcribes accepted calls with a real Whisper model
+//! (in-process, and through the OpenAI-compatible API of `callingest transcribe-server`), stores
+//! the transcript and serves it; failures are retried and end in a completed call without one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callingest::config::{Role, TranscriberKind, TranscriptionConfig};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{get, handler, EndpointExt, Response, Route, Server};
+use serde_json::Value;
+
+use crate::helpers::{batch, spawn_app_with, test_processing, TestApp};
+use crate::processing::item;
+
+/// A recording host on 127.0.0.1 serving one file at `/call.wav`, counting requests.
+struct OneFileServer {
+    url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+impl OneFileServer {
+    async fn start(bytes: Vec<u8>) -> Self {
+        #[handler]
+        fn file(bytes: poem::web::Data<&Arc<Vec<u8>>>) -> Response {
+            Response::builder()
+                .content_type("audio/wav")
+                .body(bytes.0.as_ref().clone())
+        }
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = Route::new()
+            .at("/call.wav", get(file))
+            .data(Arc::new(bytes))
+            .before(move |req| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(req) }
+            });
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        Self {
+            url: format!("http://127.0.0.1:{port}/call.wav"),
+            hits,
+        }
+    }
+}
+
+fn transcription(kind: TranscriberKind) -> TranscriptionConfig {
+    TranscriptionConfig {
+        transcriber: kind,
+        transcribe_max_attempts: 2,
+        transcribe_backoff_base_ms: 100,
+        spool_dir: Some(tempfile::tempdir().unwrap().keep()),
+        ..TranscriptionConfig::default()
+    }
+}
+
+async fn app_transcribing_with(config: TranscriptionConfig) -> TestApp {
+    let mut processing = test_processing();
+    processing.transcription = config;
+    spawn_app_with(Role::All, 1_000, processing).await
+}
+
+/// Waits (bounded) until the call is completed or failed; transcription makes it slower than
+/// the plain processing tests.
+async fn finished_call(app: &TestApp, call_id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/v1/partner/calls/{call_id}")))
+            .header("x-partner-id", &app.partner.partner_id)
+            .header("x-api-key", &app.partner.api_key)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let call: Value = response.json().await.unwrap();
+            if call["status"] == "completed" || call["status"] == "failed" {
+                return call;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "call {call_id} did not finish within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn transcript_response(app: &TestApp, call_id: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/api/v1/partner/calls/{call_id}/transcript")))
+        .header("x-partner-id", &app.partner.partner_id)
+        .header("x-api-key", &app.partner.api_key)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
+    app.call_events("partner-a", call_id)
+        .await
+        .into_iter()
+        .map(|(event_type, _)| event_type)
+        .collect()
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn an_unreachable_transcription_service_is_retried_then_the_call_completes_without_transcript(
+) {
+    let port = closed_port().await;
+    let mut config = transcription(TranscriberKind::Openai);
+    config.transcribe_url = Some(format!("http://127.0.0.1:{port}"));
+    let app = app_transcribing_with(config).await;
+    let recording = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/audio/tests/fixtures/overlap.wav"
+    ))
+    .unwrap();
+    let host = OneFileServer::start(recording).await;
+    let response = app.post_batch(&batch(vec![item("unheard", &host.url)])).await;
+    assert_eq!(response.status(), 200);
+
+    let call = finished_call(&app, "unheard", Duration::from_secs(30)).await;
+    assert_eq!(call["status"], "completed", "{call}");
+    assert_eq!(call["transcription_status"], "unavailable");
+    assert_eq!(call["transcription_attempts"], 2);
+    assert!(call["agent_talk_ms"].as_i64().is_some(), "analytics kept: {call}");
+    assert_eq!(
+        event_types(&app, "unheard").await[3..],
+        [
+            "RecordingAnalyzed",
+            "TranscriptionStarted",
+            "TranscriptionFailed",
+            "TranscriptionStarted",
+            "TranscriptionFailed",
+            "ProcessingCompleted"
+        ]
+    );
+    let events = app.call_events("partner-a", "unheard").await;
+    let (_, completed) = events.last().unwrap();
+    assert_eq!(completed["results"]["transcription_available"], false);
+    let (_, failed) = &events[5];
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("transcription service unreachable"),
+        "{failed}"
+    );
+    assert_eq!(failed["retryable"], true);
+
+    let response = transcript_response(&app, "unheard").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("transcription failed"),
+        "{body}"
+    );
+    // The spooled recording was used by both attempts: downloaded once.
+    assert_eq!(host.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn without_an_engine_calls_complete_after_analysis_and_have_no_transcript() {
+    let app = app_transcribing_with(transcription(TranscriberKind::None)).await;
+    let recording = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/audio/tests/fixtures/overlap.wav"
+    ))
+    .unwrap();
+    let host = OneFileServer::start(recording).await;
+    app.post_batch(&batch(vec![item("plain", &host.url)])).await;
+    let call = finished_call(&app, "plain", Duration::from_secs(30)).await;
+    assert_eq!(call["status"], "completed");
+    assert_eq!(call["transcription_status"], Value::Null);
+    assert!(!event_types(&app, "plain")
+        .await
+        .iter()
+        .any(|t| t.starts_with("Transcri")));
+    let response = transcript_response(&app, "plain").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("none was made"),
+        "{body}"
+    );
+    assert_eq!(transcript_response(&app, "nope").await.status(), 404);
+}
+
+#[cfg(feature = "whisper")]
+mod with_whisper {
+    use super::*;
+    use callingest::config::Secret;
+    use callingest_transcribe::word_error_rate;
+
+    #[path = "../../../../transcribe/tests/common/mod.rs"]
+    mod speech;
+
+    const AGENT: &str = "Thank you for calling the support line, my name is Sarah. How can I help you today?";
+    const CUSTOMER: &str = "Hello, my package was supposed to arrive on Monday but it never came.";
+
+    /// A stereo WAV: the agent speaks on the left, then the customer on the right.
+    fn two_sided_call() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = speech::speak(AGENT, dir.path());
+        let customer = speech::speak(CUSTOMER, dir.path());
+        let gap = speech::samples(1.0);
+        let len = gap + agent.len() + gap + customer.len() + gap;
+        let mut left = speech::noise(len, 0.002, 1);
+        let mut right = speech::noise(len, 0.002, 2);
+        speech::place(&mut left, gap, &agent);
+        speech::place(&mut right, gap + agent.len() + gap, &customer);
+        let path = dir.path().join("call.wav");
+        speech::write_wav(&path, &[left, right]);
+        std::fs::read(path).unwrap()
+    }
+
+    fn whisper_config() -> TranscriptionConfig {
+        TranscriptionConfig {
+            whisper_model: Some(speech::model_path()),
+            ..transcription(TranscriberKind::Whisper)
+        }
+    }
+
+    /// The words of one side's segments.
+    fn side(transcript: &Value, channel: &str) -> String {
+        let texts: Vec<&str> = transcript["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["channel"] == channel)
+            .map(|s| s["text"].as_str().unwrap())
+            .collect();
+        texts.join(" ")
+    }
+
+    /// Both sides are heard and attributed, in time order, with a bounded word error rate.
+    fn assert_two_sided_transcript(transcript: &Value) {
+        let agent = side(transcript, "agent");
+        let customer = side(transcript, "customer");
+        let agent_wer = word_error_rate(AGENT, &agent);
+        let customer_wer = word_error_rate(CUSTOMER, &customer);
+        assert!(agent_wer <= 0.35, "agent WER {agent_wer}: {agent:?}");
+        assert!(customer_wer <= 0.35, "customer WER {customer_wer}: {customer:?}");
+        let starts: Vec<i64> = transcript["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["start_ms"].as_i64().unwrap())
+            .collect();
+        assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+        let first_customer = transcript["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["channel"] == "customer")
+            .unwrap();
+        assert!(
+            first_customer["start_ms"].as_i64().unwrap() > 4_000,
+            "the customer speaks after the agent: {first_customer}"
+        );
+        let words = transcript["word_count"].as_i64().unwrap();
+        assert!(words >= 20, "{words} words");
+    }
+
+    #[tokio::test]
+    async fn whisper_transcribes_each_side_of_a_stereo_call() {
+        let app = app_transcribing_with(whisper_config()).await;
+        let host = OneFileServer::start(two_sided_call()).await;
+        app.post_batch(&batch(vec![item("spoken", &host.url)])).await;
+
+        let call = finished_call(&app, "spoken", Duration::from_secs(120)).await;
+        assert_eq!(call["status"], "completed", "{call}");
+        assert_eq!(call["transcription_status"], "available");
+        let response = transcript_response(&app, "spoken").await;
+        assert_eq!(response.status(), 200);
+        let transcript: Value = response.json().await.unwrap();
+        assert_eq!(transcript["engine"], "whisper");
+        assert_eq!(transcript["model"], "ggml-tiny.en");
+        assert_eq!(transcript["language"], "en");
+        assert_two_sided_transcript(&transcript);
+        assert_eq!(call["transcript_word_count"], transcript["word_count"]);
+
+        let events = app.call_events("partner-a", "spoken").await;
+        let (_, produced) = events
+            .iter()
+            .find(|(t, _)| t == "TranscriptProduced")
+            .expect("TranscriptProduced recorded");
+        assert_eq!(produced["segment_count"], transcript["segments"].as_array().unwrap().len());
+        let (last, completed) = events.last().unwrap();
+        assert_eq!(last, "ProcessingCompleted");
+        assert_eq!(completed["results"]["transcription_available"], true);
+        // Handed over through the spool: one download for analysis and transcription.
+        assert_eq!(host.hits.load(Ordering::SeqCst), 1);
+    }
+
+    async fn transcription_server(api_key: &str) -> String {
+        let engine = callingest::transcription::build_engine(&whisper_config())
+            .unwrap()
+            .unwrap();
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+        let routes =
+            callingest::transcription::server::routes(engine, Some(Secret::new(api_key)));
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(routes));
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn the_openai_engine_transcribes_through_the_transcription_server() {
+        let base = transcription_server("stt-key").await;
+        let mut config = transcription(TranscriberKind::Openai);
+        config.transcribe_url = Some(base.clone());
+        config.transcribe_api_key = Some(Secret::new("stt-key"));
+        config.transcribe_model = "tiny.en".into();
+        let app = app_transcribing_with(config).await;
+        let host = OneFileServer::start(two_sided_call()).await;
+        app.post_batch(&batch(vec![item("remote", &host.url)])).await;
+
+        let call = finished_call(&app, "remote", Duration::from_secs(120)).await;
+        assert_eq!(call["transcription_status"], "available", "{call}");
+        let transcript: Value = transcript_response(&app, "remote").await.json().await.unwrap();
+        assert_eq!(transcript["engine"], "openai");
+        assert_eq!(transcript["model"], "tiny.en");
+        assert_two_sided_transcript(&transcript);
+
+        // A wrong key is refused (401), a permanent failure: no second attempt.
+        let mut wrong = transcription(TranscriberKind::Openai);
+        wrong.transcribe_url = Some(base);
+        wrong.transcribe_api_key = Some(Secret::new("not-the-key"));
+        let app = app_transcribing_with(wrong).await;
+        app.post_batch(&batch(vec![item("refused", &host.url)])).await;
+        let call = finished_call(&app, "refused", Duration::from_secs(60)).await;
+        assert_eq!(call["transcription_status"], "unavailable");
+        assert_eq!(call["transcription_attempts"], 1);
+        let events = app.call_events("partner-a", "refused").await;
+        let (_, failed) = events
+            .iter()
+            .find(|(t, _)| t == "TranscriptionFailed")
+            .unwrap();
+        assert!(failed["error"].as_str().unwrap().contains("401"), "{failed}");
+        assert_eq!(failed["retryable"], false);
+    }
+}
