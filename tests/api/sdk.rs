@@ -23,7 +23,8 @@ fn time(text: &str) -> DateTime<Utc> {
 }
 
 /// A call as a partner builds it with the client's types: no callback (callbacks have their
-/// own tests and would add events to the history asserted here).
+/// own tests and would add events to the history asserted here). The builders want every
+/// `extra` map (the unknown fields to send) given, empty or not.
 fn submission(id: &str, recording_url: &str) -> CallSubmission {
     CallSubmission::builder()
         .call(
@@ -32,20 +33,24 @@ fn submission(id: &str, recording_url: &str) -> CallSubmission {
                 .recording_url(recording_url)
                 .start_time(time("2023-01-01T10:00:00Z"))
                 .end_time(time("2023-01-01T10:30:00Z"))
-                .contact_number("+1234567890"),
+                .contact_number("+1234567890")
+                .extra(serde_json::Map::new()),
         )
         .agent(
             AgentInfo::builder()
                 .id("agent123")
                 .email(Some("agent@example.com".parse().unwrap()))
-                .name(Some("John Doe".parse().unwrap())),
+                .name(Some("John Doe".parse().unwrap()))
+                .extra(serde_json::Map::new()),
         )
         .customer(
             CustomerInfo::builder()
                 .id("customer123")
                 .name(Some("Jane Smith".parse().unwrap()))
-                .disposition_status(Some("interested".parse().unwrap())),
+                .disposition_status(Some("interested".parse().unwrap()))
+                .extra(serde_json::Map::new()),
         )
+        .extra(serde_json::Map::new())
         .try_into()
         .expect("the client accepts this call")
 }
