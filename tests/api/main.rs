@@ -16,6 +16,6 @@ mod operations;
 mod outage;
 mod partners;
 mod processing;
-mod sdk;
 mod read_side;
+mod sdk;
 mod support_page;

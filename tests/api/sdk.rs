@@ -134,15 +134,21 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
 
     let mut call = submission("sdk-1", &recordings.url("/files/left-only.wav"));
     call.metadata = HashMap::from([
-        ("campaign".to_owned(), MetadataValue::String("Q1".to_owned())),
+        (
+            "campaign".to_owned(),
+            MetadataValue::String("Q1".to_owned()),
+        ),
         ("priority".to_owned(), MetadataValue::Double(2.0)),
     ]);
     call.custom_fields = vec![CustomFieldInfo {
         internal_name: "crm_id".parse().unwrap(),
         value: "A-17".parse().unwrap(),
     }];
-    call.extra.insert("industry".to_owned(), json!("Technology"));
-    call.call.extra.insert("direction".to_owned(), json!("inbound"));
+    call.extra
+        .insert("industry".to_owned(), json!("Technology"));
+    call.call
+        .extra
+        .insert("direction".to_owned(), json!("inbound"));
     let accepted = submit(&sdk, partner, batch(vec![call])).await.unwrap();
     assert!(accepted.success);
     assert_eq!(accepted.calls.len(), 1);
@@ -161,7 +167,10 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
     assert_eq!(call.recording_duration_ms, Some(4_000));
     assert_eq!(call.customer_talk_ms, Some(0));
     let agent_talk = call.agent_talk_ms.expect("agent talk measured");
-    assert!((1_900..=2_100).contains(&agent_talk), "agent talk {agent_talk}");
+    assert!(
+        (1_900..=2_100).contains(&agent_talk),
+        "agent talk {agent_talk}"
+    );
     assert!(call.silence_ratio.is_some() && call.peak_dbfs.is_some());
     assert!(call.recording_sha256.is_some() && call.completed_at.is_some());
 
@@ -220,7 +229,11 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
     assert_eq!(batch.batch_id.to_string(), accepted.batch_id);
     assert_eq!((batch.call_count, batch.completed_count), (1, 1));
     assert_eq!(
-        (batch.accepted_count, batch.failed_count, batch.duplicate_count),
+        (
+            batch.accepted_count,
+            batch.failed_count,
+            batch.duplicate_count
+        ),
         (0, 0, 0)
     );
     assert_eq!(batch.calls.len(), 1);
