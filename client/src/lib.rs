@@ -48,3 +48,17 @@ pub fn http_client_builder() -> ::reqwest::ClientBuilder {
     }
     ::reqwest::ClientBuilder::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Client;
+
+    /// reqwest is built without a crypto provider of its own: without the stand-in above,
+    /// `Client::new` would panic in a process that installed none.
+    #[test]
+    fn a_client_is_built_in_a_process_without_a_crypto_provider() {
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
+        let _client = Client::new("https://callingest.invalid");
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+}
