@@ -104,7 +104,8 @@ async fn until_finished(sdk: &Client, partner: &PartnerCredentials, call_id: &st
                 return call
             }
             // 404 until the read model has the call: the projector runs behind the write.
-            Ok(_) | Err(Error::ErrorResponse(_)) => {}
+            Ok(_) => {}
+            Err(Error::ErrorResponse(answer)) if answer.status() == 404 => {}
             Err(other) => panic!("getCall failed: {other}"),
         }
         assert!(
