@@ -31,6 +31,9 @@ pub struct CallSubmission {
     /// At most 10 partner-defined fields.
     #[oai(validator(max_items = 10))]
     pub custom_fields: Option<Vec<CustomFieldInfo>>,
+    /// Any other field (e.g. `industry`, `function`): accepted and kept with the call.
+    #[oai(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// A metadata value: a string or a number.
@@ -55,6 +58,9 @@ pub struct CallInfo {
     /// E.164 number: `+` then 2 to 15 digits, the first not 0.
     #[oai(validator(pattern = r"^\+[1-9][0-9]{1,14}$"))]
     pub contact_number: String,
+    /// Any other field: accepted and kept with the call.
+    #[oai(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Object)]
@@ -67,6 +73,9 @@ pub struct AgentInfo {
     pub email: Option<String>,
     #[oai(validator(max_length = 255))]
     pub name: Option<String>,
+    /// Any other field: accepted and kept with the call.
+    #[oai(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Object)]
@@ -82,6 +91,9 @@ pub struct CustomerInfo {
     /// The customer's disposition in your system.
     #[oai(validator(max_length = 255))]
     pub disposition_status: Option<String>,
+    /// Any other field: accepted and kept with the call.
+    #[oai(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Object)]

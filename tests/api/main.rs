@@ -17,5 +17,6 @@ mod outage;
 mod partners;
 mod processing;
 mod read_side;
+mod sdk;
 mod support_page;
 mod transcription;
