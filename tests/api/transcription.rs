@@ -103,6 +103,18 @@ async fn transcript_response(app: &TestApp, call_id: &str) -> reqwest::Response 
         .unwrap()
 }
 
+/// The call's events as `(type, payload)`, payloads unwrapped from `{"Type": {...}}`.
+async fn events(app: &TestApp, call_id: &str) -> Vec<(String, Value)> {
+    app.call_events("partner-a", call_id)
+        .await
+        .into_iter()
+        .map(|(event_type, payload)| {
+            let inner = payload[&event_type].clone();
+            (event_type, inner)
+        })
+        .collect()
+}
+
 async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
     app.call_events("partner-a", call_id)
         .await
@@ -149,7 +161,7 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
             "ProcessingCompleted"
         ]
     );
-    let events = app.call_events("partner-a", "unheard").await;
+    let events = events(&app, "unheard").await;
     let (_, completed) = events.last().unwrap();
     assert_eq!(completed["results"]["transcription_available"], false);
     let (_, failed) = &events[5];
@@ -294,7 +306,7 @@ mod with_whisper {
         assert_two_sided_transcript(&transcript);
         assert_eq!(call["transcript_word_count"], transcript["word_count"]);
 
-        let events = app.call_events("partner-a", "spoken").await;
+        let events = events(&app, "spoken").await;
         let (_, produced) = events
             .iter()
             .find(|(t, _)| t == "TranscriptProduced")
@@ -349,7 +361,7 @@ mod with_whisper {
         let call = finished_call(&app, "refused", Duration::from_secs(60)).await;
         assert_eq!(call["transcription_status"], "unavailable");
         assert_eq!(call["transcription_attempts"], 1);
-        let events = app.call_events("partner-a", "refused").await;
+        let events = events(&app, "refused").await;
         let (_, failed) = events
             .iter()
             .find(|(t, _)| t == "TranscriptionFailed")
