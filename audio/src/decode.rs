@@ -1,7 +1,8 @@
-//! Streaming demux + decode with symphonia, feeding each decoded block to the [`Meter`].
+//! Streaming demux + decode with symphonia, feeding each decoded block to a [`PcmSink`] (the
+//! [`Meter`] for `analyze`, a resampler for transcription).
 //!
-//! Only one decoded packet (a few KiB of samples) is alive at a time; nothing accumulates with
-//! the length of the call.
+//! Only one decoded packet (a few KiB of samples) is alive at a time; nothing accumulates here
+//! with the length of the call (what the sink keeps is up to the sink).
 
 use std::fs::File;
 use std::io::ErrorKind;
@@ -17,12 +18,49 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::default::formats::{AdtsReader, IsoMp4Reader, MpaReader, WavReader};
 
 use crate::meter::{Measurements, Meter};
-use crate::{AnalysisError, RecordingFormat};
+use crate::{AnalysisError, PcmSink};
+use crate::RecordingFormat;
 
 /// What the decoder produced, before conversion to the public `Analysis`.
 pub(crate) struct Decoded {
     pub codec: String,
     pub measurements: Measurements,
+}
+
+/// Adapts the meter, which needs the rate and layout at construction, to the sink protocol.
+#[derive(Default)]
+struct MeterSink(Option<Meter>);
+
+impl PcmSink for MeterSink {
+    fn start(&mut self, sample_rate: u32, channels: usize) {
+        self.0 = Some(Meter::new(sample_rate, channels));
+    }
+    fn push_plane(&mut self, channel: usize, samples: &[f32]) {
+        if let Some(m) = &mut self.0 {
+            m.push_plane(channel, samples);
+        }
+    }
+    fn end_block(&mut self, frames: usize) {
+        if let Some(m) = &mut self.0 {
+            m.end_block(frames);
+        }
+    }
+}
+
+pub(crate) fn decode_and_measure(
+    path: &Path,
+    format: RecordingFormat,
+) -> Result<Decoded, AnalysisError> {
+    let mut sink = MeterSink::default();
+    let codec = decode_into(path, format, &mut sink)?;
+    // decode_into only returns Ok after at least one block, so the meter exists.
+    let meter = sink
+        .0
+        .ok_or_else(|| AnalysisError::Undecodable(format!("{format}: no audio could be decoded")))?;
+    Ok(Decoded {
+        codec,
+        measurements: meter.finish(),
+    })
 }
 
 /// Opens the reader for the format the bytes were identified as.
@@ -67,10 +105,15 @@ fn open_err(what: &str, e: SymError) -> AnalysisError {
     }
 }
 
-pub(crate) fn decode_and_measure(
+/// Decodes the whole file into `sink` and returns the decoder's short name.
+///
+/// `sink.start` is called once, before the first block; the rate and channel count must then
+/// stay the same for the whole stream (both consumers assume one layout per call).
+pub(crate) fn decode_into(
     path: &Path,
     format: RecordingFormat,
-) -> Result<Decoded, AnalysisError> {
+    sink: &mut dyn PcmSink,
+) -> Result<String, AnalysisError> {
     let mut reader = open_reader(path, format)?;
     let what = format.as_str();
 
@@ -91,7 +134,7 @@ pub(crate) fn decode_and_measure(
         })?;
     let codec = decoder.codec_info().short_name.to_string();
 
-    let mut meter: Option<Meter> = None;
+    let mut layout: Option<(u32, usize)> = None;
     let mut scratch: Vec<f32> = Vec::new();
     let mut good_packets = 0u64;
     let mut bad_packets = 0u64;
@@ -105,7 +148,7 @@ pub(crate) fn decode_and_measure(
             // or encoder stopped early: the audio that is there is measured. Before any audio
             // it means there is nothing to measure.
             Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => {
-                if meter.is_some() {
+                if layout.is_some() {
                     break;
                 }
                 return Err(AnalysisError::Undecodable(format!(
@@ -154,14 +197,17 @@ pub(crate) fn decode_and_measure(
                 "{what}: no sample rate or channels"
             )));
         }
-        let m = meter.get_or_insert_with(|| Meter::new(rate, channels));
-        // Talk and level measurements assume one rate and layout for the whole call.
-        if m.sample_rate() != rate || m.channels() != channels {
+        let &mut (first_rate, first_channels) = layout.get_or_insert_with(|| {
+            sink.start(rate, channels);
+            (rate, channels)
+        });
+        // Talk measurements and resampling assume one rate and layout for the whole call.
+        if first_rate != rate || first_channels != channels {
             return Err(AnalysisError::Unsupported(format!(
                 "{what}: sample rate or channel count changes mid-stream"
             )));
         }
-        feed(m, &buf, &mut scratch);
+        feed(sink, &buf, &mut scratch);
     }
 
     if bad_packets > good_packets {
@@ -170,16 +216,16 @@ pub(crate) fn decode_and_measure(
             bad_packets + good_packets
         )));
     }
-    let meter = meter
-        .ok_or_else(|| AnalysisError::Undecodable(format!("{what}: no audio could be decoded")))?;
-    Ok(Decoded {
-        codec,
-        measurements: meter.finish(),
-    })
+    if layout.is_none() {
+        return Err(AnalysisError::Undecodable(format!(
+            "{what}: no audio could be decoded"
+        )));
+    }
+    Ok(codec)
 }
 
-/// Feeds one decoded block to the meter as f32 planes.
-fn feed(meter: &mut Meter, buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>) {
+/// Feeds one decoded block to the sink as f32 planes.
+fn feed(meter: &mut dyn PcmSink, buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>) {
     match buf {
         // Decoders of lossy codecs output f32 already: measure in place, no copy.
         GenericAudioBufferRef::F32(b) => {
@@ -201,7 +247,7 @@ fn feed(meter: &mut Meter, buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f3
 }
 
 /// Integer (PCM) and f64 samples are converted plane by plane into one reused scratch buffer.
-fn feed_converted<S>(meter: &mut Meter, buf: &AudioBuffer<S>, scratch: &mut Vec<f32>)
+fn feed_converted<S>(meter: &mut dyn PcmSink, buf: &AudioBuffer<S>, scratch: &mut Vec<f32>)
 where
     S: Sample + IntoSample<f32>,
 {

@@ -3,6 +3,7 @@
 //! - [`identify`] decides the [`RecordingFormat`] from a file's first bytes.
 //! - [`analyze`] decodes the whole file once, streaming, and measures duration, levels and talk
 //!   time per side (stereo: left = agent, right = customer). See [`Analysis`] for units.
+//! - [`decode`] streams the decoded samples to a caller's [`PcmSink`] (e.g. for transcription).
 //!
 //! # Talk and silence rule
 //!
@@ -56,6 +57,55 @@ pub struct Analysis {
     pub clipping_ratio: f64,
 }
 
+/// Receives decoded audio block by block from [`decode`].
+///
+/// Per block, every channel's plane is pushed with [`PcmSink::push_plane`] (channel 0 first),
+/// then the block is closed with [`PcmSink::end_block`].
+pub trait PcmSink {
+    /// Called once, before the first block, with the stream's rate (Hz) and channel count.
+    fn start(&mut self, sample_rate: u32, channels: usize);
+    /// One channel's samples of the current block, f32 in -1.0..=1.0 full scale.
+    fn push_plane(&mut self, channel: usize, samples: &[f32]);
+    /// Closes a block of `frames` sample frames.
+    fn end_block(&mut self, frames: usize);
+}
+
+/// Decodes the whole file, streaming every block to `sink`, and returns the decoder's short
+/// name (e.g. `pcm_s16le`).
+///
+/// Same demuxer choice, damaged-packet tolerance and errors as [`analyze`]; a decoder panic is
+/// reported as [`AnalysisError::Undecodable`]. The sink may have received some blocks when an
+/// error is returned. A stream whose rate or channel count changes midway is
+/// [`AnalysisError::Unsupported`].
+pub fn decode(
+    path: &Path,
+    format: RecordingFormat,
+    sink: &mut dyn PcmSink,
+) -> Result<String, AnalysisError> {
+    // The sink is dropped by the caller if we fail, so a half-fed sink cannot be observed in a
+    // broken state through this call.
+    let sink = std::panic::AssertUnwindSafe(sink);
+    catch_decoder_panic(format, move || {
+        let sink = sink;
+        decode::decode_into(path, format, sink.0)
+    })
+}
+
+/// Runs the decoder, turning a panic (symphonia on hostile bytes) into `Undecodable`.
+fn catch_decoder_panic<T>(
+    format: RecordingFormat,
+    run: impl FnOnce() -> Result<T, AnalysisError> + std::panic::UnwindSafe,
+) -> Result<T, AnalysisError> {
+    std::panic::catch_unwind(run).map_err(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_string());
+        AnalysisError::Undecodable(format!("{}: decoder panicked: {msg}", format.as_str()))
+    })?
+}
+
 /// Why a recording could not be analysed. `Unsupported` and `Undecodable` are permanent (the
 /// same bytes will fail again); `Io` is about reading the local file.
 #[derive(Debug, thiserror::Error)]
@@ -81,16 +131,7 @@ pub enum AnalysisError {
 /// A panic inside the decoder on hostile input (symphonia parses untrusted bytes) is caught
 /// and reported as [`AnalysisError::Undecodable`], so one bad upload cannot take a worker down.
 pub fn analyze(path: &Path, format: RecordingFormat) -> Result<Analysis, AnalysisError> {
-    let decoded = std::panic::catch_unwind(|| decode::decode_and_measure(path, format)).map_err(
-        |panic| {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".to_string());
-            AnalysisError::Undecodable(format!("{}: decoder panicked: {msg}", format.as_str()))
-        },
-    )??;
+    let decoded = catch_decoder_panic(format, || decode::decode_and_measure(path, format))?;
     let m = &decoded.measurements;
     let stereo = m.channels >= 2;
     let silence_ratio = if m.frames == 0 {

@@ -274,14 +274,6 @@ impl Meter {
         }
     }
 
-    pub fn sample_rate(&self) -> u32 {
-        self.sample_rate
-    }
-
-    pub fn channels(&self) -> usize {
-        self.channels
-    }
-
     /// Adds one channel's samples of the current block (samples in -1.0..=1.0 full scale).
     pub fn push_plane(&mut self, channel: usize, samples: &[f32]) {
         let Some(t) = self.talkers.get_mut(channel) else {
