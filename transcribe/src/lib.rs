@@ -1,0 +1,160 @@
+//! Speech to text for call recordings.
+//!
+//! - [`load_channels`] decodes a recording (with `callingest-audio`) and resamples each side of
+//!   the call to 16 kHz mono f32, the input every speech model here expects.
+//! - [`Transcriber`] is the engine interface; [`whisper::WhisperEngine`] (cargo feature
+//!   `whisper`) runs Whisper in-process through whisper.cpp.
+//! - [`word_error_rate`] scores a transcript against known text (tests and benchmarks).
+//!
+//! Stereo recordings keep their sides apart (left = agent, right = customer) so every segment
+//! is attributed to a speaker without diarisation.
+
+mod pcm;
+mod speech;
+mod wer;
+#[cfg(feature = "whisper")]
+pub mod whisper;
+
+pub use pcm::load_channels;
+pub use speech::speech_spans;
+pub use wer::word_error_rate;
+
+/// Sample rate of [`ChannelAudio::samples`], in Hz (Whisper's input rate).
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Who is talking on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Speaker {
+    /// Left channel of a stereo recording.
+    Agent,
+    /// Right channel of a stereo recording.
+    Customer,
+    /// The only channel of a mono recording (both parties mixed).
+    Mono,
+}
+
+/// One channel of a call, 16 kHz mono f32 in -1..1.
+pub struct ChannelAudio {
+    pub speaker: Speaker,
+    pub samples: Vec<f32>,
+}
+
+/// A stretch of recognised speech on one channel. Times are from the start of the recording.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    pub channel: Speaker,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub text: String,
+}
+
+/// What an engine heard. `segments` are sorted by `start_ms` across channels, so reading them in
+/// order follows the conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// ISO 639-1 code of the language transcribed, e.g. `en`.
+    pub language: String,
+    pub segments: Vec<Segment>,
+}
+
+impl Transcript {
+    /// Segment texts in order, joined by single spaces and trimmed.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for s in &self.segments {
+            let t = s.text.trim();
+            if t.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(t);
+        }
+        out
+    }
+
+    /// Whitespace-separated words over all segments.
+    pub fn word_count(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.text.split_whitespace().count() as u64)
+            .sum()
+    }
+}
+
+/// Why a transcription failed. The worker retries only [`TranscribeError::is_transient`] ones.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscribeError {
+    /// Permanent: the recording cannot be decoded (corrupt, unsupported codec, no audio).
+    #[error("{0}")]
+    Audio(String),
+    /// Permanent: the same input would fail again (e.g. the model file is unusable, the engine
+    /// rejected the request as invalid).
+    #[error("{0}")]
+    Permanent(String),
+    /// Worth retrying later: resources, IO, an engine that is briefly unavailable.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl TranscribeError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TranscribeError::Transient(_))
+    }
+}
+
+/// A speech-to-text engine. Implementations are shared across calls (`Send + Sync`) and
+/// load their model once.
+#[async_trait::async_trait]
+pub trait Transcriber: Send + Sync {
+    /// Engine kind, stored with the transcript: `"whisper"` or `"openai"`.
+    fn engine(&self) -> &'static str;
+    /// Model identifier, e.g. `ggml-tiny.en` (file stem of the ggml file).
+    fn model(&self) -> &str;
+    /// Transcribes every channel; segments come back sorted by start time.
+    async fn transcribe(&self, audio: Vec<ChannelAudio>) -> Result<Transcript, TranscribeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(channel: Speaker, start_ms: u64, text: &str) -> Segment {
+        Segment {
+            channel,
+            start_ms,
+            end_ms: start_ms + 500,
+            text: text.to_string(),
+        }
+    }
+
+    #[test]
+    fn transcript_text_joins_segments_with_single_spaces() {
+        let t = Transcript {
+            language: "en".into(),
+            segments: vec![
+                seg(Speaker::Agent, 0, " Hello there. "),
+                seg(Speaker::Customer, 900, ""),
+                seg(Speaker::Customer, 1000, "Hi, how are you?"),
+            ],
+        };
+        assert_eq!(t.text(), "Hello there. Hi, how are you?");
+        assert_eq!(t.word_count(), 6);
+    }
+
+    #[test]
+    fn only_transient_errors_are_retried() {
+        assert!(TranscribeError::Transient("x".into()).is_transient());
+        assert!(!TranscribeError::Permanent("x".into()).is_transient());
+        assert!(!TranscribeError::Audio("x".into()).is_transient());
+    }
+
+    #[test]
+    fn speakers_serialise_in_snake_case() {
+        assert_eq!(serde_json::to_string(&Speaker::Customer).unwrap(), "\"customer\"");
+        let s: Speaker = serde_json::from_str("\"agent\"").unwrap();
+        assert_eq!(s, Speaker::Agent);
+    }
+}

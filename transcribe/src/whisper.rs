@@ -1,0 +1,242 @@
+//! Whisper in-process, through whisper.cpp (`whisper-rs`).
+//!
+//! The ggml model is loaded once and shared; every channel of a call gets a fresh decoding
+//! state (states hold the KV caches and are not shareable), on a blocking thread so the async
+//! runtime keeps serving while the CPU works.
+//!
+//! Only the speech spans found by [`crate::speech_spans`] are decoded, each on its own:
+//! Whisper makes up text for silence, and a stereo side is silent while the other talks.
+//! A span shorter than Whisper's 30 s window is encoded with a proportionally shorter audio
+//! context, which is most of the speed on conversational audio.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::{
+    speech_spans, ChannelAudio, Segment, Speaker, TranscribeError, Transcriber, Transcript,
+    SAMPLE_RATE,
+};
+
+const LANGUAGE: &str = "en";
+/// Whisper's encoder produces 50 positions per second of audio (1500 for its 30 s window).
+const AUDIO_CTX_PER_SECOND: f64 = 50.0;
+const FULL_AUDIO_CTX: usize = 1500;
+/// Trimmed contexts below this lose accuracy with tiny models more than they gain speed.
+const MIN_AUDIO_CTX: usize = 256;
+/// Spans are zero-padded to this length: whisper.cpp rejects inputs under 100 ms and decodes
+/// very short ones poorly.
+const MIN_SPAN_SAMPLES: usize = SAMPLE_RATE as usize;
+/// Segments Whisper itself rates this likely to be non-speech are dropped.
+const MAX_NO_SPEECH_PROB: f32 = 0.8;
+
+/// Whisper (whisper.cpp) engine. Cheap to share: clone the `Arc` it sits in.
+pub struct WhisperEngine {
+    ctx: Arc<WhisperContext>,
+    model: String,
+    threads: usize,
+    trim_audio_ctx: bool,
+}
+
+impl WhisperEngine {
+    /// Loads a ggml model file. `threads` is the number of CPU threads one channel decodes
+    /// with; channels of a call run one after another, so a call uses at most `threads`.
+    ///
+    /// A missing or unreadable model is permanent: retrying will not make it appear.
+    pub fn load(model_path: &Path, threads: usize) -> Result<Self, TranscribeError> {
+        // whisper.cpp and ggml print model details to stderr; route them into `tracing`.
+        whisper_rs::install_logging_hooks();
+        if !model_path.is_file() {
+            return Err(TranscribeError::Permanent(format!(
+                "whisper model {} not found",
+                model_path.display()
+            )));
+        }
+        let ctx = WhisperContext::new_with_params(model_path, WhisperContextParameters::default())
+            .map_err(|e| {
+                TranscribeError::Permanent(format!(
+                    "loading whisper model {}: {e}",
+                    model_path.display()
+                ))
+            })?;
+        let model = model_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "whisper".to_string());
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            model,
+            threads: threads.max(1),
+            trim_audio_ctx: true,
+        })
+    }
+
+    /// Whether short spans are encoded with a trimmed audio context (the default, for speed).
+    /// Off, every span is encoded as a full 30 s window, as reference Whisper does.
+    pub fn with_trimmed_audio_ctx(mut self, trim: bool) -> Self {
+        self.trim_audio_ctx = trim;
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl Transcriber for WhisperEngine {
+    fn engine(&self) -> &'static str {
+        "whisper"
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn transcribe(&self, audio: Vec<ChannelAudio>) -> Result<Transcript, TranscribeError> {
+        let mut segments = Vec::new();
+        for channel in audio {
+            let ctx = Arc::clone(&self.ctx);
+            let (threads, trim) = (self.threads, self.trim_audio_ctx);
+            let found = tokio::task::spawn_blocking(move || {
+                transcribe_channel(&ctx, threads, trim, &channel)
+            })
+            .await
+            .map_err(|e| {
+                // A panic inside whisper.cpp on this audio would happen again.
+                TranscribeError::Permanent(format!("whisper worker failed: {e}"))
+            })??;
+            segments.extend(found);
+        }
+        // Stable sort: on equal start times, the agent (first channel) speaks first.
+        segments.sort_by_key(|s| s.start_ms);
+        Ok(Transcript {
+            language: LANGUAGE.to_string(),
+            segments,
+        })
+    }
+}
+
+fn transcribe_channel(
+    ctx: &WhisperContext,
+    threads: usize,
+    trim_audio_ctx: bool,
+    channel: &ChannelAudio,
+) -> Result<Vec<Segment>, TranscribeError> {
+    let spans = speech_spans(&channel.samples);
+    if spans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut state = ctx
+        .create_state()
+        .map_err(|e| TranscribeError::Transient(format!("creating whisper state: {e}")))?;
+    let mut out = Vec::new();
+    let mut padded = Vec::new();
+    for span in spans {
+        let audio = pad_span(&channel.samples[span.clone()], &mut padded);
+        decode_span(&mut state, threads, trim_audio_ctx, audio)?;
+        collect_segments(&state, channel.speaker, &span, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn pad_span<'a>(span: &'a [f32], padded: &'a mut Vec<f32>) -> &'a [f32] {
+    if span.len() >= MIN_SPAN_SAMPLES {
+        return span;
+    }
+    padded.clear();
+    padded.extend_from_slice(span);
+    padded.resize(MIN_SPAN_SAMPLES, 0.0);
+    padded
+}
+
+fn decode_span(
+    state: &mut WhisperState,
+    threads: usize,
+    trim_audio_ctx: bool,
+    audio: &[f32],
+) -> Result<(), TranscribeError> {
+    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    params.set_n_threads(threads as i32);
+    params.set_language(Some(LANGUAGE));
+    params.set_translate(false);
+    // Each span stands alone: text from an earlier span must not prompt (or, after a
+    // mis-hearing, derail) the next one.
+    params.set_no_context(true);
+    params.set_no_timestamps(false);
+    params.set_single_segment(false);
+    // "[MUSIC]", "(laughs)" and the like are not words anyone said.
+    params.set_suppress_nst(true);
+    params.set_print_special(false);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_timestamps(false);
+    if trim_audio_ctx {
+        params.set_audio_ctx(audio_ctx_for(audio.len()) as i32);
+    }
+    state
+        .full(params, audio)
+        .map_err(|e| TranscribeError::Transient(format!("whisper decoding failed: {e}")))
+}
+
+/// Encoder positions needed to cover `samples`, with a margin; 0 (whisper.cpp's default, the
+/// full window) once the span fills a 30 s window anyway.
+fn audio_ctx_for(samples: usize) -> usize {
+    let seconds = samples as f64 / f64::from(SAMPLE_RATE);
+    let needed = (seconds * AUDIO_CTX_PER_SECOND).ceil() as usize + 32;
+    if needed >= FULL_AUDIO_CTX {
+        0
+    } else {
+        needed.max(MIN_AUDIO_CTX)
+    }
+}
+
+fn collect_segments(
+    state: &WhisperState,
+    speaker: Speaker,
+    span: &Range<usize>,
+    out: &mut Vec<Segment>,
+) -> Result<(), TranscribeError> {
+    let span_start_ms = span.start as u64 * 1000 / u64::from(SAMPLE_RATE);
+    let span_end_ms = span.end as u64 * 1000 / u64::from(SAMPLE_RATE);
+    for seg in state.as_iter() {
+        let text = seg
+            .to_str_lossy()
+            .map_err(|e| TranscribeError::Transient(format!("reading whisper segment: {e}")))?
+            .trim()
+            .to_string();
+        if text.is_empty() || seg.no_speech_probability() > MAX_NO_SPEECH_PROB {
+            tracing::debug!(
+                text,
+                no_speech = seg.no_speech_probability(),
+                "whisper segment dropped"
+            );
+            continue;
+        }
+        // whisper.cpp timestamps are in centiseconds from the start of the span; with a
+        // trimmed context they can overshoot the span, so clamp.
+        let start_ms = (span_start_ms + seg.start_timestamp().max(0) as u64 * 10).min(span_end_ms);
+        let end_ms = (span_start_ms + seg.end_timestamp().max(0) as u64 * 10)
+            .clamp(start_ms, span_end_ms);
+        out.push(Segment {
+            channel: speaker,
+            start_ms,
+            end_ms,
+            text,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_covers_the_span_and_falls_back_to_the_full_window() {
+        assert_eq!(audio_ctx_for(16_000), MIN_AUDIO_CTX);
+        assert_eq!(audio_ctx_for(16_000 * 10), 532);
+        assert_eq!(audio_ctx_for(16_000 * 30), 0);
+        assert_eq!(audio_ctx_for(16_000 * 90), 0);
+    }
+}
