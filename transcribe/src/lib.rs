@@ -153,7 +153,10 @@ mod tests {
 
     #[test]
     fn speakers_serialise_in_snake_case() {
-        assert_eq!(serde_json::to_string(&Speaker::Customer).unwrap(), "\"customer\"");
+        assert_eq!(
+            serde_json::to_string(&Speaker::Customer).unwrap(),
+            "\"customer\""
+        );
         let s: Speaker = serde_json::from_str("\"agent\"").unwrap();
         assert_eq!(s, Speaker::Agent);
     }

@@ -84,7 +84,9 @@ impl ChannelSink {
         if let Some(e) = self.error {
             // Rubato only fails on inconsistent buffer sizes: a bug here, not in the recording,
             // but retrying cannot fix it either.
-            return Err(TranscribeError::Permanent(format!("resampling failed: {e}")));
+            return Err(TranscribeError::Permanent(format!(
+                "resampling failed: {e}"
+            )));
         }
         self.channels
             .into_iter()
@@ -92,9 +94,9 @@ impl ChannelSink {
             .map(|(r, speaker)| {
                 Ok(ChannelAudio {
                     speaker,
-                    samples: r
-                        .finish()
-                        .map_err(|e| TranscribeError::Permanent(format!("resampling failed: {e}")))?,
+                    samples: r.finish().map_err(|e| {
+                        TranscribeError::Permanent(format!("resampling failed: {e}"))
+                    })?,
                 })
             })
             .collect()
@@ -159,7 +161,11 @@ impl ChannelResampler {
                 None,
             )?;
             start += n;
-            emit(&self.scratch[..produced], &mut self.delay_left, &mut self.output);
+            emit(
+                &self.scratch[..produced],
+                &mut self.delay_left,
+                &mut self.output,
+            );
         }
         self.pending.drain(..start);
         Ok(())
@@ -179,7 +185,11 @@ impl ChannelResampler {
             }
             let partial = Indexing::new().partial_len(tail.len());
             let produced = run_chunk(fft, &tail, &mut self.scratch, Some(&partial))?;
-            emit(&self.scratch[..produced], &mut self.delay_left, &mut self.output);
+            emit(
+                &self.scratch[..produced],
+                &mut self.delay_left,
+                &mut self.output,
+            );
             tail.clear();
         }
         self.output.truncate(expected);
@@ -198,9 +208,8 @@ fn run_chunk(
     scratch.resize(out_len, 0.0);
     let input_adapter =
         SequentialSlice::new(input, 1, input.len()).map_err(|e| format!("input buffer: {e:?}"))?;
-    let mut output_adapter =
-        SequentialSlice::new_mut(scratch.as_mut_slice(), 1, out_len)
-            .map_err(|e| format!("output buffer: {e:?}"))?;
+    let mut output_adapter = SequentialSlice::new_mut(scratch.as_mut_slice(), 1, out_len)
+        .map_err(|e| format!("output buffer: {e:?}"))?;
     let (_, produced) = fft
         .process_into_buffer(&input_adapter, &mut output_adapter, indexing)
         .map_err(|e| e.to_string())?;
@@ -256,13 +265,20 @@ mod tests {
         assert_eq!(out.len(), 16_000);
         // Skip the edges, where the filter sees the signal start and stop.
         let mid = &out[800..15_200];
-        assert!((rms(mid) - 0.5 / 2f32.sqrt()).abs() < 0.01, "rms {}", rms(mid));
+        assert!(
+            (rms(mid) - 0.5 / 2f32.sqrt()).abs() < 0.01,
+            "rms {}",
+            rms(mid)
+        );
         assert!((amplitude_at(mid, 1000.0) - 0.5).abs() < 0.01);
         // Nothing leaked to a neighbouring frequency.
         assert!(amplitude_at(mid, 1100.0) < 0.01);
         // Positive-going zero crossings: 1000 per second.
         let crossings = mid.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
-        assert!((899..=901).contains(&crossings), "{crossings} crossings in 0.9 s");
+        assert!(
+            (899..=901).contains(&crossings),
+            "{crossings} crossings in 0.9 s"
+        );
     }
 
     #[test]

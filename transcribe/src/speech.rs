@@ -134,7 +134,10 @@ mod tests {
         let x = clip(6.0, &[(2.0, 3.0)], noise(0.001));
         let spans = speech_spans(&x);
         assert_eq!(spans.len(), 1);
-        let (s, e) = (spans[0].start as f32 / SR as f32, spans[0].end as f32 / SR as f32);
+        let (s, e) = (
+            spans[0].start as f32 / SR as f32,
+            spans[0].end as f32 / SR as f32,
+        );
         assert!((s - 1.75).abs() < 0.03, "start {s}");
         assert!((e - 3.25).abs() < 0.03, "end {e}");
     }
@@ -158,7 +161,8 @@ mod tests {
     #[test]
     fn loud_continuous_noise_raises_the_threshold() {
         // Hum at -30 dBFS everywhere, voice 20 dB above it for one second.
-        let hum = |i: usize| 0.045 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / SR as f32).sin();
+        let hum =
+            |i: usize| 0.045 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / SR as f32).sin();
         let x = clip(8.0, &[(4.0, 5.0)], hum);
         let spans = speech_spans(&x);
         assert_eq!(spans.len(), 1, "{spans:?}");

@@ -60,7 +60,10 @@ mod tests {
     fn substitutions_deletions_and_insertions_each_count_once() {
         assert_eq!(word_error_rate("the cat sat", "the dog sat"), 1.0 / 3.0);
         assert_eq!(word_error_rate("the cat sat", "the sat"), 1.0 / 3.0);
-        assert_eq!(word_error_rate("the cat sat", "the cat sat down"), 1.0 / 3.0);
+        assert_eq!(
+            word_error_rate("the cat sat", "the cat sat down"),
+            1.0 / 3.0
+        );
         assert_eq!(word_error_rate("a b c d", ""), 1.0);
     }
 

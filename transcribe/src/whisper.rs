@@ -216,8 +216,8 @@ fn collect_segments(
         // whisper.cpp timestamps are in centiseconds from the start of the span; with a
         // trimmed context they can overshoot the span, so clamp.
         let start_ms = (span_start_ms + seg.start_timestamp().max(0) as u64 * 10).min(span_end_ms);
-        let end_ms = (span_start_ms + seg.end_timestamp().max(0) as u64 * 10)
-            .clamp(start_ms, span_end_ms);
+        let end_ms =
+            (span_start_ms + seg.end_timestamp().max(0) as u64 * 10).clamp(start_ms, span_end_ms);
         out.push(Segment {
             channel: speaker,
             start_ms,
