@@ -18,8 +18,8 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::default::formats::{AdtsReader, IsoMp4Reader, MpaReader, WavReader};
 
 use crate::meter::{Measurements, Meter};
-use crate::{AnalysisError, PcmSink};
 use crate::RecordingFormat;
+use crate::{AnalysisError, PcmSink};
 
 /// What the decoder produced, before conversion to the public `Analysis`.
 pub(crate) struct Decoded {
@@ -54,9 +54,9 @@ pub(crate) fn decode_and_measure(
     let mut sink = MeterSink::default();
     let codec = decode_into(path, format, &mut sink)?;
     // decode_into only returns Ok after at least one block, so the meter exists.
-    let meter = sink
-        .0
-        .ok_or_else(|| AnalysisError::Undecodable(format!("{format}: no audio could be decoded")))?;
+    let meter = sink.0.ok_or_else(|| {
+        AnalysisError::Undecodable(format!("{format}: no audio could be decoded"))
+    })?;
     Ok(Decoded {
         codec,
         measurements: meter.finish(),
