@@ -67,25 +67,39 @@ fn main() {
     println!(
         "call: {audio_seconds:.1} s stereo, {} turns ({} words), threads: {THREADS}",
         all_ref.len(),
-        all_ref.iter().map(|t| t.split_whitespace().count()).sum::<usize>()
+        all_ref
+            .iter()
+            .map(|t| t.split_whitespace().count())
+            .sum::<usize>()
     );
 
     let model = model_path();
     let t0 = Instant::now();
     let engine = WhisperEngine::load(&model, THREADS).expect("model loads");
-    println!("model load: {:.2} s ({})", t0.elapsed().as_secs_f64(), model.display());
+    println!(
+        "model load: {:.2} s ({})",
+        t0.elapsed().as_secs_f64(),
+        model.display()
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
 
     for (label, engine) in [
         ("default (trimmed audio_ctx)", engine),
-        ("full 30 s audio_ctx", WhisperEngine::load(&model, THREADS).unwrap().with_trimmed_audio_ctx(false)),
+        (
+            "full 30 s audio_ctx",
+            WhisperEngine::load(&model, THREADS)
+                .unwrap()
+                .with_trimmed_audio_ctx(false),
+        ),
     ] {
         let t0 = Instant::now();
         let channels = load_channels(&wav, RecordingFormat::Wav).unwrap();
         let decode_s = t0.elapsed().as_secs_f64();
-        let t = rt.block_on(engine.transcribe(channels)).expect("transcribes");
+        let t = rt
+            .block_on(engine.transcribe(channels))
+            .expect("transcribes");
         let wall = t0.elapsed().as_secs_f64();
         let side = |who: Speaker| {
             t.segments
@@ -106,7 +120,10 @@ fn main() {
         );
         if std::env::var_os("BENCH_VERBOSE").is_some() {
             for s in &t.segments {
-                println!("  {:?} {:>6}-{:>6} ms  {}", s.channel, s.start_ms, s.end_ms, s.text);
+                println!(
+                    "  {:?} {:>6}-{:>6} ms  {}",
+                    s.channel, s.start_ms, s.end_ms, s.text
+                );
             }
         }
     }

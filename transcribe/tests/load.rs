@@ -43,9 +43,7 @@ fn a_stereo_wav_loads_as_agent_and_customer_at_16khz() {
     b.extend_from_slice(b"RIFF");
     b.extend_from_slice(&(36 + frames * 4).to_le_bytes());
     b.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
+    b.extend_from_slice(&16u32.to_le_bytes());
     for v in [1u16, 2] {
         b.extend_from_slice(&v.to_le_bytes());
     }

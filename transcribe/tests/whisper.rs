@@ -156,8 +156,7 @@ async fn stereo_call_keeps_each_speaker_on_its_own_channel() {
     let last_agent = t
         .segments
         .iter()
-        .filter(|s| s.channel == Speaker::Agent)
-        .last()
+        .rfind(|s| s.channel == Speaker::Agent)
         .unwrap();
     let first_customer = t
         .segments
