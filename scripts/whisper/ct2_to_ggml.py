@@ -171,12 +171,14 @@ def mel_filters(sr: int = 16000, n_fft: int = 400, n_mels: int = 80) -> np.ndarr
     defaults (fmin 0, fmax sr/2, Slaney mel scale, Slaney area normalisation), which is what
     Whisper was trained with and what whisper.cpp expects in the model file.
     """
-    fft_freqs = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
+    fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
     mel_points = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2)
     hz_points = _mel_to_hz(mel_points)
     widths = np.diff(hz_points)
     ramps = hz_points[:, None] - fft_freqs[None, :]
-    weights = np.zeros((n_mels, len(fft_freqs)), dtype=np.float64)
+    # float32 throughout, as librosa does: the triangles are rounded to f32 before the
+    # normalisation is applied, and matching that keeps the file bit-identical to librosa's.
+    weights = np.zeros((n_mels, len(fft_freqs)), dtype=np.float32)
     for i in range(n_mels):
         lower = -ramps[i] / widths[i]
         upper = ramps[i + 2] / widths[i + 1]
@@ -184,7 +186,7 @@ def mel_filters(sr: int = 16000, n_fft: int = 400, n_mels: int = 80) -> np.ndarr
     # Slaney normalisation: each triangle gets unit area in Hz, so wide high bands do not
     # dominate the spectrum.
     weights *= (2.0 / (hz_points[2 : n_mels + 2] - hz_points[:n_mels]))[:, None]
-    return weights.astype(np.float32)
+    return weights
 
 
 # ---------------------------------------------------------------------------------------------
