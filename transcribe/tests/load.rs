@@ -1,0 +1,71 @@
+//! `load_channels` on files, without any speech engine.
+
+use callingest_audio::RecordingFormat;
+use callingest_transcribe::{load_channels, Speaker, TranscribeError};
+
+#[test]
+fn an_undecodable_file_is_an_audio_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.wav");
+    // A WAV header that promises audio, followed by garbage instead of a format chunk.
+    let mut bytes = b"RIFF\x24\x10\x00\x00WAVE".to_vec();
+    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    std::fs::write(&path, bytes).unwrap();
+    match load_channels(&path, RecordingFormat::Wav) {
+        Err(e @ TranscribeError::Audio(_)) => assert!(!e.is_transient()),
+        Err(other) => panic!("expected an audio error, got {other:?}"),
+        Ok(ch) => panic!("decoded {} channels from garbage", ch.len()),
+    }
+}
+
+#[test]
+fn a_file_of_the_wrong_format_is_an_audio_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-audio.mp3");
+    std::fs::write(
+        &path,
+        b"<html>this is an error page, not a recording</html>",
+    )
+    .unwrap();
+    assert!(matches!(
+        load_channels(&path, RecordingFormat::Mp3),
+        Err(TranscribeError::Audio(_))
+    ));
+}
+
+#[test]
+fn a_stereo_wav_loads_as_agent_and_customer_at_16khz() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("call.wav");
+    // 0.5 s of 8 kHz stereo, left 0.25, right -0.25 (16-bit PCM).
+    let frames = 4000u32;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + frames * 4).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    for v in [1u16, 2] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&32000u32.to_le_bytes());
+    for v in [4u16, 16] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(frames * 4).to_le_bytes());
+    for _ in 0..frames {
+        b.extend_from_slice(&8192i16.to_le_bytes());
+        b.extend_from_slice(&(-8192i16).to_le_bytes());
+    }
+    std::fs::write(&path, b).unwrap();
+    let ch = load_channels(&path, RecordingFormat::Wav).unwrap();
+    assert_eq!(ch.len(), 2);
+    assert_eq!(
+        (ch[0].speaker, ch[1].speaker),
+        (Speaker::Agent, Speaker::Customer)
+    );
+    assert_eq!(ch[0].samples.len(), 8000);
+    assert!((ch[0].samples[4000] - 0.25).abs() < 0.01);
+    assert!((ch[1].samples[4000] + 0.25).abs() < 0.01);
+}
