@@ -83,7 +83,7 @@ pub enum ProjectionsCommand {
     /// Safe while the service runs: pages are serialised on the projection's checkpoint row.
     /// Prints one JSON line per projection with the events replayed and the rate.
     Rebuild {
-        /// `read_models`, `processing_jobs` or `callback_deliveries`.
+        /// `read_models`, `processing_jobs`, `callback_deliveries` or `transcripts`.
         name: Option<String>,
         #[command(flatten)]
         database: DatabaseConfig,

@@ -20,3 +20,9 @@ mod read_side;
 mod sdk;
 mod support_page;
 mod transcription;
+
+/// Speech with known text (espeak-ng), WAV writing and the model: shared with the transcribe
+/// crate's own tests.
+#[cfg(feature = "whisper")]
+#[path = "../../transcribe/tests/common/mod.rs"]
+mod speech_clips;

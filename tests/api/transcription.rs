@@ -142,14 +142,19 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
     ))
     .unwrap();
     let host = OneFileServer::start(recording).await;
-    let response = app.post_batch(&batch(vec![item("unheard", &host.url)])).await;
+    let response = app
+        .post_batch(&batch(vec![item("unheard", &host.url)]))
+        .await;
     assert_eq!(response.status(), 200);
 
     let call = finished_call(&app, "unheard", Duration::from_secs(30)).await;
     assert_eq!(call["status"], "completed", "{call}");
     assert_eq!(call["transcription_status"], "unavailable");
     assert_eq!(call["transcription_attempts"], 2);
-    assert!(call["agent_talk_ms"].as_i64().is_some(), "analytics kept: {call}");
+    assert!(
+        call["agent_talk_ms"].as_i64().is_some(),
+        "analytics kept: {call}"
+    );
     assert_eq!(
         event_types(&app, "unheard").await[3..],
         [
@@ -178,7 +183,10 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert!(
-        body["message"].as_str().unwrap().contains("transcription failed"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("transcription failed"),
         "{body}"
     );
     // The spooled recording was used by both attempts: downloaded once.
@@ -218,10 +226,10 @@ mod with_whisper {
     use callingest::config::Secret;
     use callingest_transcribe::word_error_rate;
 
-    #[path = "../../../../transcribe/tests/common/mod.rs"]
-    mod speech;
+    use crate::speech_clips as speech;
 
-    const AGENT: &str = "Thank you for calling the support line, my name is Sarah. How can I help you today?";
+    const AGENT: &str =
+        "Thank you for calling the support line, my name is Sarah. How can I help you today?";
     const CUSTOMER: &str = "Hello, my package was supposed to arrive on Monday but it never came.";
 
     /// A stereo WAV: the agent speaks on the left, then the customer on the right.
@@ -266,7 +274,10 @@ mod with_whisper {
         let agent_wer = word_error_rate(AGENT, &agent);
         let customer_wer = word_error_rate(CUSTOMER, &customer);
         assert!(agent_wer <= 0.35, "agent WER {agent_wer}: {agent:?}");
-        assert!(customer_wer <= 0.35, "customer WER {customer_wer}: {customer:?}");
+        assert!(
+            customer_wer <= 0.35,
+            "customer WER {customer_wer}: {customer:?}"
+        );
         let starts: Vec<i64> = transcript["segments"]
             .as_array()
             .unwrap()
@@ -292,7 +303,8 @@ mod with_whisper {
     async fn whisper_transcribes_each_side_of_a_stereo_call() {
         let app = app_transcribing_with(whisper_config()).await;
         let host = OneFileServer::start(two_sided_call()).await;
-        app.post_batch(&batch(vec![item("spoken", &host.url)])).await;
+        app.post_batch(&batch(vec![item("spoken", &host.url)]))
+            .await;
 
         let call = finished_call(&app, "spoken", Duration::from_secs(120)).await;
         assert_eq!(call["status"], "completed", "{call}");
@@ -311,7 +323,10 @@ mod with_whisper {
             .iter()
             .find(|(t, _)| t == "TranscriptProduced")
             .expect("TranscriptProduced recorded");
-        assert_eq!(produced["segment_count"], transcript["segments"].as_array().unwrap().len());
+        assert_eq!(
+            produced["segment_count"],
+            transcript["segments"].as_array().unwrap().len()
+        );
         let (last, completed) = events.last().unwrap();
         assert_eq!(last, "ProcessingCompleted");
         assert_eq!(completed["results"]["transcription_available"], true);
@@ -328,8 +343,7 @@ mod with_whisper {
             .await
             .unwrap();
         let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
-        let routes =
-            callingest::transcription::server::routes(engine, Some(Secret::new(api_key)));
+        let routes = callingest::transcription::server::routes(engine, Some(Secret::new(api_key)));
         tokio::spawn(Server::new_with_acceptor(acceptor).run(routes));
         format!("http://127.0.0.1:{port}")
     }
@@ -343,11 +357,16 @@ mod with_whisper {
         config.transcribe_model = "tiny.en".into();
         let app = app_transcribing_with(config).await;
         let host = OneFileServer::start(two_sided_call()).await;
-        app.post_batch(&batch(vec![item("remote", &host.url)])).await;
+        app.post_batch(&batch(vec![item("remote", &host.url)]))
+            .await;
 
         let call = finished_call(&app, "remote", Duration::from_secs(120)).await;
         assert_eq!(call["transcription_status"], "available", "{call}");
-        let transcript: Value = transcript_response(&app, "remote").await.json().await.unwrap();
+        let transcript: Value = transcript_response(&app, "remote")
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(transcript["engine"], "openai");
         assert_eq!(transcript["model"], "tiny.en");
         assert_two_sided_transcript(&transcript);
@@ -357,7 +376,8 @@ mod with_whisper {
         wrong.transcribe_url = Some(base);
         wrong.transcribe_api_key = Some(Secret::new("not-the-key"));
         let app = app_transcribing_with(wrong).await;
-        app.post_batch(&batch(vec![item("refused", &host.url)])).await;
+        app.post_batch(&batch(vec![item("refused", &host.url)]))
+            .await;
         let call = finished_call(&app, "refused", Duration::from_secs(60)).await;
         assert_eq!(call["transcription_status"], "unavailable");
         assert_eq!(call["transcription_attempts"], 1);
@@ -366,7 +386,10 @@ mod with_whisper {
             .iter()
             .find(|(t, _)| t == "TranscriptionFailed")
             .unwrap();
-        assert!(failed["error"].as_str().unwrap().contains("401"), "{failed}");
+        assert!(
+            failed["error"].as_str().unwrap().contains("401"),
+            "{failed}"
+        );
         assert_eq!(failed["retryable"], false);
     }
 }

@@ -20,7 +20,12 @@ pub fn model_path() -> PathBuf {
         );
         return p;
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // Included by the transcribe crate and the service's tests alike: find the workspace from
+    // whichever crate is compiling.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("scripts/fetch-whisper-model").is_file())
+        .expect("the workspace holding scripts/fetch-whisper-model");
     let dest = workspace.join("target/whisper/ggml-tiny.en.bin");
     let script = workspace.join("scripts/fetch-whisper-model");
     let status = Command::new(&script)
