@@ -1,19 +1,18 @@
 //! One processing worker: claim a job, run it to its next recorded step, repeat.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use callingest_audio::RecordingFormat;
 use callingest_domain::call::{
-    AudioAnalytics, Call, CallCommand, CallError, FetchFailure, FetchSuccess, RetryPolicy,
+    AudioAnalytics, Call, CallCommand, FetchFailure, FetchSuccess, RetryPolicy,
 };
-use cqrs_es::AggregateError;
 use sqlx::PgPool;
 use tracing::Instrument;
 
 use super::fetch::{FetchError, FetchedRecording, Fetcher};
-use crate::event_store::{self, execute, Store};
+use super::recorded::{record_step, Recorded};
+use crate::event_store::{self, Store};
 use crate::queue::{JobOutcome, PROCESSING_JOBS};
 use crate::transcription::spool::Spool;
 use callingest_projections::notifications::Wakeup;
@@ -174,22 +173,13 @@ impl Worker {
         job: &ClaimedJob,
         command: CallCommand,
     ) -> Result<Recorded, WorkerError> {
-        let metadata = HashMap::from([("worker".to_owned(), self.owner.clone())]);
-        match execute(&self.calls, &job.call_aggregate_id, command, &metadata).await {
-            Ok(_) => Ok(Recorded::Applied),
-            Err(AggregateError::UserError(refusal)) => Ok(Recorded::Refused(refusal)),
-            Err(other) => Err(WorkerError::Record {
+        record_step(&self.calls, &job.call_aggregate_id, command, &self.owner)
+            .await
+            .map_err(|source| WorkerError::Record {
                 call: job.call_aggregate_id.clone(),
-                source: Box::new(other),
-            }),
-        }
+                source: Box::new(source),
+            })
     }
-}
-
-/// Whether the call took a command, or refused it given its state (e.g. already finished).
-enum Recorded {
-    Applied,
-    Refused(CallError),
 }
 
 fn fetch_failure(err: &FetchError, retry: RetryPolicy) -> FetchFailure {

@@ -2,23 +2,22 @@
 //! transcript (or the failure) on the call, repeat. Workers of this pool never take fetch jobs
 //! and the other way round, so a slow model cannot hold up downloads and analysis.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use callingest_domain::call::{
-    Call, CallCommand, CallError, RetryPolicy, Speaker, TranscriptDone, TranscriptSegment,
+    Call, CallCommand, RetryPolicy, Speaker, TranscriptDone, TranscriptSegment,
     TranscriptionFailure,
 };
 use callingest_transcribe::{TranscribeError, Transcriber};
-use cqrs_es::AggregateError;
 use sqlx::PgPool;
 use tracing::Instrument;
 
 use super::spool::Spool;
-use crate::event_store::{self, execute, Store};
+use crate::event_store::{self, Store};
 use crate::processing::fetch::Fetcher;
+use crate::processing::recorded::{record_step, Recorded};
 use crate::queue::{JobOutcome, TRANSCRIPTION_JOBS};
 use callingest_projections::notifications::Wakeup;
 
@@ -252,21 +251,13 @@ impl TranscriptionWorker {
         job: &ClaimedJob,
         command: CallCommand,
     ) -> Result<Recorded, TranscriptionWorkerError> {
-        let metadata = HashMap::from([("worker".to_owned(), self.owner.clone())]);
-        match execute(&self.calls, &job.call_aggregate_id, command, &metadata).await {
-            Ok(_) => Ok(Recorded::Applied),
-            Err(AggregateError::UserError(refusal)) => Ok(Recorded::Refused(refusal)),
-            Err(other) => Err(TranscriptionWorkerError::Record {
+        record_step(&self.calls, &job.call_aggregate_id, command, &self.owner)
+            .await
+            .map_err(|source| TranscriptionWorkerError::Record {
                 call: job.call_aggregate_id.clone(),
-                source: Box::new(other),
-            }),
-        }
+                source: Box::new(source),
+            })
     }
-}
-
-enum Recorded {
-    Applied,
-    Refused(CallError),
 }
 
 fn read_header(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
