@@ -140,6 +140,12 @@ pub fn spawn_background(
         Spool::open(&spool_dir)
             .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
     );
+    // Recordings spooled longer than a day were left by a crash; their calls download again.
+    match spool.sweep(std::time::Duration::from_secs(24 * 3600)) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "old spooled recordings removed"),
+        Err(err) => tracing::warn!(error = %err, "could not sweep the spool"),
+    }
     for n in 0..config.worker_concurrency.max(1) {
         let owner = format!("worker-{}-{n}", std::process::id());
         let mut worker = Worker::new(

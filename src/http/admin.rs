@@ -14,6 +14,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::auth::authorize_admin;
 use super::calls::{call_page, CallHistory, CallPage};
 use super::error::ApiError;
+use super::serde_json_body::SerdeJson;
 use super::{ApiTags, AppState};
 use crate::callbacks::webhook_id;
 use crate::event_store::execute;
@@ -158,7 +159,7 @@ impl AdminApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
-    ) -> Result<Json<CallPage>, ApiError> {
+    ) -> Result<SerdeJson<CallPage>, ApiError> {
         authorize_admin(&self.state, request)?;
         let filter = CallFilter {
             partner_id: partner_id.0,

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::auth::authenticate_partner;
 use super::error::ApiError;
+use super::serde_json_body::SerdeJson;
 use super::{ApiTags, AppState};
 use crate::queries::calls::{self, BatchView, CallFilter, CallStatus, CallView, Cursor};
 use crate::queries::history::{self, CallEventView};
@@ -24,7 +25,7 @@ pub struct CallsApi {
 }
 
 /// A page of calls, newest first.
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct CallPage {
     pub calls: Vec<CallView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
@@ -45,11 +46,11 @@ pub(super) async fn call_page(
     filter: &CallFilter,
     limit: Option<i64>,
     cursor: Option<&str>,
-) -> Result<Json<CallPage>, ApiError> {
+) -> Result<SerdeJson<CallPage>, ApiError> {
     let limit = page_limit(limit)?;
     let after = page_cursor(cursor)?;
     let (calls, next) = calls::list_calls(pool, filter, after.as_ref(), limit).await?;
-    Ok(Json(CallPage {
+    Ok(SerdeJson(CallPage {
         calls,
         next_cursor: next.map(|c| c.encode()),
     }))
@@ -131,7 +132,7 @@ impl CallsApi {
         limit: Query<Option<i64>>,
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
-    ) -> Result<Json<CallPage>, ApiError> {
+    ) -> Result<SerdeJson<CallPage>, ApiError> {
         let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let filter = CallFilter {
             partner_id: Some(partner.id.to_string()),
@@ -251,5 +252,25 @@ impl CallsApi {
                 ),
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem_openapi::types::ToJSON;
+
+    #[test]
+    fn a_page_serialises_like_its_schema_with_and_without_a_cursor() {
+        for next_cursor in [None, Some("abc".to_owned())] {
+            let page = CallPage {
+                calls: vec![],
+                next_cursor,
+            };
+            assert_eq!(
+                serde_json::to_value(&page).unwrap(),
+                page.to_json().unwrap()
+            );
+        }
     }
 }

@@ -11,6 +11,7 @@ mod observe;
 mod rate_limit;
 mod raw_json;
 mod schema;
+pub mod serde_json_body;
 mod support;
 
 use std::sync::Arc;

@@ -7,6 +7,8 @@ use poem_openapi::{Enum, Object};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::http::serde_json_body::rfc3339;
+
 /// Where a call is.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize, serde::Deserialize,
@@ -37,6 +39,7 @@ impl CallStatus {
     }
 }
 
+// Listings answer it as `SerdeJson`: serde must write what `ToJSON` would (tested below).
 /// A call with its processing state, analytics and callback state.
 #[derive(Debug, Clone, Object, sqlx::FromRow, serde::Serialize)]
 pub struct CallView {
@@ -51,16 +54,23 @@ pub struct CallView {
     pub agent_id: String,
     pub customer_id: String,
     pub contact_number: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub start_time: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub end_time: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub accepted_at: DateTime<Utc>,
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339::option")]
     pub fetch_started_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339::option")]
     pub fetched_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339::option")]
     pub completed_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339::option")]
     pub failed_at: Option<DateTime<Utc>>,
     /// From acceptance to completion or failure, in milliseconds.
     #[oai(nullable)]
@@ -114,6 +124,7 @@ pub struct CallView {
     #[oai(nullable)]
     pub callback_last_status_code: Option<i32>,
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339::option")]
     pub callback_delivered_at: Option<DateTime<Utc>>,
     /// `pending`, `transcribing`, `available` (see `/calls/{call_id}/transcript`) or
     /// `unavailable` (transcription failed; the call completed without one); none when no
@@ -335,5 +346,72 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         assert_eq!(Cursor::decode("not a cursor"), None);
         assert_eq!(Cursor::decode(""), None);
+    }
+}
+
+#[cfg(test)]
+mod serialisation_tests {
+    use super::*;
+    use poem_openapi::types::ToJSON;
+
+    fn view(filled: bool) -> CallView {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let some = |s: &str| filled.then(|| at(s));
+        CallView {
+            id: "c1".into(),
+            partner_id: "p".into(),
+            status: CallStatus::Completed,
+            tenant_id: "t".into(),
+            sub_tenant_id: "s".into(),
+            batch_id: Uuid::from_u128(7),
+            agent_id: "a".into(),
+            customer_id: "cu".into(),
+            contact_number: "+1234567890".into(),
+            start_time: at("2024-05-01T12:00:00Z"),
+            end_time: at("2024-05-01T12:30:00.5Z"),
+            accepted_at: at("2024-05-01T12:31:00.123456Z"),
+            fetch_started_at: some("2024-05-01T12:31:00.1Z"),
+            fetched_at: some("2024-05-01T12:31:01.123456789Z"),
+            completed_at: some("2024-05-01T12:31:02Z"),
+            failed_at: None,
+            processing_time_ms: filled.then_some(2_000),
+            fetch_attempts: 1,
+            duplicate_submissions: 0,
+            error: filled.then(|| "a \"quoted\" reason".into()),
+            recording_format: filled.then(|| "wav".into()),
+            recording_bytes: filled.then_some(1 << 40),
+            recording_sha256: None,
+            recording_duration_ms: filled.then_some(1),
+            sample_rate: filled.then_some(8_000),
+            channels: filled.then_some(2),
+            codec: None,
+            agent_talk_ms: filled.then_some(5),
+            customer_talk_ms: None,
+            silence_ratio: filled.then_some(0.1),
+            longest_silence_ms: None,
+            overlap_ms: None,
+            mean_dbfs: filled.then_some(-20.25),
+            peak_dbfs: filled.then_some(-1e-9),
+            clipping_ratio: filled.then_some(0.0),
+            callback_status: filled.then(|| "delivered".into()),
+            callback_attempts: 1,
+            callback_last_status_code: filled.then_some(200),
+            callback_delivered_at: some("2024-05-01T12:31:03.000001Z"),
+            transcription_status: None,
+            transcription_attempts: 0,
+            transcript_word_count: filled.then_some(12),
+        }
+    }
+
+    #[test]
+    fn serde_writes_what_the_openapi_schema_writes() {
+        for filled in [true, false] {
+            let view = view(filled);
+            assert_eq!(
+                serde_json::to_value(&view).unwrap(),
+                view.to_json().unwrap(),
+                "filled: {filled}"
+            );
+        }
     }
 }

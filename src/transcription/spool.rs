@@ -63,6 +63,26 @@ impl Spool {
         self.path(sha256).filter(|p| p.is_file())
     }
 
+    /// Removes recordings kept longer than `max_age`: left behind by a crash between the
+    /// hand-over and the transcript. Removing one too many only costs a second download.
+    /// Returns how many were removed.
+    pub fn sweep(&self, max_age: std::time::Duration) -> io::Result<usize> {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|modified| now.duration_since(modified).unwrap_or_default() > max_age)
+                .unwrap_or(false);
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Forgets a recording once its transcription has ended. Missing files are fine.
     pub fn remove(&self, sha256: &str) {
         if let Some(path) = self.path(sha256) {
@@ -94,6 +114,28 @@ mod tests {
         spool.remove(DIGEST);
         assert!(spool.get(DIGEST).is_none());
         spool.remove(DIGEST);
+    }
+
+    #[test]
+    fn a_sweep_removes_only_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let other = DIGEST.replace('9', "8");
+        spool.keep(NamedTempFile::new().unwrap(), DIGEST).unwrap();
+        spool.keep(NamedTempFile::new().unwrap(), &other).unwrap();
+        let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(spool.get(DIGEST).unwrap())
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        let removed = spool
+            .sweep(std::time::Duration::from_secs(24 * 3600))
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(spool.get(DIGEST).is_none());
+        assert!(spool.get(&other).is_some());
     }
 
     #[test]
