@@ -515,6 +515,49 @@ struct StoredEventTime {
 }
 
 /// Part 4: the call listing over `rows` call rows with 50 concurrent readers.
+/// The same pages straight from PostgreSQL (the service's query and row decoding, no HTTP, no
+/// auth): 50 tasks, one connection each, for 10 s. What the database alone allows on this
+/// machine bounds what the HTTP listing can reach.
+async fn listing_database_ceiling(url: &str) -> anyhow::Result<()> {
+    use callingest::queries::calls::{list_calls, CallFilter, Cursor};
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(50)
+        .connect(url)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let filter = CallFilter {
+                partner_id: Some("bench".into()),
+                ..CallFilter::default()
+            };
+            let mut latencies = hist();
+            let mut cursor: Option<Cursor> = None;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let (_, next) = list_calls(&pool, &filter, cursor.as_ref(), 100).await?;
+                latencies.record(sent.elapsed().as_micros() as u64)?;
+                cursor = next;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = hist();
+    for task in tasks {
+        latencies.add(task.await??)?;
+    }
+    println!(
+        "listing: database alone, {} pages of 100 by 50 connections in 10 s: p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        ms(&latencies, 0.5),
+        ms(&latencies, 0.99),
+    );
+    pool.close().await;
+    Ok(())
+}
+
 /// A page of `GET /calls` as the listing readers check it.
 #[derive(serde::Deserialize)]
 struct ListingPage {
@@ -608,6 +651,7 @@ async fn listing(rows: i64) -> anyhow::Result<()> {
         ms(&latencies, 0.99),
         latencies.max() as f64 / 1000.0
     );
+    listing_database_ceiling(&db.url).await?;
     let plan: Vec<String> = sqlx::query_scalar(
         "explain select call_id from call where partner_id = 'bench' and status = 'completed'
            and (accepted_at, call_id) < (now() - interval '1 day', 'c0')
