@@ -133,13 +133,11 @@ impl TranscriptionWorker {
                 engine: "none".into(),
                 at: now(),
             };
-            if let Recorded::Applied = self.record(job, start).await? {
+            if let Recorded::Applied(_) = self.record(job, start).await? {
                 self.record(job, CallCommand::RecordTranscriptionFailure(failure))
                     .await?;
             }
-            if let Some(sha) = &job.recording_sha256 {
-                self.spool.remove(sha);
-            }
+            self.forget_recording(job);
             return Ok(());
         };
         let start = CallCommand::StartTranscription {
@@ -177,14 +175,17 @@ impl TranscriptionWorker {
                 CallCommand::RecordTranscriptionFailure(self.failure(message, err.is_transient()))
             }
         };
-        let last = !matches!(&command, CallCommand::RecordTranscriptionFailure(f) if f.retryable);
-        self.record(job, command).await?;
-        if last {
-            if let Some(sha) = &job.recording_sha256 {
-                self.spool.remove(sha);
-            }
+        // The spooled recording is kept for a retry, and only for one.
+        if self.record(job, command).await?.finished_the_call() {
+            self.forget_recording(job);
         }
         Ok(())
+    }
+
+    fn forget_recording(&self, job: &ClaimedJob) {
+        if let Some(sha) = &job.recording_sha256 {
+            self.spool.remove(sha);
+        }
     }
 
     async fn transcribe(

@@ -135,6 +135,7 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
     let port = closed_port().await;
     let mut config = transcription(TranscriberKind::Openai);
     config.transcribe_url = Some(format!("http://127.0.0.1:{port}"));
+    let spool = config.spool_dir.clone().unwrap();
     let app = app_transcribing_with(config).await;
     let recording = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -189,8 +190,17 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
             .contains("transcription failed"),
         "{body}"
     );
-    // The spooled recording was used by both attempts: downloaded once.
+    // The spooled recording was used by both attempts: downloaded once, then let go.
     assert_eq!(host.hits.load(Ordering::SeqCst), 1);
+    // (The worker removes it just after recording the outcome: allow it a moment.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(&spool).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the spooled recording was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
