@@ -344,6 +344,42 @@ mod with_whisper {
         assert_eq!(host.hits.load(Ordering::SeqCst), 1);
     }
 
+    #[tokio::test]
+    async fn a_service_killed_mid_transcription_transcribes_the_call_after_restart() {
+        let mut config = whisper_config();
+        config.transcribe_lease_ms = 1_000;
+        let app = app_transcribing_with(config).await;
+        let host = OneFileServer::start(two_sided_call()).await;
+        app.post_batch(&batch(vec![item("interrupted", &host.url)]))
+            .await;
+
+        // Kill the service as soon as the first attempt has started.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !event_types(&app, "interrupted")
+            .await
+            .iter()
+            .any(|t| t == "TranscriptionStarted")
+        {
+            assert!(Instant::now() < deadline, "transcription never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let app = app.restart().await;
+
+        let call = finished_call(&app, "interrupted", Duration::from_secs(120)).await;
+        assert_eq!(call["transcription_status"], "available", "{call}");
+        let types = event_types(&app, "interrupted").await;
+        let count = |name: &str| types.iter().filter(|t| *t == name).count();
+        assert_eq!(count("TranscriptionStarted"), 2, "{types:?}");
+        assert_eq!(count("TranscriptProduced"), 1, "{types:?}");
+        assert_eq!(count("ProcessingCompleted"), 1, "{types:?}");
+        let transcript: Value = transcript_response(&app, "interrupted")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_two_sided_transcript(&transcript);
+    }
+
     async fn transcription_server(api_key: &str) -> String {
         let engine = callingest::transcription::build_engine(&whisper_config())
             .unwrap()
