@@ -140,12 +140,7 @@ pub fn spawn_background(
         Spool::open(&spool_dir)
             .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
     );
-    // Recordings spooled longer than a day were left by a crash; their calls download again.
-    match spool.sweep(std::time::Duration::from_secs(24 * 3600)) {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(removed, "old spooled recordings removed"),
-        Err(err) => tracing::warn!(error = %err, "could not sweep the spool"),
-    }
+    tasks.push(tokio::spawn(sweep_spool(spool.clone())));
     for n in 0..config.worker_concurrency.max(1) {
         let owner = format!("worker-{}-{n}", std::process::id());
         let mut worker = Worker::new(
@@ -162,27 +157,32 @@ pub fn spawn_background(
             worker.run(hub.subscribe(PROCESSING_JOBS.channel())),
         ));
     }
-    // Always running, engine or not: calls handed over while an engine was configured still
-    // complete (without a transcript) after it is switched off.
-    let transcription_retry = RetryPolicy {
-        max_attempts: transcription.transcribe_max_attempts,
-        backoff_base_ms: transcription.transcribe_backoff_base_ms,
-    };
-    for n in 0..transcription.transcribe_concurrency.max(1) {
-        let worker = TranscriptionWorker::new(
-            pool.clone(),
-            engine.clone(),
-            fetcher.clone(),
-            spool.clone(),
-            TranscriptionWorkerSettings {
-                retry: transcription_retry,
-                lease: std::time::Duration::from_millis(transcription.transcribe_lease_ms),
-                owner: format!("transcriber-{}-{n}", std::process::id()),
-            },
-        );
-        tasks.push(tokio::spawn(
-            worker.run(hub.subscribe(TRANSCRIPTION_JOBS.channel())),
-        ));
+    // Only where an engine is configured: an instance without one must not take the work of
+    // those that have one (handed-over calls wait for an instance with an engine).
+    if let Some(engine) = &engine {
+        let retry = RetryPolicy {
+            max_attempts: transcription.transcribe_max_attempts,
+            backoff_base_ms: transcription.transcribe_backoff_base_ms,
+        };
+        for n in 0..transcription.transcribe_concurrency.max(1) {
+            let worker = TranscriptionWorker::new(
+                pool.clone(),
+                engine.clone(),
+                fetcher.clone(),
+                spool.clone(),
+                TranscriptionWorkerSettings {
+                    retry,
+                    max_duration: std::time::Duration::from_secs(
+                        transcription.transcribe_max_minutes * 60,
+                    ),
+                    lease: std::time::Duration::from_millis(transcription.transcribe_lease_ms),
+                    owner: format!("transcriber-{}-{n}", std::process::id()),
+                },
+            );
+            tasks.push(tokio::spawn(
+                worker.run(hub.subscribe(TRANSCRIPTION_JOBS.channel())),
+            ));
+        }
     }
     let callbacks = config.callback_settings();
     for n in 0..config.callback_concurrency.max(1) {
@@ -194,6 +194,23 @@ pub fn spawn_background(
         ));
     }
     Ok(tasks)
+}
+
+/// Hourly, removes recordings spooled for more than a day: left by a crash, by a refused
+/// hand-over, or by a call another instance transcribed. Their calls download them again.
+async fn sweep_spool(spool: Arc<Spool>) {
+    const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        let spool = spool.clone();
+        match tokio::task::spawn_blocking(move || spool.sweep(MAX_AGE)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "old spooled recordings removed"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "could not sweep the spool"),
+            Err(err) => tracing::warn!(error = %err, "spool sweep failed"),
+        }
+    }
 }
 
 pub fn fetcher(config: &ProcessingConfig) -> anyhow::Result<Fetcher> {

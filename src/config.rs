@@ -247,6 +247,11 @@ pub struct TranscriptionConfig {
     )]
     pub transcribe_backoff_base_ms: u64,
 
+    /// Recordings longer than this are not transcribed (the call completes without a
+    /// transcript): the audio is held in memory at 16 kHz, 230 MB per channel-hour.
+    #[arg(long, env = "CALLINGEST_TRANSCRIBE_MAX_MINUTES", default_value_t = 120)]
+    pub transcribe_max_minutes: u64,
+
     /// How long a claimed transcription stays with its worker (a crashed worker's call is
     /// transcribed again after it). Must exceed the transcription time of the longest call.
     #[arg(

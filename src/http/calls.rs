@@ -227,8 +227,12 @@ impl CallsApi {
     ) -> Result<Json<TranscriptView>, ApiError> {
         let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let pool = &self.state.pool;
+        let partner_id = partner.id.as_str();
+        if let Some(transcript) = transcripts::get_transcript(pool, partner_id, &call_id.0).await? {
+            return Ok(Json(transcript));
+        }
         if let Some(transcript) =
-            transcripts::get_transcript(pool, partner.id.as_str(), &call_id.0).await?
+            transcripts::transcript_from_events(pool, partner_id, &call_id.0).await?
         {
             return Ok(Json(transcript));
         }

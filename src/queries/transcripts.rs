@@ -1,5 +1,6 @@
 //! A call's transcript as the `transcript` and `transcript_segment` read models hold it.
 
+use callingest_domain::call::{Speaker, TranscriptProduced};
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 use sqlx::PgPool;
@@ -74,5 +75,51 @@ pub async fn get_transcript(
         language,
         word_count,
         produced_at,
+    }))
+}
+
+/// The transcript straight from the call's `TranscriptProduced` event, for the moment between
+/// the event and its projection: a partner told by the callback that a transcript is available
+/// gets it at once.
+pub async fn transcript_from_events(
+    pool: &PgPool,
+    partner_id: &str,
+    call_id: &str,
+) -> Result<Option<TranscriptView>, sqlx::Error> {
+    let payload: Option<serde_json::Value> = sqlx::query_scalar(
+        "select payload -> 'TranscriptProduced' from events
+         where aggregate_type = 'Call' and aggregate_id = $1 and event_type = 'TranscriptProduced'
+         order by sequence desc limit 1",
+    )
+    .bind(format!("{partner_id}:{call_id}"))
+    .fetch_optional(pool)
+    .await?;
+    let Some(payload) = payload else {
+        return Ok(None);
+    };
+    let produced: TranscriptProduced =
+        serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Some(TranscriptView {
+        call_id: call_id.to_owned(),
+        text: callingest_projections::transcripts::transcript_text(&produced),
+        segments: produced
+            .segments
+            .iter()
+            .map(|s| SegmentView {
+                channel: match s.channel {
+                    Speaker::Agent => Channel::Agent,
+                    Speaker::Customer => Channel::Customer,
+                    Speaker::Mono => Channel::Mono,
+                },
+                start_ms: s.start_ms as i64,
+                end_ms: s.end_ms as i64,
+                text: s.text.trim().to_owned(),
+            })
+            .collect(),
+        engine: produced.engine,
+        model: produced.model,
+        language: produced.language,
+        word_count: produced.word_count as i64,
+        produced_at: produced.produced_at,
     }))
 }

@@ -24,11 +24,11 @@ use callingest_projections::notifications::Wakeup;
 pub struct TranscriptionWorker {
     pool: PgPool,
     calls: Store<Call>,
-    /// `None` when no engine is configured: calls handed over earlier complete without one.
-    engine: Option<Arc<dyn Transcriber>>,
+    engine: Arc<dyn Transcriber>,
     fetcher: Arc<Fetcher>,
     spool: Arc<Spool>,
     retry: RetryPolicy,
+    max_duration: Duration,
     lease: Duration,
     owner: String,
 }
@@ -69,6 +69,8 @@ impl Recording {
 
 pub struct TranscriptionWorkerSettings {
     pub retry: RetryPolicy,
+    /// Longer recordings are not transcribed (memory grows with the length: 64 KB/s/channel).
+    pub max_duration: Duration,
     pub lease: Duration,
     pub owner: String,
 }
@@ -76,7 +78,7 @@ pub struct TranscriptionWorkerSettings {
 impl TranscriptionWorker {
     pub fn new(
         pool: PgPool,
-        engine: Option<Arc<dyn Transcriber>>,
+        engine: Arc<dyn Transcriber>,
         fetcher: Arc<Fetcher>,
         spool: Arc<Spool>,
         settings: TranscriptionWorkerSettings,
@@ -88,6 +90,7 @@ impl TranscriptionWorker {
             fetcher,
             spool,
             retry: settings.retry,
+            max_duration: settings.max_duration,
             lease: settings.lease,
             owner: settings.owner,
         }
@@ -126,27 +129,24 @@ impl TranscriptionWorker {
 
     async fn process(&self, job: &ClaimedJob) -> Result<(), TranscriptionWorkerError> {
         let now = chrono::Utc::now;
-        let Some(engine) = &self.engine else {
-            let failure = self.failure("no transcription engine is configured".into(), false);
-            // The call must still start an attempt before it can fail one.
-            let start = CallCommand::StartTranscription {
-                engine: "none".into(),
-                at: now(),
-            };
-            if let Recorded::Applied(_) = self.record(job, start).await? {
-                self.record(job, CallCommand::RecordTranscriptionFailure(failure))
-                    .await?;
-            }
-            self.forget_recording(job);
-            return Ok(());
-        };
+        let engine = &self.engine;
         let start = CallCommand::StartTranscription {
             engine: engine.engine().to_owned(),
+            max_attempts: self.retry.max_attempts,
             at: now(),
         };
-        if let Recorded::Refused(reason) = self.record(job, start).await? {
-            tracing::info!(%reason, "transcription skipped");
-            return Ok(());
+        match self.record(job, start).await? {
+            Recorded::Refused(reason) => {
+                tracing::info!(%reason, "transcription skipped");
+                return Ok(());
+            }
+            // Every attempt was used up (earlier ones never reported back): the call completed.
+            finished if finished.finished_the_call() => {
+                tracing::warn!("transcription attempts exhausted");
+                self.forget_recording(job);
+                return Ok(());
+            }
+            Recorded::Applied(_) => {}
         }
         let outcome = self.transcribe(engine.as_ref(), job).await;
         let command = match outcome {
@@ -199,8 +199,10 @@ impl TranscriptionWorker {
         let format = callingest_audio::identify(&header).ok_or_else(|| {
             TranscribeError::Audio("the recording is no longer a supported format".into())
         })?;
+        let max_duration = self.max_duration;
         let channels = tokio::task::spawn_blocking(move || {
-            let channels = callingest_transcribe::load_channels(recording.path(), format);
+            let channels =
+                callingest_transcribe::load_channels_up_to(recording.path(), format, max_duration);
             drop(recording);
             channels
         })

@@ -230,6 +230,115 @@ async fn without_an_engine_calls_complete_after_analysis_and_have_no_transcript(
     assert_eq!(transcript_response(&app, "nope").await.status(), 404);
 }
 
+/// Runs one step on the call as a worker would.
+async fn step(app: &TestApp, call_id: &str, command: callingest_domain::call::CallCommand) {
+    let store = callingest::event_store::store::<callingest_domain::call::Call>(app.pool.clone());
+    callingest::event_store::execute(
+        &store,
+        &format!("partner-a:{call_id}"),
+        command,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_transcript_is_served_from_its_event_before_the_projection_has_it() {
+    use callingest_domain::call::{
+        AudioAnalytics, CallCommand, FetchSuccess, Speaker, TranscriptDone, TranscriptSegment,
+    };
+    // The API alone: no projector runs, so the `transcript` table stays empty.
+    let app = crate::helpers::spawn_app().await;
+    app.post_batch(&batch(vec![item("fresh", "https://example.com/a.wav")]))
+        .await;
+    let now = chrono::Utc::now;
+    step(&app, "fresh", CallCommand::StartFetch { at: now() }).await;
+    let fetched = FetchSuccess {
+        bytes: 10,
+        sha256: "ab".repeat(32),
+        content_type: None,
+        format: Some("wav".into()),
+        at: now(),
+    };
+    step(&app, "fresh", CallCommand::RecordFetchSuccess(fetched)).await;
+    let analytics = AudioAnalytics {
+        duration_ms: 3_000,
+        sample_rate: 16_000,
+        channels: 2,
+        codec: "pcm_s16le".into(),
+        agent_talk_ms: 1_000,
+        customer_talk_ms: Some(1_000),
+        silence_ratio: 0.3,
+        longest_silence_ms: 500,
+        overlap_ms: 0,
+        mean_dbfs: -20.0,
+        peak_dbfs: -3.0,
+        clipping_ratio: 0.0,
+    };
+    let analysed = CallCommand::RecordAnalysis {
+        analytics,
+        transcribe: true,
+        at: now(),
+    };
+    step(&app, "fresh", analysed).await;
+    let start = CallCommand::StartTranscription {
+        engine: "whisper".into(),
+        max_attempts: 3,
+        at: now(),
+    };
+    step(&app, "fresh", start).await;
+    let done = TranscriptDone {
+        engine: "whisper".into(),
+        model: "ggml-tiny.en".into(),
+        language: "en".into(),
+        segments: vec![
+            TranscriptSegment {
+                channel: Speaker::Agent,
+                start_ms: 0,
+                end_ms: 900,
+                text: " How can I help? ".into(),
+            },
+            TranscriptSegment {
+                channel: Speaker::Customer,
+                start_ms: 1_000,
+                end_ms: 2_000,
+                text: "My parcel is late.".into(),
+            },
+        ],
+        at: now(),
+    };
+    step(&app, "fresh", CallCommand::RecordTranscript(done)).await;
+
+    let rows: i64 = sqlx::query_scalar("select count(*) from transcript")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "no projector ran");
+    let response = transcript_response(&app, "fresh").await;
+    assert_eq!(response.status(), 200);
+    let transcript: Value = response.json().await.unwrap();
+    assert_eq!(transcript["text"], "How can I help? My parcel is late.");
+    assert_eq!(transcript["word_count"], 8);
+    assert_eq!(transcript["segments"][0]["channel"], "agent");
+    assert_eq!(transcript["segments"][0]["text"], "How can I help?");
+    assert_eq!(transcript["segments"][1]["channel"], "customer");
+    assert_eq!(transcript["segments"][1]["start_ms"], 1_000);
+    // Another partner asking for the same call id gets nothing.
+    let other = callingest::partners::create_partner(&app.pool, "partner-b", None, 100)
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/partner/calls/fresh/transcript"))
+        .header("x-partner-id", &other.partner_id)
+        .header("x-api-key", &other.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
 #[cfg(feature = "whisper")]
 mod with_whisper {
     use super::*;

@@ -17,7 +17,7 @@ mod wer;
 #[cfg(feature = "whisper")]
 pub mod whisper;
 
-pub use pcm::load_channels;
+pub use pcm::{load_channels, load_channels_up_to};
 pub use speech::speech_spans;
 pub use wer::word_error_rate;
 

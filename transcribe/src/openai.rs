@@ -90,14 +90,17 @@ impl OpenAiEngine {
         })?;
         let status = response.status();
         if !status.is_success() {
+            // The answer's body is for the operator's log only: the message is recorded on the
+            // call, where the partner reads it.
             let detail: String = response
                 .text()
                 .await
                 .unwrap_or_default()
                 .chars()
-                .take(200)
+                .take(500)
                 .collect();
-            let message = format!("transcription service answered {status}: {detail}");
+            tracing::warn!(%status, %detail, "transcription service refused a request");
+            let message = format!("transcription service answered {status}");
             return Err(
                 if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
                     TranscribeError::Transient(message)

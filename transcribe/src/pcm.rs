@@ -29,7 +29,29 @@ pub fn load_channels(
     path: &Path,
     format: RecordingFormat,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
-    let mut sink = ChannelSink::default();
+    load(path, format, None)
+}
+
+/// [`load_channels`], refusing recordings longer than `max_duration`
+/// ([`TranscribeError::Permanent`]) before their audio outgrows memory: the 16 kHz output is
+/// held whole, 230 MB per channel-hour.
+pub fn load_channels_up_to(
+    path: &Path,
+    format: RecordingFormat,
+    max_duration: std::time::Duration,
+) -> Result<Vec<ChannelAudio>, TranscribeError> {
+    load(path, format, Some(max_duration))
+}
+
+fn load(
+    path: &Path,
+    format: RecordingFormat,
+    max_duration: Option<std::time::Duration>,
+) -> Result<Vec<ChannelAudio>, TranscribeError> {
+    let mut sink = ChannelSink {
+        max_duration,
+        ..ChannelSink::default()
+    };
     callingest_audio::decode(path, format, &mut sink).map_err(|e| match e {
         AnalysisError::Unsupported(_) | AnalysisError::Undecodable(_) => {
             TranscribeError::Audio(e.to_string())
@@ -46,10 +68,18 @@ struct ChannelSink {
     speakers: Vec<Speaker>,
     /// The sink protocol cannot return errors; the first one is kept and reported at the end.
     error: Option<String>,
+    max_duration: Option<std::time::Duration>,
+    /// Source frames allowed by `max_duration`, once the rate is known.
+    max_frames: Option<u64>,
+    frames: u64,
+    too_long: bool,
 }
 
 impl PcmSink for ChannelSink {
     fn start(&mut self, sample_rate: u32, channels: usize) {
+        self.max_frames = self
+            .max_duration
+            .map(|d| (d.as_secs_f64() * f64::from(sample_rate)) as u64);
         self.speakers = if channels == 1 {
             vec![Speaker::Mono]
         } else {
@@ -66,7 +96,7 @@ impl PcmSink for ChannelSink {
     }
 
     fn push_plane(&mut self, channel: usize, samples: &[f32]) {
-        if self.error.is_some() {
+        if self.error.is_some() || self.too_long {
             return;
         }
         if let Some(r) = self.channels.get_mut(channel) {
@@ -76,11 +106,24 @@ impl PcmSink for ChannelSink {
         }
     }
 
-    fn end_block(&mut self, _frames: usize) {}
+    fn end_block(&mut self, frames: usize) {
+        self.frames += frames as u64;
+        if self.max_frames.is_some_and(|max| self.frames > max) && !self.too_long {
+            // Keep nothing more (decoding still runs to the end; the audio is dropped).
+            self.too_long = true;
+            self.channels.iter_mut().for_each(ChannelResampler::clear);
+        }
+    }
 }
 
 impl ChannelSink {
     fn finish(self) -> Result<Vec<ChannelAudio>, TranscribeError> {
+        if let (true, Some(max)) = (self.too_long, self.max_duration) {
+            return Err(TranscribeError::Permanent(format!(
+                "the recording is longer than {:.0} s, the longest transcribed",
+                max.as_secs_f64()
+            )));
+        }
         if let Some(e) = self.error {
             // Rubato only fails on inconsistent buffer sizes: a bug here, not in the recording,
             // but retrying cannot fix it either.
@@ -142,6 +185,12 @@ impl ChannelResampler {
             frames_in: 0,
             source_rate,
         })
+    }
+
+    /// Lets go of everything produced so far.
+    fn clear(&mut self) {
+        self.pending = Vec::new();
+        self.output = Vec::new();
     }
 
     fn push(&mut self, samples: &[f32]) -> Result<(), String> {

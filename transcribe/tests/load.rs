@@ -1,7 +1,7 @@
 //! `load_channels` on files, without any speech engine.
 
 use callingest_audio::RecordingFormat;
-use callingest_transcribe::{load_channels, Speaker, TranscribeError};
+use callingest_transcribe::{load_channels, load_channels_up_to, Speaker, TranscribeError};
 
 #[test]
 fn an_undecodable_file_is_an_audio_error() {
@@ -68,4 +68,27 @@ fn a_stereo_wav_loads_as_agent_and_customer_at_16khz() {
     assert_eq!(ch[0].samples.len(), 8000);
     assert!((ch[0].samples[4000] - 0.25).abs() < 0.01);
     assert!((ch[1].samples[4000] + 0.25).abs() < 0.01);
+}
+
+#[test]
+fn a_recording_over_the_length_limit_is_refused_not_loaded() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../audio/tests/fixtures/overlap.wav"
+    );
+    let path = std::path::Path::new(path);
+    let whole = load_channels(path, RecordingFormat::Wav).unwrap();
+    let seconds = whole[0].samples.len() as f64 / 16_000.0;
+    assert!(seconds > 1.0, "fixture of {seconds} s");
+
+    let short = std::time::Duration::from_secs_f64(seconds / 2.0);
+    match load_channels_up_to(path, RecordingFormat::Wav, short) {
+        Err(e @ TranscribeError::Permanent(_)) => {
+            assert!(e.to_string().contains("longer than"), "{e}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|c| c.len())),
+    }
+    let enough = std::time::Duration::from_secs_f64(seconds + 1.0);
+    let loaded = load_channels_up_to(path, RecordingFormat::Wav, enough).unwrap();
+    assert_eq!(loaded[0].samples.len(), whole[0].samples.len());
 }

@@ -24,8 +24,13 @@ pub enum CallCommand {
         transcribe: bool,
         at: DateTime<Utc>,
     },
-    /// A transcription worker begins transcribing the recording (a new attempt).
-    StartTranscription { engine: String, at: DateTime<Utc> },
+    /// A transcription worker begins transcribing the recording (a new attempt) — unless
+    /// `max_attempts` have started already: the call then completes without a transcript.
+    StartTranscription {
+        engine: String,
+        max_attempts: u32,
+        at: DateTime<Utc>,
+    },
     /// The transcript is ready: processing is complete.
     RecordTranscript(TranscriptDone),
     /// Transcription failed; the call decides whether to try again or to complete without a

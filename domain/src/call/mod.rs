@@ -46,6 +46,8 @@ pub enum CallError {
     NoFetchInProgress,
     #[error("the recording has not been fetched")]
     NotFetched,
+    #[error("the recording has already been fetched")]
+    AlreadyFetched,
     #[error("the call is not waiting for a transcript")]
     NotAwaitingTranscript,
     #[error("no transcription is in progress")]
@@ -376,12 +378,23 @@ impl Call {
             })
         };
         match command {
-            CallCommand::StartFetch { at } => Ok(vec![CallEvent::RecordingFetchStarted(
-                RecordingFetchStarted {
-                    attempt: self.fetch_attempts + 1,
-                    started_at: at,
-                },
-            )]),
+            CallCommand::StartFetch { at } => {
+                // Again from `Fetching` or `Fetched` (a worker died before the analysis was
+                // recorded), but never once the call is analysed: a stale claim must not
+                // fetch it again.
+                if !matches!(
+                    self.stage,
+                    Stage::Accepted | Stage::Fetching | Stage::Fetched
+                ) {
+                    return Err(CallError::AlreadyFetched);
+                }
+                Ok(vec![CallEvent::RecordingFetchStarted(
+                    RecordingFetchStarted {
+                        attempt: self.fetch_attempts + 1,
+                        started_at: at,
+                    },
+                )])
+            }
             CallCommand::RecordFetchSuccess(fetch) => {
                 self.require(Stage::Fetching, CallError::NoFetchInProgress)?;
                 let supported = fetch.format.is_some();
@@ -436,11 +449,32 @@ impl Call {
                 }
                 Ok(events)
             }
-            CallCommand::StartTranscription { engine, at } => {
+            CallCommand::StartTranscription {
+                engine,
+                max_attempts,
+                at,
+            } => {
                 // From `Transcribing` too: a worker that died mid-transcription leaves the
                 // call there, and the next one starts a new attempt.
                 if !matches!(self.stage, Stage::Analyzed | Stage::Transcribing) {
                     return Err(CallError::NotAwaitingTranscript);
+                }
+                // Attempts that never reported (the process died, e.g. out of memory on this
+                // recording) count too: the call must not be retried for ever.
+                if self.transcription_attempts >= max_attempts {
+                    return Ok(vec![
+                        CallEvent::TranscriptionFailed(TranscriptionFailed {
+                            attempt: self.transcription_attempts,
+                            error: format!(
+                                "transcription did not finish in {} attempts",
+                                self.transcription_attempts
+                            ),
+                            retryable: false,
+                            next_attempt_at: None,
+                            failed_at: at,
+                        }),
+                        completed(self.analytics.as_ref(), false, at),
+                    ]);
                 }
                 Ok(vec![CallEvent::TranscriptionStarted(
                     TranscriptionStarted {

@@ -569,6 +569,7 @@ fn a_transcript_needs_a_transcription_in_progress() {
         .given(vec![accepted_call(), started(1), fetched_event()])
         .when(CallCommand::StartTranscription {
             engine: "whisper".into(),
+            max_attempts: 3,
             at: at("2024-05-01T12:00:09Z"),
         })
         .then_expect_error(CallError::NotAwaitingTranscript);
@@ -582,6 +583,7 @@ fn an_abandoned_transcription_attempt_is_followed_by_a_new_one() {
         .given(history)
         .when(CallCommand::StartTranscription {
             engine: "whisper".into(),
+            max_attempts: 3,
             at: at("2024-05-01T12:01:00Z"),
         })
         .then_expect_events(vec![CallEvent::TranscriptionStarted(
@@ -591,6 +593,59 @@ fn an_abandoned_transcription_attempt_is_followed_by_a_new_one() {
                 started_at: at("2024-05-01T12:01:00Z"),
             },
         )]);
+}
+
+#[test]
+fn a_fetched_but_unanalysed_call_is_fetched_again_after_a_crash() {
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::StartFetch {
+            at: at("2024-05-01T12:00:01Z"),
+        })
+        .then_expect_events(vec![started(2)]);
+}
+
+#[test]
+fn attempts_that_never_reported_count_towards_the_limit() {
+    // Three attempts started and none came back (each time the process died).
+    let mut history = analyzed_for_transcript();
+    history.extend([
+        transcription_started(1),
+        transcription_started(2),
+        transcription_started(3),
+    ]);
+    let events = CallTest::with(())
+        .given(history)
+        .when(CallCommand::StartTranscription {
+            engine: "whisper".into(),
+            max_attempts: 3,
+            at: at("2024-05-01T15:00:00Z"),
+        })
+        .inspect_result()
+        .unwrap();
+    assert!(
+        matches!(&events[0], CallEvent::TranscriptionFailed(f) if f.attempt == 3 && !f.retryable && f.next_attempt_at.is_none()),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[1], CallEvent::ProcessingCompleted(c) if !c.results.transcription_available && c.results.analytics_available),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_analysed_call_is_never_fetched_again() {
+    for history in [
+        analyzed_for_transcript(),
+        [analyzed_for_transcript(), vec![transcription_started(1)]].concat(),
+    ] {
+        CallTest::with(())
+            .given(history)
+            .when(CallCommand::StartFetch {
+                at: at("2024-05-01T12:30:00Z"),
+            })
+            .then_expect_error(CallError::AlreadyFetched);
+    }
 }
 
 #[test]
