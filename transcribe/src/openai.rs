@@ -129,10 +129,20 @@ impl Transcriber for OpenAiEngine {
     }
 
     async fn transcribe(&self, audio: Vec<ChannelAudio>) -> Result<Transcript, TranscribeError> {
+        // Finding the spans reads every sample: off the async runtime.
+        let (audio, spans) = tokio::task::spawn_blocking(move || {
+            let spans: Vec<Vec<Range<usize>>> = audio
+                .iter()
+                .map(|c| request_spans(speech_spans(&c.samples)))
+                .collect();
+            (audio, spans)
+        })
+        .await
+        .map_err(|e| TranscribeError::Permanent(format!("finding speech failed: {e}")))?;
         let mut segments = Vec::new();
         let mut language = None;
-        for channel in &audio {
-            for span in speech_spans(&channel.samples) {
+        for (channel, spans) in audio.iter().zip(spans) {
+            for span in spans {
                 let answer = self.transcribe_span(&channel.samples[span.clone()]).await?;
                 language = language.or(answer.language.as_deref().map(language_code));
                 segments.extend(answer.segments(channel, &span));
@@ -190,6 +200,23 @@ impl VerboseTranscription {
             })
             .collect()
     }
+}
+
+/// Longest audio sent in one request: 5 minutes of 16 kHz 16-bit mono is 9.6 MB, well under
+/// the 25 MB OpenAI accepts, and bounds each request's time.
+const MAX_REQUEST_SAMPLES: usize = 300 * SAMPLE_RATE as usize;
+
+/// The speech spans cut into pieces of at most [`MAX_REQUEST_SAMPLES`] (a long monologue on a
+/// mono recording is one span).
+fn request_spans(spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    spans
+        .into_iter()
+        .flat_map(|span| {
+            (span.start..span.end)
+                .step_by(MAX_REQUEST_SAMPLES)
+                .map(move |start| start..(start + MAX_REQUEST_SAMPLES).min(span.end))
+        })
+        .collect()
 }
 
 fn samples_to_ms(samples: usize) -> u64 {
@@ -299,6 +326,22 @@ mod tests {
         let segments = answer.segments(&channel, &(0..16_000));
         assert_eq!(segments.len(), 1);
         assert_eq!((segments[0].start_ms, segments[0].end_ms), (0, 1_000));
+    }
+
+    #[test]
+    fn long_spans_are_sent_in_pieces_of_at_most_five_minutes() {
+        let max = MAX_REQUEST_SAMPLES;
+        let short = vec![Range { start: 10, end: 20 }];
+        assert_eq!(request_spans(short.clone()), short);
+        assert_eq!(
+            request_spans(vec![0..max * 2 + 5, max * 3..max * 3 + 1]),
+            vec![
+                0..max,
+                max..max * 2,
+                max * 2..max * 2 + 5,
+                max * 3..max * 3 + 1
+            ]
+        );
     }
 
     #[test]
