@@ -3,6 +3,7 @@
 //! every step as events on the call.
 
 pub mod fetch;
+pub mod job;
 pub mod recorded;
 mod worker;
 

@@ -11,17 +11,12 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use super::fetch::{FetchError, FetchedRecording, Fetcher};
+use super::job::{claim_job, ClaimedJob};
 use super::recorded::{record_step, Recorded};
 use crate::event_store::{self, Store};
 use crate::queue::{JobOutcome, PROCESSING_JOBS};
 use crate::transcription::spool::Spool;
 use callingest_projections::notifications::Wakeup;
-
-/// A claimed processing job.
-struct ClaimedJob {
-    call_aggregate_id: String,
-    recording_url: String,
-}
 
 pub struct Worker {
     pool: PgPool,
@@ -82,21 +77,9 @@ impl Worker {
 
     /// Claims one job and takes it through fetch and analysis (or to its next retry).
     pub async fn try_execute_job(&self) -> Result<JobOutcome, WorkerError> {
-        let Some(call_aggregate_id) = PROCESSING_JOBS
-            .claim(&self.pool, &self.owner, self.lease)
-            .await?
+        let Some(job) = claim_job(&PROCESSING_JOBS, &self.pool, &self.owner, self.lease).await?
         else {
             return Ok(JobOutcome::EmptyQueue);
-        };
-        let recording_url: String = sqlx::query_scalar(
-            "select recording_url from processing_job where call_aggregate_id = $1",
-        )
-        .bind(&call_aggregate_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let job = ClaimedJob {
-            call_aggregate_id,
-            recording_url,
         };
         let span = tracing::info_span!("job", call = %job.call_aggregate_id);
         self.process(&job).instrument(span).await?;
