@@ -183,7 +183,12 @@ async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str,
 
 /// Waits (bounded) until the call's read-model row reaches `completed` or `failed`.
 pub async fn final_row(app: &TestApp, call_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    final_row_within(app, call_id, Duration::from_secs(30)).await
+}
+
+/// [`final_row`] with its own bound (transcription takes longer than plain processing).
+pub async fn final_row_within(app: &TestApp, call_id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
     loop {
         let row: Option<Value> = sqlx::query_scalar(
             "select to_jsonb(c) from call c where partner_id = 'partner-a' and call_id = $1",
@@ -205,7 +210,7 @@ pub async fn final_row(app: &TestApp, call_id: &str) -> Value {
     }
 }
 
-async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
+pub async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
     app.call_events("partner-a", call_id)
         .await
         .into_iter()

@@ -12,7 +12,7 @@ use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::Value;
 
 use crate::helpers::{batch, spawn_app_with, test_processing, TestApp};
-use crate::processing::item;
+use crate::processing::{event_types, final_row_within, item};
 
 /// A recording host on 127.0.0.1 serving one file at `/call.wav`, counting requests.
 struct OneFileServer {
@@ -66,33 +66,6 @@ async fn app_transcribing_with(config: TranscriptionConfig) -> TestApp {
     spawn_app_with(Role::All, 1_000, processing).await
 }
 
-/// Waits (bounded) until the call is completed or failed; transcription makes it slower than
-/// the plain processing tests.
-async fn finished_call(app: &TestApp, call_id: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let response = app
-            .client
-            .get(app.url(&format!("/api/v1/partner/calls/{call_id}")))
-            .header("x-partner-id", &app.partner.partner_id)
-            .header("x-api-key", &app.partner.api_key)
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 200 {
-            let call: Value = response.json().await.unwrap();
-            if call["status"] == "completed" || call["status"] == "failed" {
-                return call;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "call {call_id} did not finish within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn transcript_response(app: &TestApp, call_id: &str) -> reqwest::Response {
     app.client
         .get(app.url(&format!("/api/v1/partner/calls/{call_id}/transcript")))
@@ -112,14 +85,6 @@ async fn events(app: &TestApp, call_id: &str) -> Vec<(String, Value)> {
             let inner = payload[&event_type].clone();
             (event_type, inner)
         })
-        .collect()
-}
-
-async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
-    app.call_events("partner-a", call_id)
-        .await
-        .into_iter()
-        .map(|(event_type, _)| event_type)
         .collect()
 }
 
@@ -148,7 +113,7 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
         .await;
     assert_eq!(response.status(), 200);
 
-    let call = finished_call(&app, "unheard", Duration::from_secs(30)).await;
+    let call = final_row_within(&app, "unheard", Duration::from_secs(30)).await;
     assert_eq!(call["status"], "completed", "{call}");
     assert_eq!(call["transcription_status"], "unavailable");
     assert_eq!(call["transcription_attempts"], 2);
@@ -213,7 +178,7 @@ async fn without_an_engine_calls_complete_after_analysis_and_have_no_transcript(
     .unwrap();
     let host = OneFileServer::start(recording).await;
     app.post_batch(&batch(vec![item("plain", &host.url)])).await;
-    let call = finished_call(&app, "plain", Duration::from_secs(30)).await;
+    let call = final_row_within(&app, "plain", Duration::from_secs(30)).await;
     assert_eq!(call["status"], "completed");
     assert_eq!(call["transcription_status"], Value::Null);
     assert!(!event_types(&app, "plain")
@@ -425,7 +390,7 @@ mod with_whisper {
         app.post_batch(&batch(vec![item("spoken", &host.url)]))
             .await;
 
-        let call = finished_call(&app, "spoken", Duration::from_secs(120)).await;
+        let call = final_row_within(&app, "spoken", Duration::from_secs(120)).await;
         assert_eq!(call["status"], "completed", "{call}");
         assert_eq!(call["transcription_status"], "available");
         let response = transcript_response(&app, "spoken").await;
@@ -474,7 +439,7 @@ mod with_whisper {
         }
         let app = app.restart().await;
 
-        let call = finished_call(&app, "interrupted", Duration::from_secs(120)).await;
+        let call = final_row_within(&app, "interrupted", Duration::from_secs(120)).await;
         assert_eq!(call["transcription_status"], "available", "{call}");
         let types = event_types(&app, "interrupted").await;
         let count = |name: &str| types.iter().filter(|t| *t == name).count();
@@ -515,7 +480,7 @@ mod with_whisper {
         app.post_batch(&batch(vec![item("remote", &host.url)]))
             .await;
 
-        let call = finished_call(&app, "remote", Duration::from_secs(120)).await;
+        let call = final_row_within(&app, "remote", Duration::from_secs(120)).await;
         assert_eq!(call["transcription_status"], "available", "{call}");
         let transcript: Value = transcript_response(&app, "remote")
             .await
@@ -533,7 +498,7 @@ mod with_whisper {
         let app = app_transcribing_with(wrong).await;
         app.post_batch(&batch(vec![item("refused", &host.url)]))
             .await;
-        let call = finished_call(&app, "refused", Duration::from_secs(60)).await;
+        let call = final_row_within(&app, "refused", Duration::from_secs(60)).await;
         assert_eq!(call["transcription_status"], "unavailable");
         assert_eq!(call["transcription_attempts"], 1);
         let events = events(&app, "refused").await;
