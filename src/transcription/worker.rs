@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::spool::Spool;
 use crate::event_store::{self, Store};
 use crate::processing::fetch::Fetcher;
+use crate::processing::job::{claim_job, ClaimedJob};
 use crate::processing::recorded::{record_step, Recorded};
 use crate::queue::{JobOutcome, TRANSCRIPTION_JOBS};
 use callingest_projections::notifications::Wakeup;
@@ -43,13 +44,6 @@ pub enum TranscriptionWorkerError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-}
-
-/// A claimed job of the `transcribe` stage.
-struct ClaimedJob {
-    call_aggregate_id: String,
-    recording_url: String,
-    recording_sha256: Option<String>,
 }
 
 /// The recording to transcribe: kept in the spool, or downloaded again.
@@ -105,22 +99,9 @@ impl TranscriptionWorker {
 
     /// Claims one job and takes it to a transcript, a failure, or its next retry.
     pub async fn try_execute_job(&self) -> Result<JobOutcome, TranscriptionWorkerError> {
-        let Some(call_aggregate_id) = TRANSCRIPTION_JOBS
-            .claim(&self.pool, &self.owner, self.lease)
-            .await?
+        let Some(job) = claim_job(&TRANSCRIPTION_JOBS, &self.pool, &self.owner, self.lease).await?
         else {
             return Ok(JobOutcome::EmptyQueue);
-        };
-        let (recording_url, recording_sha256): (String, Option<String>) = sqlx::query_as(
-            "select recording_url, recording_sha256 from processing_job where call_aggregate_id = $1",
-        )
-        .bind(&call_aggregate_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let job = ClaimedJob {
-            call_aggregate_id,
-            recording_url,
-            recording_sha256,
         };
         let span = tracing::info_span!("transcription", call = %job.call_aggregate_id);
         self.process(&job).instrument(span).await?;
