@@ -149,7 +149,8 @@ pub fn spawn_background(
             retry,
             config.job_lease(),
             owner,
-        );
+        )
+        .with_max_recording(config.max_recording_duration());
         if engine.is_some() {
             worker = worker.handing_over_to(spool.clone());
         }

@@ -128,6 +128,17 @@ pub struct ProcessingConfig {
     #[arg(long, env = "CALLINGEST_MAX_RECORDING_BYTES", default_value_t = 1 << 30)]
     pub max_recording_bytes: u64,
 
+    /// Longest recording analysed, in minutes of decoded audio: the analysis stops once the
+    /// decoded audio passes it and the call fails ("recording longer than N minutes"). Bounds
+    /// the time one recording can take whatever its size or compression.
+    #[arg(
+        long,
+        env = "CALLINGEST_MAX_RECORDING_MINUTES",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_recording_minutes: u64,
+
     /// Time allowed to connect to a recording host.
     #[arg(
         long,
@@ -270,6 +281,10 @@ pub struct TranscriptionConfig {
 impl ProcessingConfig {
     pub fn job_lease(&self) -> Duration {
         Duration::from_millis(self.job_lease_ms)
+    }
+
+    pub fn max_recording_duration(&self) -> Duration {
+        Duration::from_secs(self.max_recording_minutes.saturating_mul(60))
     }
 
     pub fn callback_settings(&self) -> crate::callbacks::CallbackSettings {

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::Path;
+use std::time::Duration;
 
 use symphonia::core::audio::conv::IntoSample;
 use symphonia::core::audio::sample::Sample;
@@ -18,6 +19,7 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::default::formats::{AdtsReader, IsoMp4Reader, MpaReader, WavReader};
 
 use crate::meter::{Measurements, Meter};
+use crate::samples::SampleCheck;
 use crate::RecordingFormat;
 use crate::{AnalysisError, PcmSink};
 
@@ -50,9 +52,10 @@ impl PcmSink for MeterSink {
 pub(crate) fn decode_and_measure(
     path: &Path,
     format: RecordingFormat,
+    max_duration: Option<Duration>,
 ) -> Result<Decoded, AnalysisError> {
     let mut sink = MeterSink::default();
-    let codec = decode_into(path, format, &mut sink)?;
+    let codec = decode_into(path, format, &mut sink, max_duration)?;
     // decode_into only returns Ok after at least one block, so the meter exists.
     let meter = sink.0.ok_or_else(|| {
         AnalysisError::Undecodable(format!("{format}: no audio could be decoded"))
@@ -108,11 +111,14 @@ fn open_err(what: &str, e: SymError) -> AnalysisError {
 /// Decodes the whole file into `sink` and returns the decoder's short name.
 ///
 /// `sink.start` is called once, before the first block; the rate and channel count must then
-/// stay the same for the whole stream (both consumers assume one layout per call).
+/// stay the same for the whole stream (both consumers assume one layout per call). Every
+/// sample the sink gets is ordinary (see [`crate::samples`]). Decoding stops with
+/// [`AnalysisError::TooLong`] as soon as the decoded audio passes `max_duration`.
 pub(crate) fn decode_into(
     path: &Path,
     format: RecordingFormat,
     sink: &mut dyn PcmSink,
+    max_duration: Option<Duration>,
 ) -> Result<String, AnalysisError> {
     let mut reader = open_reader(path, format)?;
     let what = format.as_str();
@@ -138,6 +144,10 @@ pub(crate) fn decode_into(
     let mut scratch: Vec<f32> = Vec::new();
     let mut good_packets = 0u64;
     let mut bad_packets = 0u64;
+    let mut check = SampleCheck::default();
+    // Sample frames allowed by `max_duration`, once the rate is known.
+    let mut max_frames: Option<u64> = None;
+    let mut frames = 0u64;
 
     loop {
         let packet = match reader.next_packet() {
@@ -198,6 +208,7 @@ pub(crate) fn decode_into(
             )));
         }
         let &mut (first_rate, first_channels) = layout.get_or_insert_with(|| {
+            max_frames = max_duration.map(|d| (d.as_secs_f64() * f64::from(rate)) as u64);
             sink.start(rate, channels);
             (rate, channels)
         });
@@ -207,7 +218,14 @@ pub(crate) fn decode_into(
                 "{what}: sample rate or channel count changes mid-stream"
             )));
         }
-        feed(sink, &buf, &mut scratch);
+        frames += buf.frames() as u64;
+        if let (Some(max), Some(limit)) = (max_frames, max_duration) {
+            // Checked before the block is measured: nothing past the limit is worked on.
+            if frames > max {
+                return Err(AnalysisError::TooLong { limit });
+            }
+        }
+        feed(sink, &buf, &mut scratch, &mut check);
     }
 
     if bad_packets > good_packets {
@@ -221,40 +239,63 @@ pub(crate) fn decode_into(
             "{what}: no audio could be decoded"
         )));
     }
+    if check.mostly_invalid() {
+        return Err(AnalysisError::InvalidSamples {
+            invalid: check.invalid,
+            total: check.total,
+        });
+    }
     Ok(codec)
 }
 
-/// Feeds one decoded block to the sink as f32 planes.
-fn feed(meter: &mut dyn PcmSink, buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>) {
+/// Feeds one decoded block to the sink as ordinary f32 planes (see [`crate::samples`]).
+fn feed(
+    sink: &mut dyn PcmSink,
+    buf: &GenericAudioBufferRef<'_>,
+    scratch: &mut Vec<f32>,
+    check: &mut SampleCheck,
+) {
     match buf {
-        // Decoders of lossy codecs output f32 already: measure in place, no copy.
+        // Decoders of lossy codecs and float WAVs output f32: passed on in place, copied only
+        // when a plane holds a sample that must be made ordinary.
         GenericAudioBufferRef::F32(b) => {
             for (c, plane) in b.iter_planes().enumerate() {
-                meter.push_plane(c, plane);
+                sink.push_plane(c, check.f32_plane(plane, scratch));
             }
-            meter.end_block(b.frames());
+            sink.end_block(b.frames());
         }
-        GenericAudioBufferRef::U8(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::U16(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::U24(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::U32(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::S8(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::S16(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::S24(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::S32(b) => feed_converted(meter, b, scratch),
-        GenericAudioBufferRef::F64(b) => feed_converted(meter, b, scratch),
+        GenericAudioBufferRef::F64(b) => {
+            for (c, plane) in b.iter_planes().enumerate() {
+                sink.push_plane(c, check.f64_plane(plane, scratch));
+            }
+            sink.end_block(b.frames());
+        }
+        GenericAudioBufferRef::U8(b) => feed_converted(sink, b, scratch, check),
+        GenericAudioBufferRef::U16(b) => feed_converted(sink, b, scratch, check),
+        GenericAudioBufferRef::U24(b) => feed_converted(sink, b, scratch, check),
+        GenericAudioBufferRef::U32(b) => feed_converted(sink, b, scratch, check),
+        GenericAudioBufferRef::S8(b) => feed_converted(sink, b, scratch, check),
+        GenericAudioBufferRef::S16(b) => feed_converted(sink, b, scratch, check),
+        GenericAudioBufferRef::S24(b) => feed_converted(sink, b, scratch, check),
+        GenericAudioBufferRef::S32(b) => feed_converted(sink, b, scratch, check),
     }
 }
 
-/// Integer (PCM) and f64 samples are converted plane by plane into one reused scratch buffer.
-fn feed_converted<S>(meter: &mut dyn PcmSink, buf: &AudioBuffer<S>, scratch: &mut Vec<f32>)
-where
+/// Integer (PCM) samples are converted plane by plane into one reused scratch buffer; they
+/// always land in -1.0..=1.0.
+fn feed_converted<S>(
+    sink: &mut dyn PcmSink,
+    buf: &AudioBuffer<S>,
+    scratch: &mut Vec<f32>,
+    check: &mut SampleCheck,
+) where
     S: Sample + IntoSample<f32>,
 {
     for (c, plane) in buf.iter_planes().enumerate() {
+        check.integer_plane(plane.len());
         scratch.clear();
         scratch.extend(plane.iter().map(|&s| s.into_sample()));
-        meter.push_plane(c, scratch);
+        sink.push_plane(c, scratch);
     }
-    meter.end_block(buf.frames());
+    sink.end_block(buf.frames());
 }

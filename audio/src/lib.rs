@@ -15,14 +15,24 @@
 //! but no hangover is added after the last speech frame. Talk time is speech frames × frame
 //! length; silence is where neither channel has speech; overlap is where both do. Further
 //! channels count towards the levels only.
+//!
+//! # Hostile samples
+//!
+//! Every figure is a finite number whatever the file holds. Float samples are made ordinary
+//! before anything measures them (NaN → 0, ±inf and |x| > 1 → ±1, subnormals → 0; see
+//! [`sanitize_sample`]), and a recording whose samples are mostly NaN or infinite is refused
+//! as [`AnalysisError::InvalidSamples`].
 
 mod decode;
 mod format;
 mod meter;
+mod samples;
 
 use std::path::Path;
+use std::time::Duration;
 
 pub use format::{identify, RecordingFormat};
+pub use samples::sanitize_sample;
 
 /// What [`analyze`] measured. Durations are in milliseconds of decoded audio, levels in dBFS
 /// (0 dBFS = digital full scale).
@@ -48,10 +58,10 @@ pub struct Analysis {
     pub longest_silence_ms: u64,
     /// Time both channels have speech at once, in ms (0 for mono).
     pub overlap_ms: u64,
-    /// RMS level over all samples of all channels, in dBFS; digital silence is -120.
+    /// RMS level over all samples of all channels, in dBFS: -120 (digital silence) to 0.
     pub mean_dbfs: f64,
-    /// Largest absolute sample, in dBFS (can exceed 0 for lossy codecs that overshoot); -120
-    /// for digital silence.
+    /// Largest absolute sample, in dBFS: -120 (digital silence) to 0 (samples beyond full
+    /// scale, e.g. a lossy decoder's overshoot, are saturated at it).
     pub peak_dbfs: f64,
     /// Fraction (0..=1) of all samples with |s| >= 0.999 of full scale.
     pub clipping_ratio: f64,
@@ -64,7 +74,9 @@ pub struct Analysis {
 pub trait PcmSink {
     /// Called once, before the first block, with the stream's rate (Hz) and channel count.
     fn start(&mut self, sample_rate: u32, channels: usize);
-    /// One channel's samples of the current block, f32 in -1.0..=1.0 full scale.
+    /// One channel's samples of the current block, f32 in -1.0..=1.0 full scale. Always finite
+    /// and never subnormal: hostile float samples are made ordinary before they get here
+    /// ([`sanitize_sample`]).
     fn push_plane(&mut self, channel: usize, samples: &[f32]);
     /// Closes a block of `frames` sample frames.
     fn end_block(&mut self, frames: usize);
@@ -82,12 +94,32 @@ pub fn decode(
     format: RecordingFormat,
     sink: &mut dyn PcmSink,
 ) -> Result<String, AnalysisError> {
+    decode_limited(path, format, sink, None)
+}
+
+/// [`decode`], stopping with [`AnalysisError::TooLong`] as soon as the decoded audio passes
+/// `max_duration` (the sink then has received at most that much).
+pub fn decode_up_to(
+    path: &Path,
+    format: RecordingFormat,
+    sink: &mut dyn PcmSink,
+    max_duration: Duration,
+) -> Result<String, AnalysisError> {
+    decode_limited(path, format, sink, Some(max_duration))
+}
+
+fn decode_limited(
+    path: &Path,
+    format: RecordingFormat,
+    sink: &mut dyn PcmSink,
+    max_duration: Option<Duration>,
+) -> Result<String, AnalysisError> {
     // The sink is dropped by the caller if we fail, so a half-fed sink cannot be observed in a
     // broken state through this call.
     let sink = std::panic::AssertUnwindSafe(sink);
     catch_decoder_panic(format, move || {
         let sink = sink;
-        decode::decode_into(path, format, sink.0)
+        decode::decode_into(path, format, sink.0, max_duration)
     })
 }
 
@@ -106,10 +138,17 @@ fn catch_decoder_panic<T>(
     })?
 }
 
-/// Why a recording could not be analysed. `Unsupported` and `Undecodable` are permanent (the
-/// same bytes will fail again); `Io` is about reading the local file.
+/// Why a recording could not be analysed. All but `Io` are permanent (the same bytes will fail
+/// again); `Io` is about reading the local file.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
+    /// More of the samples are NaN or infinite than not: a float file that holds no audio a
+    /// recorder could have made. (Fewer are counted as silence or full scale and measured.)
+    #[error("recording holds invalid samples ({invalid} of {total} samples are NaN or infinite)")]
+    InvalidSamples { invalid: u64, total: u64 },
+    /// The decoded audio is longer than the limit the caller set; decoding stopped there.
+    #[error("recording longer than {}", in_minutes(*.limit))]
+    TooLong { limit: Duration },
     /// The container or codec is one this crate cannot demux/decode (e.g. an MP4 whose only
     /// track is video, or a codec other than AAC inside MP4).
     #[error("unsupported audio: {0}")]
@@ -131,7 +170,38 @@ pub enum AnalysisError {
 /// A panic inside the decoder on hostile input (symphonia parses untrusted bytes) is caught
 /// and reported as [`AnalysisError::Undecodable`], so one bad upload cannot take a worker down.
 pub fn analyze(path: &Path, format: RecordingFormat) -> Result<Analysis, AnalysisError> {
-    let decoded = catch_decoder_panic(format, || decode::decode_and_measure(path, format))?;
+    analyze_limited(path, format, None)
+}
+
+/// [`analyze`], stopping with [`AnalysisError::TooLong`] as soon as the decoded audio passes
+/// `max_duration`: the time spent on a recording is bounded by the limit, not by what its
+/// header claims or how well it compresses.
+pub fn analyze_up_to(
+    path: &Path,
+    format: RecordingFormat,
+    max_duration: Duration,
+) -> Result<Analysis, AnalysisError> {
+    analyze_limited(path, format, Some(max_duration))
+}
+
+/// A limit as partners read it: "600 minutes", "1 minute", "0.05 minutes".
+fn in_minutes(limit: Duration) -> String {
+    let secs = limit.as_secs();
+    match (secs / 60, secs % 60 == 0 && limit.subsec_nanos() == 0) {
+        (1, true) => "1 minute".to_owned(),
+        (minutes, true) => format!("{minutes} minutes"),
+        _ => format!("{:.2} minutes", limit.as_secs_f64() / 60.0),
+    }
+}
+
+fn analyze_limited(
+    path: &Path,
+    format: RecordingFormat,
+    max_duration: Option<Duration>,
+) -> Result<Analysis, AnalysisError> {
+    let decoded = catch_decoder_panic(format, || {
+        decode::decode_and_measure(path, format, max_duration)
+    })?;
     let m = &decoded.measurements;
     let stereo = m.channels >= 2;
     let silence_ratio = if m.frames == 0 {

@@ -21,6 +21,8 @@
 
 use std::collections::VecDeque;
 
+use crate::samples::sanitize_sample;
+
 /// Analysis frame length. 20 ms is the usual speech-processing frame: long enough for a stable
 /// RMS, short enough that talk-time quantisation stays well under the tolerances that matter.
 pub(crate) const FRAME_MS: u32 = 20;
@@ -37,10 +39,12 @@ pub(crate) const SILENCE_DBFS: f64 = -120.0;
 /// A sample at or above this magnitude counts as clipped (full scale).
 pub(crate) const CLIP_LEVEL: f32 = 0.999;
 
-/// Converts a mean square to dBFS, clamping digital silence to [`SILENCE_DBFS`].
+/// Converts a mean square to dBFS within [`SILENCE_DBFS`]..=0: digital silence (and, should
+/// one ever get here, NaN) is [`SILENCE_DBFS`], anything at or beyond full scale is 0. The
+/// result is always finite, so it can be stored and sent as JSON.
 pub(crate) fn mean_square_to_dbfs(ms: f64) -> f64 {
     if ms > 0.0 {
-        (10.0 * ms.log10()).max(SILENCE_DBFS)
+        (10.0 * ms.log10()).clamp(SILENCE_DBFS, 0.0)
     } else {
         SILENCE_DBFS
     }
@@ -48,7 +52,9 @@ pub(crate) fn mean_square_to_dbfs(ms: f64) -> f64 {
 
 /// Sum of squares, peak magnitude and clipped-sample count of a block of samples.
 ///
-/// Eight independent lanes let the compiler vectorise the loop (a single float accumulator
+/// Samples are made ordinary again ([`sanitize_sample`]) even though the decoder already did:
+/// it costs a few vector instructions and keeps the meter's figures finite on its own, whoever
+/// feeds it. Eight independent lanes let the compiler vectorise the loop (a single float accumulator
 /// would force strictly sequential adds); f32 is exact enough for the ≤ 1 frame chunks this is
 /// called on, and totals are accumulated in f64 by the caller.
 fn block_stats(samples: &[f32]) -> (f64, f32, u64) {
@@ -60,7 +66,7 @@ fn block_stats(samples: &[f32]) -> (f64, f32, u64) {
     let rest = chunks.remainder();
     for chunk in chunks {
         for i in 0..LANES {
-            let s = chunk[i];
+            let s = sanitize_sample(chunk[i]);
             let a = s.abs();
             sq[i] += s * s;
             peak[i] = peak[i].max(a);
@@ -68,6 +74,7 @@ fn block_stats(samples: &[f32]) -> (f64, f32, u64) {
         }
     }
     for &s in rest {
+        let s = sanitize_sample(s);
         let a = s.abs();
         sq[0] += s * s;
         peak[0] = peak[0].max(a);
@@ -486,6 +493,34 @@ mod tests {
         assert_eq!(m.peak_dbfs, SILENCE_DBFS);
         assert_eq!(m.talk_samples, [0, 0]);
         assert_eq!(m.silence_samples, 8000);
+    }
+
+    #[test]
+    fn hostile_samples_fed_straight_to_the_meter_give_finite_figures() {
+        let hostile = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e20,
+            -1e20,
+            1e-40,
+        ];
+        for value in hostile {
+            let m = measure(&[vec![value; 8000], vec![0.1; 8000]], 1000);
+            for (what, figure) in [
+                ("mean", m.mean_dbfs),
+                ("peak", m.peak_dbfs),
+                ("clipping", m.clipping_ratio),
+            ] {
+                assert!(figure.is_finite(), "{value}: {what} {figure}");
+            }
+            assert!((-120.0..=0.0).contains(&m.mean_dbfs), "{value}: {m:?}");
+            assert!((-120.0..=0.0).contains(&m.peak_dbfs), "{value}: {m:?}");
+        }
+        let m = measure(&[vec![f32::INFINITY; 8000]], 1000);
+        assert_eq!((m.peak_dbfs, m.clipping_ratio), (0.0, 1.0), "saturated");
+        let m = measure(&[vec![f32::NAN; 8000]], 1000);
+        assert_eq!(m.mean_dbfs, SILENCE_DBFS, "NaN is silence");
     }
 
     #[test]

@@ -18,6 +18,9 @@ use crate::queue::{JobOutcome, PROCESSING_JOBS};
 use crate::transcription::spool::Spool;
 use callingest_projections::notifications::Wakeup;
 
+/// `CALLINGEST_MAX_RECORDING_MINUTES`' default: 600 minutes.
+pub const DEFAULT_MAX_RECORDING: Duration = Duration::from_secs(600 * 60);
+
 pub struct Worker {
     pool: PgPool,
     calls: Store<Call>,
@@ -28,6 +31,8 @@ pub struct Worker {
     /// Set when a transcription engine is configured: analysed recordings are left here for
     /// the transcription pool, and calls wait for their transcript before completing.
     handover: Option<Arc<Spool>>,
+    /// Longest decoded audio analysed; a longer recording fails the call for good.
+    max_recording: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +63,15 @@ impl Worker {
             lease,
             owner,
             handover: None,
+            max_recording: DEFAULT_MAX_RECORDING,
         }
+    }
+
+    /// Recordings whose decoded audio runs longer than `limit` fail instead of being analysed
+    /// to the end (default [`DEFAULT_MAX_RECORDING`]).
+    pub fn with_max_recording(mut self, limit: Duration) -> Self {
+        self.max_recording = limit;
+        self
     }
 
     /// Analysed calls go on to transcription, their recordings kept in `spool`.
@@ -124,7 +137,7 @@ impl Worker {
         let Some(format) = format else {
             return Ok(());
         };
-        let (analysis, recording) = analyse(recording, format).await;
+        let (analysis, recording) = analyse(recording, format, self.max_recording).await;
         let command = match analysis {
             Ok(analytics) => {
                 if let Some(spool) = &self.handover {
@@ -175,19 +188,25 @@ fn fetch_failure(err: &FetchError, retry: RetryPolicy) -> FetchFailure {
     }
 }
 
-/// Decodes and measures the recording on the blocking pool (it is CPU-bound), and gives the
-/// recording back (its temporary file is deleted when it is dropped). The error is a reason a
-/// partner understands.
+/// Decodes and measures the recording on the blocking pool (it is CPU-bound), at most
+/// `max_duration` of decoded audio, and gives the recording back (its temporary file is deleted
+/// when it is dropped). The error is a reason a partner understands.
 async fn analyse(
     recording: FetchedRecording,
     format: RecordingFormat,
+    max_duration: Duration,
 ) -> (Result<AudioAnalytics, String>, FetchedRecording) {
     let path = recording.file.path().to_path_buf();
-    let outcome =
-        tokio::task::spawn_blocking(move || callingest_audio::analyze(&path, format)).await;
+    let outcome = tokio::task::spawn_blocking(move || {
+        callingest_audio::analyze_up_to(&path, format, max_duration)
+    })
+    .await;
     (analytics(outcome, format), recording)
 }
 
+/// The figures to record, or the reason the call fails. Figures the call would refuse (not
+/// finite numbers; the audio crate never measures such, this is the domain's own rule checked
+/// before asking) fail the call with a reason rather than leaving it unrecorded.
 fn analytics(
     outcome: Result<
         Result<callingest_audio::Analysis, callingest_audio::AnalysisError>,
@@ -195,21 +214,39 @@ fn analytics(
     >,
     format: RecordingFormat,
 ) -> Result<AudioAnalytics, String> {
+    use callingest_audio::AnalysisError;
     match outcome {
-        Ok(Ok(a)) => Ok(AudioAnalytics {
-            duration_ms: a.duration_ms,
-            sample_rate: a.sample_rate,
-            channels: a.channels,
-            codec: a.codec,
-            agent_talk_ms: a.agent_talk_ms,
-            customer_talk_ms: a.customer_talk_ms,
-            silence_ratio: a.silence_ratio,
-            longest_silence_ms: a.longest_silence_ms,
-            overlap_ms: a.overlap_ms,
-            mean_dbfs: a.mean_dbfs,
-            peak_dbfs: a.peak_dbfs,
-            clipping_ratio: a.clipping_ratio,
-        }),
+        Ok(Ok(a)) => {
+            let analytics = AudioAnalytics {
+                duration_ms: a.duration_ms,
+                sample_rate: a.sample_rate,
+                channels: a.channels,
+                codec: a.codec,
+                agent_talk_ms: a.agent_talk_ms,
+                customer_talk_ms: a.customer_talk_ms,
+                silence_ratio: a.silence_ratio,
+                longest_silence_ms: a.longest_silence_ms,
+                overlap_ms: a.overlap_ms,
+                mean_dbfs: Some(a.mean_dbfs),
+                peak_dbfs: Some(a.peak_dbfs),
+                clipping_ratio: a.clipping_ratio,
+            };
+            match analytics.non_finite_figure() {
+                None => Ok(analytics),
+                Some(figure) => {
+                    tracing::error!(figure, "analysis measured a figure that is not finite");
+                    Err(format!(
+                        "recording holds invalid samples ({figure} could not be measured)"
+                    ))
+                }
+            }
+        }
+        // Reasons that stand on their own: "recording holds invalid samples (…)",
+        // "recording longer than 600 minutes".
+        Ok(Err(err @ (AnalysisError::InvalidSamples { .. } | AnalysisError::TooLong { .. }))) => {
+            tracing::info!(error = %err, "recording refused");
+            Err(err.to_string())
+        }
         Ok(Err(err)) => {
             tracing::info!(error = %err, "recording could not be analysed");
             Err(format!(

@@ -104,6 +104,7 @@ pub fn test_processing() -> ProcessingConfig {
         worker_concurrency: 2,
         job_lease_ms: 30_000,
         max_recording_bytes: 1 << 30,
+        max_recording_minutes: 600,
         fetch_connect_timeout_ms: 2_000,
         fetch_timeout_ms: 5_000,
         fetch_max_attempts: 3,
@@ -191,6 +192,13 @@ impl TestApp {
             server,
             ..self
         }
+    }
+
+    /// Stops the service abruptly, like [`TestApp::restart`], and starts it again in `role`
+    /// on the same database (e.g. an API-only service followed by one that also processes).
+    pub async fn restart_as(mut self, role: Role) -> TestApp {
+        self.config.role = role;
+        self.restart().await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -237,8 +237,8 @@ async fn a_transcript_is_served_from_its_event_before_the_projection_has_it() {
         silence_ratio: 0.3,
         longest_silence_ms: 500,
         overlap_ms: 0,
-        mean_dbfs: -20.0,
-        peak_dbfs: -3.0,
+        mean_dbfs: Some(-20.0),
+        peak_dbfs: Some(-3.0),
         clipping_ratio: 0.0,
     };
     let analysed = CallCommand::RecordAnalysis {

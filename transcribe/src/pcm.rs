@@ -4,6 +4,10 @@
 //! kept channel, so the source-rate audio is never held whole: only the 16 kHz output grows
 //! with the call (64 KB/s per channel, about 230 MB per channel-hour).
 //!
+//! Samples arrive already made ordinary by `callingest_audio::decode` (NaN → 0, ±inf and
+//! |x| > 1 → ±1, subnormals → 0), so no NaN reaches the FFT, where one would smear over a whole
+//! chunk; a recording made mostly of NaN or infinities is refused as undecodable audio.
+//!
 //! Resampling uses rubato's FFT resampler: the spectrum is cut at the new Nyquist frequency with
 //! a windowed (Blackman-Harris) filter, so energy above 8 kHz in a 44.1/48 kHz recording does
 //! not alias into the speech band.
@@ -34,7 +38,7 @@ pub fn load_channels(
 
 /// [`load_channels`], refusing recordings longer than `max_duration`
 /// ([`TranscribeError::Permanent`]) before their audio outgrows memory: the 16 kHz output is
-/// held whole, 230 MB per channel-hour.
+/// held whole, 230 MB per channel-hour. Decoding stops as soon as the limit is passed.
 pub fn load_channels_up_to(
     path: &Path,
     format: RecordingFormat,
@@ -48,14 +52,19 @@ fn load(
     format: RecordingFormat,
     max_duration: Option<std::time::Duration>,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
-    let mut sink = ChannelSink {
-        max_duration,
-        ..ChannelSink::default()
+    let mut sink = ChannelSink::default();
+    let decoded = match max_duration {
+        Some(max) => callingest_audio::decode_up_to(path, format, &mut sink, max),
+        None => callingest_audio::decode(path, format, &mut sink),
     };
-    callingest_audio::decode(path, format, &mut sink).map_err(|e| match e {
-        AnalysisError::Unsupported(_) | AnalysisError::Undecodable(_) => {
-            TranscribeError::Audio(e.to_string())
-        }
+    decoded.map_err(|e| match e {
+        AnalysisError::Unsupported(_)
+        | AnalysisError::Undecodable(_)
+        | AnalysisError::InvalidSamples { .. } => TranscribeError::Audio(e.to_string()),
+        AnalysisError::TooLong { limit } => TranscribeError::Permanent(format!(
+            "the recording is longer than {:.0} s, the longest transcribed",
+            limit.as_secs_f64()
+        )),
         AnalysisError::Io(_) => TranscribeError::Transient(e.to_string()),
     })?;
     sink.finish()
@@ -68,18 +77,10 @@ struct ChannelSink {
     speakers: Vec<Speaker>,
     /// The sink protocol cannot return errors; the first one is kept and reported at the end.
     error: Option<String>,
-    max_duration: Option<std::time::Duration>,
-    /// Source frames allowed by `max_duration`, once the rate is known.
-    max_frames: Option<u64>,
-    frames: u64,
-    too_long: bool,
 }
 
 impl PcmSink for ChannelSink {
     fn start(&mut self, sample_rate: u32, channels: usize) {
-        self.max_frames = self
-            .max_duration
-            .map(|d| (d.as_secs_f64() * f64::from(sample_rate)) as u64);
         self.speakers = if channels == 1 {
             vec![Speaker::Mono]
         } else {
@@ -96,7 +97,7 @@ impl PcmSink for ChannelSink {
     }
 
     fn push_plane(&mut self, channel: usize, samples: &[f32]) {
-        if self.error.is_some() || self.too_long {
+        if self.error.is_some() {
             return;
         }
         if let Some(r) = self.channels.get_mut(channel) {
@@ -106,24 +107,11 @@ impl PcmSink for ChannelSink {
         }
     }
 
-    fn end_block(&mut self, frames: usize) {
-        self.frames += frames as u64;
-        if self.max_frames.is_some_and(|max| self.frames > max) && !self.too_long {
-            // Keep nothing more (decoding still runs to the end; the audio is dropped).
-            self.too_long = true;
-            self.channels.iter_mut().for_each(ChannelResampler::clear);
-        }
-    }
+    fn end_block(&mut self, _frames: usize) {}
 }
 
 impl ChannelSink {
     fn finish(self) -> Result<Vec<ChannelAudio>, TranscribeError> {
-        if let (true, Some(max)) = (self.too_long, self.max_duration) {
-            return Err(TranscribeError::Permanent(format!(
-                "the recording is longer than {:.0} s, the longest transcribed",
-                max.as_secs_f64()
-            )));
-        }
         if let Some(e) = self.error {
             // Rubato only fails on inconsistent buffer sizes: a bug here, not in the recording,
             // but retrying cannot fix it either.
@@ -185,12 +173,6 @@ impl ChannelResampler {
             frames_in: 0,
             source_rate,
         })
-    }
-
-    /// Lets go of everything produced so far.
-    fn clear(&mut self) {
-        self.pending = Vec::new();
-        self.output = Vec::new();
     }
 
     fn push(&mut self, samples: &[f32]) -> Result<(), String> {

@@ -3,6 +3,9 @@
 use callingest_audio::RecordingFormat;
 use callingest_transcribe::{load_channels, load_channels_up_to, Speaker, TranscribeError};
 
+#[path = "../../audio/tests/hostile/mod.rs"]
+mod hostile;
+
 #[test]
 fn an_undecodable_file_is_an_audio_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,4 +94,36 @@ fn a_recording_over_the_length_limit_is_refused_not_loaded() {
     let enough = std::time::Duration::from_secs_f64(seconds + 1.0);
     let loaded = load_channels_up_to(path, RecordingFormat::Wav, enough).unwrap();
     assert_eq!(loaded[0].samples.len(), whole[0].samples.len());
+}
+
+#[test]
+fn hostile_float_samples_load_as_finite_audio_or_are_refused_as_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    for h in hostile::all() {
+        let path = dir.path().join(h.name);
+        std::fs::write(&path, &h.bytes).unwrap();
+        match (load_channels(&path, RecordingFormat::Wav), h.expected) {
+            (Ok(channels), hostile::Expected::Completes) => {
+                for ch in &channels {
+                    // 8 kHz → 16 kHz: one second of audio.
+                    assert_eq!(ch.samples.len(), 16_000, "{}", h.name);
+                    // The resampler's filter may ring a little past full scale; never NaN.
+                    assert!(
+                        ch.samples.iter().all(|s| s.is_finite() && s.abs() <= 2.0),
+                        "{}",
+                        h.name
+                    );
+                }
+            }
+            (Err(e @ TranscribeError::Audio(_)), hostile::Expected::InvalidSamples) => {
+                assert!(e.to_string().contains("invalid samples"), "{}: {e}", h.name);
+                assert!(!e.is_transient());
+            }
+            (outcome, expected) => panic!(
+                "{}: expected {expected:?}, got {:?}",
+                h.name,
+                outcome.map(|c| c.len())
+            ),
+        }
+    }
 }

@@ -190,8 +190,32 @@ pub struct AudioAnalytics {
     pub longest_silence_ms: u64,
     /// Time both sides talk at once.
     pub overlap_ms: u64,
-    pub mean_dbfs: f64,
-    pub peak_dbfs: f64,
+    /// RMS level over all samples, in dBFS (-120 to 0). `None` means unknown: events recorded
+    /// before analytics were always finite hold `null` here (JSON has no infinity, so an
+    /// infinite level was stored as `null`), and must still load.
+    #[serde(default)]
+    pub mean_dbfs: Option<f64>,
+    /// Largest sample, in dBFS (-120 to 0); `None` as for `mean_dbfs`.
+    #[serde(default)]
+    pub peak_dbfs: Option<f64>,
     /// Share of samples at full scale.
     pub clipping_ratio: f64,
+}
+
+impl AudioAnalytics {
+    /// The name of the first figure that is not a finite number, if any. Such a figure cannot
+    /// be stored faithfully (serde_json writes NaN and infinity as `null`), so the call refuses
+    /// it. The ratios are integer counts over a non-zero count, so even the events written
+    /// before this check hold finite ones; only the levels could be `null` there.
+    pub fn non_finite_figure(&self) -> Option<&'static str> {
+        [
+            ("silence_ratio", Some(self.silence_ratio)),
+            ("mean_dbfs", self.mean_dbfs),
+            ("peak_dbfs", self.peak_dbfs),
+            ("clipping_ratio", Some(self.clipping_ratio)),
+        ]
+        .into_iter()
+        .find(|(_, figure)| figure.is_some_and(|f| !f.is_finite()))
+        .map(|(name, _)| name)
+    }
 }

@@ -60,6 +60,10 @@ pub enum CallError {
     CallbackNotPending,
     #[error("a callback is already scheduled")]
     CallbackAlreadyPending,
+    /// An analytics figure is NaN or infinite: it would be stored as `null` and could not be
+    /// read back as the number it claims to be.
+    #[error("the analytics figure {figure} is not a finite number")]
+    NonFiniteAnalytics { figure: String },
 }
 
 /// Where a call is in its life.
@@ -439,6 +443,11 @@ impl Call {
                 at,
             } => {
                 self.require(Stage::Fetched, CallError::NotFetched)?;
+                if let Some(figure) = analytics.non_finite_figure() {
+                    return Err(CallError::NonFiniteAnalytics {
+                        figure: figure.to_owned(),
+                    });
+                }
                 let mut events = vec![CallEvent::RecordingAnalyzed(RecordingAnalyzed {
                     analytics: analytics.clone(),
                     analyzed_at: at,

@@ -169,8 +169,8 @@ fn analytics() -> AudioAnalytics {
         silence_ratio: 0.5,
         longest_silence_ms: 1_500,
         overlap_ms: 0,
-        mean_dbfs: -20.0,
-        peak_dbfs: -12.0,
+        mean_dbfs: Some(-20.0),
+        peak_dbfs: Some(-12.0),
         clipping_ratio: 0.0,
     }
 }
@@ -376,6 +376,121 @@ fn an_analysis_needs_a_fetched_recording() {
             at: at("2024-05-01T12:00:04Z"),
         })
         .then_expect_error(CallError::NotFetched);
+}
+
+#[test]
+fn an_analysis_with_a_figure_that_is_not_a_finite_number_is_refused() {
+    let cases: [(&str, fn(&mut AudioAnalytics)); 6] = [
+        ("mean_dbfs", |a| a.mean_dbfs = Some(f64::INFINITY)),
+        ("mean_dbfs", |a| a.mean_dbfs = Some(f64::NAN)),
+        ("peak_dbfs", |a| a.peak_dbfs = Some(f64::NEG_INFINITY)),
+        ("silence_ratio", |a| a.silence_ratio = f64::NAN),
+        ("clipping_ratio", |a| a.clipping_ratio = f64::INFINITY),
+        ("silence_ratio", |a| {
+            a.silence_ratio = f64::INFINITY;
+            a.peak_dbfs = Some(f64::NAN);
+        }),
+    ];
+    for (figure, spoil) in cases {
+        let mut analytics = analytics();
+        spoil(&mut analytics);
+        CallTest::with(())
+            .given(vec![accepted_call(), started(1), fetched_event()])
+            .when(CallCommand::RecordAnalysis {
+                analytics,
+                transcribe: false,
+                at: at("2024-05-01T12:00:04Z"),
+            })
+            .then_expect_error(CallError::NonFiniteAnalytics {
+                figure: figure.into(),
+            });
+    }
+}
+
+#[test]
+fn unknown_levels_are_not_refused() {
+    let mut analytics = analytics();
+    analytics.mean_dbfs = None;
+    analytics.peak_dbfs = None;
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::RecordAnalysis {
+            analytics,
+            transcribe: false,
+            at: at("2024-05-01T12:00:04Z"),
+        })
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events.len(), 2);
+}
+
+/// What the code before finite analytics wrote for a +inf recording: serde_json turned the
+/// infinite levels into `null`. Such an event must load, and the call with it.
+fn stored_analysis_with_null_levels() -> serde_json::Value {
+    let mut value = serde_json::to_value(CallEvent::RecordingAnalyzed(RecordingAnalyzed {
+        analytics: analytics(),
+        analyzed_at: at("2024-05-01T12:00:04Z"),
+        transcription_due: false,
+    }))
+    .unwrap();
+    value["RecordingAnalyzed"]["mean_dbfs"] = serde_json::Value::Null;
+    value["RecordingAnalyzed"]["peak_dbfs"] = serde_json::Value::Null;
+    assert_eq!(
+        value["RecordingAnalyzed"]["mean_dbfs"],
+        serde_json::to_value(f64::INFINITY).unwrap(),
+        "serde_json writes infinity as null"
+    );
+    value
+}
+
+#[test]
+fn an_analysis_event_stored_with_null_levels_loads_with_unknown_levels() {
+    let event: CallEvent = serde_json::from_value(stored_analysis_with_null_levels()).unwrap();
+    let CallEvent::RecordingAnalyzed(analyzed) = &event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (analyzed.analytics.mean_dbfs, analyzed.analytics.peak_dbfs),
+        (None, None)
+    );
+    // Absent altogether (never written, but harmless) reads the same.
+    let mut value = stored_analysis_with_null_levels();
+    let fields = value["RecordingAnalyzed"].as_object_mut().unwrap();
+    fields.remove("mean_dbfs");
+    fields.remove("peak_dbfs");
+    assert_eq!(serde_json::from_value::<CallEvent>(value).unwrap(), event);
+}
+
+#[test]
+fn a_call_holding_null_levels_loads_and_reports_them_as_null_in_its_callback() {
+    let mut history = completed_with_callback();
+    history[3] = serde_json::from_value(stored_analysis_with_null_levels()).unwrap();
+    let call = replay(history.clone());
+    assert_eq!(call.stage(), Stage::Completed);
+    let payload = call.callback_payload().unwrap();
+    assert_eq!(payload["results"]["mean_dbfs"], serde_json::Value::Null);
+    assert_eq!(payload["results"]["peak_dbfs"], serde_json::Value::Null);
+    assert_eq!(payload["results"]["silence_ratio"], 0.5);
+    // A resubmission of the call is a duplicate, not an error.
+    let events = CallTest::with(())
+        .given(history)
+        .when(CallCommand::AcceptCall(Box::new(accept(
+            "p1",
+            "t1",
+            {
+                let mut call = new_call("c1");
+                call.callback_url =
+                    Some(crate::values::HttpsUrl::parse("https://partner.invalid/hook").unwrap());
+                call
+            },
+            2,
+        ))))
+        .inspect_result()
+        .unwrap();
+    assert!(
+        matches!(&events[..], [CallEvent::DuplicateSubmissionReceived(_)]),
+        "{events:?}"
+    );
 }
 
 #[test]

@@ -177,8 +177,9 @@ impl CallRow {
                 self.silence_ratio = Some(a.silence_ratio);
                 self.longest_silence_ms = Some(a.longest_silence_ms as i64);
                 self.overlap_ms = Some(a.overlap_ms as i64);
-                self.mean_dbfs = Some(a.mean_dbfs);
-                self.peak_dbfs = Some(a.peak_dbfs);
+                // `None` only in events written before analytics were always finite.
+                self.mean_dbfs = a.mean_dbfs;
+                self.peak_dbfs = a.peak_dbfs;
                 self.clipping_ratio = Some(a.clipping_ratio);
                 if e.transcription_due {
                     self.transcription_status = Some(TranscriptionStatus::Pending);
