@@ -241,8 +241,21 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
     );
     // A rebuild clears the projection's rows and parks again what still fails (the live
     // projector finishes the replay if other databases of the cluster held the rebuild back).
+    let before_rebuild: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select max(failed_at) from projection_failure")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     callingest(&app, &["projections", "rebuild", "read_models"]);
     wait_until_parked(&app, bad, &expected).await;
+    let reparked: Vec<String> = sqlx::query_scalar(
+        "select distinct projection from projection_failure where failed_at > $1",
+    )
+    .bind(before_rebuild)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(reparked, ["read_models"]);
     assert_eq!(
         final_row(&app, "after-the-bad-one").await["status"],
         "completed"
