@@ -88,6 +88,28 @@ pub enum ProjectionsCommand {
         #[command(flatten)]
         database: DatabaseConfig,
     },
+    /// List the events projections parked because they could not decode or apply them, and
+    /// those held behind them (later events of the same aggregate), in log order.
+    Failures {
+        /// Only this projection's.
+        #[arg(long)]
+        projection: Option<String>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Apply a projection's parked events again (all projections' without NAME), each
+    /// aggregate's in log order: rows of events that now apply are removed, the rest stay.
+    /// Safe while the service runs. Prints one JSON line per projection with the events
+    /// applied and those still parked.
+    Retry {
+        /// `read_models`, `processing_jobs`, `callback_deliveries` or `transcripts`.
+        name: Option<String>,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,10 +205,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = crate::db::prepare(&database).await?;
             rebuild_projections(&pool, name.as_deref()).await
         }
+        Command::Projections(ProjectionsCommand::Failures {
+            projection,
+            json,
+            database,
+        }) => {
+            let pool = crate::db::prepare(&database).await?;
+            print_failures(&pool, projection.as_deref(), json).await
+        }
+        Command::Projections(ProjectionsCommand::Retry { name, database }) => {
+            let pool = crate::db::prepare(&database).await?;
+            retry_projections(&pool, name.as_deref()).await
+        }
     }
 }
 
-async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
+/// The projection called `name`, or all of them without a name.
+fn projections_named(
+    name: Option<&str>,
+) -> anyhow::Result<Vec<std::sync::Arc<dyn callingest_projections::Projection>>> {
     let projections: Vec<_> = callingest_projections::all()
         .into_iter()
         .filter(|p| name.is_none_or(|n| n == p.name()))
@@ -194,7 +231,11 @@ async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow:
     if projections.is_empty() {
         anyhow::bail!("unknown projection {:?}", name.unwrap_or_default());
     }
-    for projection in projections {
+    Ok(projections)
+}
+
+async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
+    for projection in projections_named(name)? {
         let name = projection.name();
         let projector = callingest_projections::Projector::new(pool.clone(), projection);
         let started = std::time::Instant::now();
@@ -214,6 +255,64 @@ async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow:
             "events_per_second": events as f64 / seconds.max(1e-9),
         });
         println!("{summary}");
+    }
+    Ok(())
+}
+
+async fn retry_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
+    for projection in projections_named(name)? {
+        let name = projection.name();
+        let projector = callingest_projections::Projector::new(pool.clone(), projection);
+        let outcome = projector
+            .retry()
+            .await
+            .with_context(|| format!("could not retry the parked events of {name}"))?;
+        let summary = serde_json::json!({
+            "projection": name,
+            "applied": outcome.applied,
+            "still_parked": outcome.still_parked,
+        });
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+async fn print_failures(
+    pool: &sqlx::PgPool,
+    projection: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(name) = projection {
+        projections_named(Some(name))?;
+    }
+    let parked = callingest_projections::parking::list(pool, projection, i64::MAX)
+        .await
+        .context("could not read the parked events")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&parked)?);
+        return Ok(());
+    }
+    if parked.is_empty() {
+        println!("no parked events");
+        return Ok(());
+    }
+    println!(
+        "{:<20}  {:>10}  {:<40}  {:<28}  {:<23}  why",
+        "projection", "position", "aggregate", "event", "parked at (UTC)"
+    );
+    for event in parked {
+        let why = match event.held_behind {
+            None => format!("failed: {}", event.error),
+            Some(position) => format!("held behind {position}"),
+        };
+        println!(
+            "{:<20}  {:>10}  {:<40}  {:<28}  {:<23}  {why}",
+            event.projection,
+            event.global_position,
+            format!("{} {}#{}", event.aggregate_type, event.aggregate_id, event.sequence),
+            event.event_type,
+            event.failed_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+        );
     }
     Ok(())
 }

@@ -8,13 +8,14 @@
 pub mod callback_deliveries;
 pub mod event_log;
 pub mod notifications;
+pub mod parking;
 pub mod processing_jobs;
 pub mod projector;
 pub mod read_models;
 pub mod transcripts;
 
 pub use event_log::StoredEvent;
-pub use projector::{Projection, ProjectionError, Projector};
+pub use projector::{Projection, ProjectionError, Projector, RetryOutcome};
 
 /// Every projection of the service, by name.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {

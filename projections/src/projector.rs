@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 
 use crate::event_log::{read_page, LogPosition, StoredEvent};
+use crate::parking::{self, AggregateKey, Head};
 use crate::notifications::{wait_for, Wakeup};
 
 /// Events applied per transaction.
@@ -35,6 +36,25 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
+    /// Whether the failure comes from the events themselves (a payload that does not decode, a
+    /// constraint or a trigger refusing the row, a value out of range), so parking the event
+    /// lets the projection go on. Anything else (the connection, a deadlock, a timeout, a
+    /// missing table) would fail any event: the page is retried as a whole instead.
+    pub fn lies_in_the_data(&self) -> bool {
+        match self {
+            Self::Undecodable { .. } => true,
+            Self::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                // 22: data exception, 23: integrity constraint violation, P0: raised by
+                // PL/pgSQL (a trigger's `raise exception`).
+                ["22", "23", "P0"].iter().any(|class| code.starts_with(class))
+            }),
+            // Read-model rows that do not (de)serialise.
+            Self::Database(sqlx::Error::Decode(_) | sqlx::Error::Encode(_)) => true,
+            Self::Database(sqlx::Error::ColumnDecode { .. }) => true,
+            Self::Database(_) | Self::Unknown(_) => false,
+        }
+    }
+
     pub fn undecodable(event: &StoredEvent, source: serde_json::Error) -> Self {
         Self::Undecodable {
             global_position: event.global_position,
@@ -70,18 +90,15 @@ impl Projector {
         Self { pool, projection }
     }
 
-    /// Applies one page; returns how many events it applied (0: caught up).
+    /// Applies one page; returns how many events it read (0: caught up). Events the projection
+    /// cannot apply are parked (see [`crate::parking`]) rather than failing the page.
     pub async fn step(&self) -> Result<usize, ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
-        // Locking the checkpoint row serialises pages with a concurrent `reset`.
-        sqlx::query("insert into projection_checkpoint (name) values ($1) on conflict do nothing")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        lock_checkpoint(&mut tx, name).await?;
         let (tx_id, global_position): (i64, i64) = sqlx::query_as(
             "select tx_id::text::bigint, global_position from projection_checkpoint
-             where name = $1 for update",
+             where name = $1",
         )
         .bind(name)
         .fetch_one(&mut *tx)
@@ -99,7 +116,7 @@ impl Projector {
             tx.rollback().await?;
             return Ok(0);
         };
-        self.projection.apply_page(&mut tx, &events).await?;
+        let parked = self.apply_or_park(&mut tx, &events).await?;
         sqlx::query(
             "update projection_checkpoint
              set tx_id = $2::text::xid8, global_position = $3, updated_at = now()
@@ -111,7 +128,179 @@ impl Projector {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        report_parked(name, &parked);
         Ok(events.len())
+    }
+
+    /// Applies a page, skipping what must wait and parking what fails.
+    ///
+    /// The fast path is one attempt at the whole page inside a savepoint. When it fails for a
+    /// reason that lies in the data, the page is bisected: each half is attempted in order,
+    /// failing halves split again, until the events that fail alone are found (a handful of
+    /// attempts per culprit rather than one per event). A single event that fails is parked,
+    /// and so is every later event of its aggregate, whose events are held behind it.
+    async fn apply_or_park(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<Vec<Parked>, ProjectionError> {
+        let name = self.projection.name();
+        let mut heads = parking::parked_aggregates(conn, name).await?;
+        let mut parked = Vec::new();
+        // Ranges still to attempt; the last one is the earliest in the log.
+        let mut pending = vec![0..events.len()];
+        while let Some(range) = pending.pop() {
+            let slice = &events[range.clone()];
+            let mut held = Vec::new();
+            // Only copied when something is parked: the common page is applied as read.
+            let owned: Vec<StoredEvent>;
+            let to_apply = if heads.is_empty() {
+                slice
+            } else {
+                let mut kept = Vec::with_capacity(slice.len());
+                for event in slice {
+                    match heads.get(&aggregate_key(event)) {
+                        Some(head) => held.push((event, head.clone())),
+                        None => kept.push(event.clone()),
+                    }
+                }
+                owned = kept;
+                &owned
+            };
+            match self.attempt(conn, to_apply, &held).await? {
+                Ok(()) => parked.extend(held.into_iter().map(|(event, head)| Parked {
+                    event: event.clone(),
+                    held_behind: Some(head.global_position),
+                    error: head.error,
+                })),
+                Err(err) if to_apply.len() == 1 => {
+                    let event = &to_apply[0];
+                    let error = parking::error_text(&err);
+                    // The held events of this attempt were rolled back with it: record them
+                    // again, with the failure they wait behind.
+                    for (held_event, head) in &held {
+                        parking::park(
+                            conn,
+                            name,
+                            held_event,
+                            Some(head.global_position),
+                            &head.error,
+                        )
+                        .await?;
+                    }
+                    parking::park(conn, name, event, None, &error).await?;
+                    parked.extend(held.into_iter().map(|(event, head)| Parked {
+                        event: event.clone(),
+                        held_behind: Some(head.global_position),
+                        error: head.error,
+                    }));
+                    heads.insert(
+                        aggregate_key(event),
+                        Head {
+                            global_position: event.global_position,
+                            error: error.clone(),
+                        },
+                    );
+                    parked.push(Parked {
+                        event: event.clone(),
+                        held_behind: None,
+                        error,
+                    });
+                }
+                Err(_) => {
+                    let middle = range.start + range.len() / 2;
+                    pending.push(middle..range.end);
+                    pending.push(range.start..middle);
+                }
+            }
+        }
+        Ok(parked)
+    }
+
+    /// One attempt inside a savepoint: records `held` as parked and applies `events`. On a
+    /// failure that lies in the data, everything the attempt did is rolled back and the error
+    /// is the inner `Err`; any other failure (the connection, a deadlock, ...) fails the page.
+    async fn attempt(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+        held: &[(&StoredEvent, Head)],
+    ) -> Result<Result<(), ProjectionError>, ProjectionError> {
+        let name = self.projection.name();
+        sqlx::query("savepoint projection_attempt")
+            .execute(&mut *conn)
+            .await?;
+        let mut outcome = Ok(());
+        for (event, head) in held {
+            parking::park(conn, name, event, Some(head.global_position), &head.error).await?;
+        }
+        if !events.is_empty() {
+            outcome = self.projection.apply_page(conn, events).await;
+        }
+        match outcome {
+            Ok(()) => {
+                sqlx::query("release savepoint projection_attempt")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(Ok(()))
+            }
+            Err(err) => {
+                sqlx::query("rollback to savepoint projection_attempt")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("release savepoint projection_attempt")
+                    .execute(&mut *conn)
+                    .await?;
+                if err.lies_in_the_data() {
+                    Ok(Err(err))
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Applies `projection`'s parked events again, each aggregate's in log order, in one
+    /// transaction serialised with the projector on the checkpoint row. Rows of events that now
+    /// apply are removed; at an aggregate's first event that still fails, it and the events
+    /// after it stay parked (with the new error).
+    pub async fn retry(&self) -> Result<RetryOutcome, ProjectionError> {
+        let name = self.projection.name();
+        let mut tx = self.pool.begin().await?;
+        lock_checkpoint(&mut tx, name).await?;
+        let mut outcome = RetryOutcome::default();
+        for aggregate in parking::parked_events_by_aggregate(&mut tx, name).await? {
+            let mut events = aggregate.iter();
+            while let Some(event) = events.next() {
+                match self.attempt(&mut tx, std::slice::from_ref(event), &[]).await? {
+                    Ok(()) => {
+                        parking::unpark(&mut tx, name, event.global_position).await?;
+                        outcome.applied += 1;
+                    }
+                    Err(err) => {
+                        let error = parking::error_text(&err);
+                        parking::park(&mut tx, name, event, None, &error).await?;
+                        outcome.still_parked += 1;
+                        for later in events.by_ref() {
+                            parking::park(&mut tx, name, later, Some(event.global_position), &error)
+                                .await?;
+                            outcome.still_parked += 1;
+                        }
+                        tracing::warn!(
+                            projection = name,
+                            global_position = event.global_position,
+                            aggregate_type = %event.aggregate_type,
+                            aggregate_id = %event.aggregate_id,
+                            event_type = %event.event_type,
+                            error = %error,
+                            "parked event still fails; it stays parked"
+                        );
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     /// Applies pages until the log has nothing more that can be read; returns the event count.
@@ -125,19 +314,15 @@ impl Projector {
         }
     }
 
-    /// Empties the projection's tables and rewinds its checkpoint, in one transaction. A running
+    /// Empties the projection's tables and parked events and rewinds its checkpoint, in one
+    /// transaction. A running
     /// projector then replays from the start; `catch_up` does it here.
     pub async fn reset(&self) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("insert into projection_checkpoint (name) values ($1) on conflict do nothing")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("select 1 from projection_checkpoint where name = $1 for update")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        lock_checkpoint(&mut tx, name).await?;
+        // What was parked is replayed with the rest, and parked again if it still fails.
+        parking::clear(&mut tx, name).await?;
         for table in self.projection.tables() {
             sqlx::query(&format!("delete from {table}"))
                 .execute(&mut *tx)
@@ -204,4 +389,77 @@ impl Projector {
             }
         }
     }
+}
+
+/// Creates the projection's checkpoint row if needed and locks it for this transaction: pages,
+/// resets and retries of one projection never interleave.
+async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into projection_checkpoint (name) values ($1) on conflict do nothing")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("select 1 from projection_checkpoint where name = $1 for update")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn aggregate_key(event: &StoredEvent) -> AggregateKey {
+    (event.aggregate_type.clone(), event.aggregate_id.clone())
+}
+
+/// An event a page parked: failed (`held_behind` `None`) or held behind a failed one.
+struct Parked {
+    event: StoredEvent,
+    held_behind: Option<i64>,
+    error: String,
+}
+
+/// Logs what a committed page parked and counts the failures.
+fn report_parked(projection: &'static str, parked: &[Parked]) {
+    let mut failures = 0;
+    for Parked {
+        event,
+        held_behind,
+        error,
+    } in parked
+    {
+        match held_behind {
+            None => {
+                failures += 1;
+                tracing::error!(
+                    projection,
+                    global_position = event.global_position,
+                    aggregate_type = %event.aggregate_type,
+                    aggregate_id = %event.aggregate_id,
+                    event_type = %event.event_type,
+                    error = %error,
+                    "event parked: the projection cannot apply it and goes on without it"
+                );
+            }
+            Some(behind) => tracing::warn!(
+                projection,
+                global_position = event.global_position,
+                aggregate_type = %event.aggregate_type,
+                aggregate_id = %event.aggregate_id,
+                event_type = %event.event_type,
+                held_behind = behind,
+                "event held behind a parked event of its aggregate"
+            ),
+        }
+    }
+    if failures > 0 {
+        metrics::counter!("callingest_projection_failures_total", "projection" => projection)
+            .increment(failures);
+    }
+}
+
+/// What a retry did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RetryOutcome {
+    /// Parked events that applied and were removed from `projection_failure`.
+    pub applied: u64,
+    /// Events still parked (failed again, or held behind one that did).
+    pub still_parked: u64,
 }

@@ -2,6 +2,7 @@
 //! operational routes (`/metrics`, `/docs`, `/openapi.json`).
 
 mod admin;
+mod admin_projections;
 mod auth;
 mod calls;
 mod error;
@@ -67,6 +68,7 @@ type Apis = (
     ingest::IngestApi,
     calls::CallsApi,
     admin::AdminApi,
+    admin_projections::AdminProjectionsApi,
     health::HealthApi,
 );
 
@@ -79,6 +81,9 @@ fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         admin::AdminApi {
+            state: state.clone(),
+        },
+        admin_projections::AdminProjectionsApi {
             state: state.clone(),
         },
         health::HealthApi { state },
@@ -123,12 +128,23 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                 let (metrics, pool) = (metrics.clone(), pool.clone());
                 async move {
                     record_projection_lag(&pool).await;
+                    record_parked_events(&pool).await;
                     metrics.render()
                 }
             })),
         )
         .catch_all_error(error::json_error)
         .around(observe::observe)
+}
+
+/// Sets `callingest_projection_parked_events`: events each projection has parked.
+async fn record_parked_events(pool: &PgPool) {
+    let gauge = callingest_projections::parking::record_parked_gauge(pool);
+    match tokio::time::timeout(std::time::Duration::from_secs(1), gauge).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "could not count parked events"),
+        Err(_) => tracing::warn!("counting parked events timed out"),
+    }
 }
 
 /// Sets `callingest_projection_lag_events` from the checkpoints: how many events each

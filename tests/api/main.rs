@@ -15,6 +15,7 @@ mod ingest;
 mod log_secrecy;
 mod operations;
 mod outage;
+mod parking;
 mod partners;
 mod processing;
 mod read_side;
