@@ -147,6 +147,7 @@ pub async fn spawn_app_on(
         role,
         processing,
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        http: Default::default(),
     };
     let (address, pool, server) = start(&config).await;
     let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)
