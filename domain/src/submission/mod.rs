@@ -381,3 +381,9 @@ mod tests {
         assert_eq!(back, calls[0]);
     }
 }
+
+#[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
+mod hostile_tests;
