@@ -9,6 +9,7 @@ mod callbacks;
 mod contract_errors;
 mod crash;
 mod fetch;
+mod hostile_bodies;
 mod idempotency;
 mod ingest;
 mod log_secrecy;

@@ -1,14 +1,16 @@
 //! The first pass over a request body: checks that it is well-formed JSON and how it is
 //! shaped, keeping only the raw text of the first [`MAX_CALLS_PER_BATCH`] items of `data` and
 //! counting the rest. Nothing else is kept, whatever the size of the body.
+//!
+//! What is not kept is skipped at the JSON reader's full speed, its syntax checked but not its
+//! nesting: it is never stored, and the body is refused for its shape or its count anyway.
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer;
 
 use super::raw::{Raw, StrSeed};
-use super::scan::Nesting;
 use super::MAX_CALLS_PER_BATCH;
 
 /// What the body holds at the top.
@@ -48,14 +50,14 @@ impl<'de> Visitor<'de> for Top {
                 // As in any JSON reader, a repeated key's last value wins.
                 document = map.next_value_seed(Data)?;
             } else {
-                map.next_value_seed(Nesting(1))?;
+                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(document)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element_seed(Nesting(1))?.is_some() {}
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Document::NotObject)
     }
 
@@ -111,7 +113,7 @@ impl<'de> Visitor<'de> for Data {
             let more = if kept.len() < MAX_CALLS_PER_BATCH {
                 seq.next_element::<Raw<'de>>()?.map(|raw| kept.push(raw))
             } else {
-                seq.next_element_seed(Nesting(2))?
+                seq.next_element::<IgnoredAny>()?.map(drop)
             };
             if more.is_none() {
                 return Ok(Document::Items { kept, count });
@@ -122,7 +124,7 @@ impl<'de> Visitor<'de> for Data {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_key_seed(StrSeed)?.is_some() {
-            map.next_value_seed(Nesting(2))?;
+            map.next_value::<IgnoredAny>()?;
         }
         Ok(Document::DataNotArray)
     }

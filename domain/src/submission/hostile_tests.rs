@@ -107,13 +107,16 @@ fn nesting_is_bounded_wherever_it_is() {
         deep(MAX_NESTING_DEPTH - 2)
     );
     assert!(not_json(too_deep.as_bytes()).contains("nested deeper than 100 levels"));
-    for body in [
-        format!("{{\"other\":{},\"data\":[]}}", deep(200)),
-        format!("{{\"data\":{{\"x\":{}}}}}", deep(200)),
-        format!("{{\"data\":[{}{}]}}", "{},".repeat(60), deep(200)),
-        deep(100_000),
+    let in_an_invalid_item = format!("{{\"data\":[{{\"x\":{}}}]}}", deep(100_000));
+    assert!(not_json(in_an_invalid_item.as_bytes()).contains("nested deeper than 100 levels"));
+    // What is never stored is only read for its syntax: the body's shape is what is wrong.
+    for (body, field) in [
+        (format!("{{\"other\":{},\"data\":[]}}", deep(200)), "data"),
+        (format!("{{\"data\":{{\"x\":{}}}}}", deep(200)), "data"),
+        (format!("{{\"data\":[{}{}]}}", "{},".repeat(60), deep(200)), "data"),
+        (deep(100_000), ""),
     ] {
-        assert!(not_json(body.as_bytes()).contains("nested deeper than 100 levels"));
+        assert_eq!(invalid(body.as_bytes()).errors[0].field, field);
     }
 }
 
@@ -124,10 +127,15 @@ fn bodies_that_are_not_json_say_so() {
         b"{",
         b"{\"data\":[]} trailing",
         b"\xff\xfe",
-        b"{\"data\":[{\"x\":1e400}]}",
         b"{\"data\":[\"\xff\"]}",
     ] {
         not_json(body);
+    }
+    // A number no reader could store, in a call that would be accepted.
+    let item = item_text("c1");
+    for field in ["\"x\":1e400", "\"metadata\":{\"n\":-1e400}"] {
+        let body = format!("{{\"data\":[{},{field}}}]}}", &item[..item.len() - 1]);
+        assert!(not_json(body.as_bytes()).contains("number out of range"));
     }
 }
 

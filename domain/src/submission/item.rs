@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::Display;
 
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use super::errors::{Errors, Path};
 use super::raw::{self, kind, Kind, Raw};
@@ -42,18 +42,23 @@ pub(crate) struct CheckedItem<'de> {
     raw_call: Raw<'de>,
     raw_agent: Raw<'de>,
     raw_customer: Raw<'de>,
+    /// Checked metadata pairs, in the order sent (a repeated key's last value wins).
+    metadata: Vec<(Cow<'de, str>, Raw<'de>)>,
 }
 
 impl CheckedItem<'_> {
     /// The call with every field nobody asked for kept, as sent. Done only once the whole
     /// batch is known to be valid: these fields may be most of the body.
-    pub(crate) fn into_call(self) -> NewCall {
+    pub(crate) fn into_call(self) -> Result<NewCall, serde_json::Error> {
         let mut call = self.call;
-        call.extra = raw::other_members(self.raw, &ITEM_FIELDS);
-        call.call.extra = raw::other_members(self.raw_call, &CALL_FIELDS);
-        call.agent.extra = raw::other_members(self.raw_agent, &AGENT_FIELDS);
-        call.customer.extra = raw::other_members(self.raw_customer, &CUSTOMER_FIELDS);
-        call
+        call.extra = raw::other_members(self.raw, &ITEM_FIELDS)?;
+        call.call.extra = raw::other_members(self.raw_call, &CALL_FIELDS)?;
+        call.agent.extra = raw::other_members(self.raw_agent, &AGENT_FIELDS)?;
+        call.customer.extra = raw::other_members(self.raw_customer, &CUSTOMER_FIELDS)?;
+        for (key, value) in self.metadata {
+            call.metadata.insert(key.into_owned(), raw::tree(value)?);
+        }
+        Ok(call)
     }
 }
 
@@ -88,7 +93,7 @@ pub(crate) fn check_item<'de>(
             agent,
             customer,
             callback_url,
-            metadata,
+            metadata: Map::new(),
             custom_fields,
             extra: Map::new(),
         },
@@ -96,6 +101,7 @@ pub(crate) fn check_item<'de>(
         raw_call,
         raw_agent,
         raw_customer,
+        metadata,
     })
 }
 
@@ -254,18 +260,18 @@ fn parse_customer<'de>(
     Some((customer, raw))
 }
 
-fn parse_metadata(
+fn parse_metadata<'de>(
     item: &Path<'_>,
-    value: Option<Raw<'_>>,
+    value: Option<Raw<'de>>,
     errors: &mut Errors,
-) -> Map<String, Value> {
+) -> Vec<(Cow<'de, str>, Raw<'de>)> {
     let path = item.field("metadata");
     let Some(raw) = value.filter(|raw| kind(raw) != Kind::Null) else {
-        return Map::new();
+        return Vec::new();
     };
     if kind(raw) != Kind::Object {
         errors.report(path, "metadata must be an object");
-        return Map::new();
+        return Vec::new();
     }
     let (pairs, count) = raw::first_members(raw, MAX_METADATA_PAIRS);
     if count > MAX_METADATA_PAIRS {
@@ -274,7 +280,7 @@ fn parse_metadata(
             path,
             format_args!("metadata must have at most {MAX_METADATA_PAIRS} pairs, got {count}"),
         );
-        return Map::new();
+        return Vec::new();
     }
     let before = errors.reported();
     for (key, value) in &pairs {
@@ -303,12 +309,9 @@ fn parse_metadata(
         }
     }
     if errors.reported() > before {
-        return Map::new();
+        return Vec::new();
     }
     pairs
-        .into_iter()
-        .map(|(key, value)| (key.into_owned(), raw::tree(value)))
-        .collect()
 }
 
 fn parse_custom_fields(

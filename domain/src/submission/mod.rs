@@ -6,8 +6,8 @@
 //!
 //! Validation costs little whatever the body holds. The body is read in one pass that builds
 //! no tree ([`document`]): only the raw text of the first 50 items is kept and the rest are
-//! counted. A count over the limit ends validation there. Each kept item is then walked once
-//! for nesting and NUL characters ([`scan`]) and read for the fields the contract names
+//! counted. A count over the limit ends validation there. Each kept item is then scanned for
+//! nesting and NUL characters ([`scan`]) and read for the fields the contract names
 //! ([`item`]); the fields nobody asked for are turned into JSON trees only once the whole batch
 //! is valid. At most [`MAX_LISTED_ERRORS`] broken rules are listed, and a field's path is
 //! formatted only when a rule it breaks is listed.
@@ -159,7 +159,8 @@ pub fn validate_batch_json(body: &[u8]) -> Result<Vec<NewCall>, BatchRejection> 
     // told which field, rather than failing the write. The same walk bounds the nesting
     // (items sit two levels deep: in the body object, in `data`).
     for (index, raw) in items.iter().enumerate() {
-        scan::scan(raw, data.index(index).to_string(), 2, &mut errors).map_err(not_json)?;
+        scan::scan(raw, data.index(index).to_string(), 2, &mut errors)
+            .map_err(BatchRejection::NotJson)?;
     }
     if !errors.is_empty() {
         return Err(BatchRejection::Invalid(errors.into_rejection()));
@@ -178,7 +179,11 @@ pub fn validate_batch_json(body: &[u8]) -> Result<Vec<NewCall>, BatchRejection> 
     if !errors.is_empty() {
         return Err(BatchRejection::Invalid(errors.into_rejection()));
     }
-    Ok(checked.into_iter().map(item::CheckedItem::into_call).collect())
+    checked
+        .into_iter()
+        .map(item::CheckedItem::into_call)
+        .collect::<Result<_, _>>()
+        .map_err(not_json)
 }
 
 /// [`validate_batch_json`] for a body already parsed into a JSON tree (tests and tools); a body

@@ -30,9 +30,10 @@ fn leaf() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("JSON numbers are finite", |f| f.is_finite())
-            .prop_map(Value::from),
+        // Decimals of at most 10 significant digits: serde_json (without its `float_roundtrip`
+        // feature) reads longer ones to within the last bit only, which would make a call
+        // differ from itself after a round trip for a reason that is not the validator's.
+        (any::<i32>(), 0u32..7).prop_map(|(m, e)| Value::from(f64::from(m) / 10f64.powi(e as i32))),
         "\\PC{0,12}".prop_map(Value::from),
         "[a\u{0}]{1,3}".prop_map(Value::from),
         prop::sample::select(vec![

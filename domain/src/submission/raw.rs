@@ -170,8 +170,12 @@ pub(crate) fn first_elements(raw: Raw<'_>, keep: usize) -> (Vec<Raw<'_>>, usize)
 }
 
 /// The members of a raw object whose names are not in `known`, as a JSON tree: what a valid
-/// call keeps of the fields nobody asked for. Only built for calls that are accepted.
-pub(crate) fn other_members(raw: Raw<'_>, known: &[&str]) -> Map<String, Value> {
+/// call keeps of the fields nobody asked for. Only built for calls that are accepted. Fails
+/// only on a number out of the range of a double (`1e400`), which no reader could store.
+pub(crate) fn other_members(
+    raw: Raw<'_>,
+    known: &[&str],
+) -> Result<Map<String, Value>, serde_json::Error> {
     struct OtherMembers<'k>(&'k [&'k str]);
 
     impl<'de> Visitor<'de> for OtherMembers<'_> {
@@ -196,10 +200,10 @@ pub(crate) fn other_members(raw: Raw<'_>, known: &[&str]) -> Map<String, Value> 
 
     let mut de = serde_json::Deserializer::from_str(raw.get());
     de.deserialize_map(OtherMembers(known))
-        .expect("a raw object value was checked well-formed and shallow enough")
 }
 
-/// A raw value as a JSON tree (for small values only: metadata values).
-pub(crate) fn tree(raw: Raw<'_>) -> Value {
-    serde_json::from_str(raw.get()).expect("a raw value was checked well-formed")
+/// A raw value as a JSON tree (for small values only: metadata values); fails as
+/// [`other_members`] does.
+pub(crate) fn tree(raw: Raw<'_>) -> Result<Value, serde_json::Error> {
+    serde_json::from_str(raw.get())
 }

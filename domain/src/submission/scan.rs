@@ -103,45 +103,66 @@ impl<'s, 'r, 'de> Walk<'s, 'r, 'de> {
     }
 }
 
-/// Consumes a value whose parent nests `.0` levels deep, checking its nesting only: for the
-/// parts of a body that are skipped.
-pub(crate) struct Nesting(pub usize);
-
-impl<'de> DeserializeSeed<'de> for Nesting {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        let mut state = State {
-            report: None,
-            stack: Vec::new(),
-        };
-        Walk {
-            state: &mut state,
-            depth: self.0,
-        }
-        .deserialize(deserializer)
-    }
-}
-
-/// Walks a raw value that sits at `prefix` (e.g. `data[3]`) of a body, its parent nesting
-/// `depth` levels deep: reports every NUL character with its path and fails past
-/// [`MAX_NESTING_DEPTH`] (or on a number JSON readers refuse, such as `1e400`).
+/// Checks a raw value that sits at `prefix` (e.g. `data[3]`) of a body, its parent nesting
+/// `depth` levels deep: reports every NUL character with its path, and refuses (with the reason)
+/// a value nested deeper than [`MAX_NESTING_DEPTH`].
+///
+/// Most values hold no NUL: a byte scan settles the nesting and finds no `\u0000` escape
+/// (the only way JSON text can hold a NUL), and the slower walk that knows paths is skipped.
 pub(crate) fn scan(
     raw: Raw<'_>,
     prefix: String,
     depth: usize,
     errors: &mut Errors,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), String> {
+    let text = raw.get();
+    check_nesting(text, depth)?;
+    if !text.contains("\\u0000") {
+        return Ok(());
+    }
     let mut state = State {
         report: Some(Report { prefix, errors }),
         stack: Vec::new(),
     };
-    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let mut de = serde_json::Deserializer::from_str(text);
     Walk {
         state: &mut state,
         depth,
     }
     .deserialize(&mut de)
+    .map_err(|err| err.to_string())
+}
+
+fn too_deep() -> String {
+    format!("arrays and objects nested deeper than {MAX_NESTING_DEPTH} levels")
+}
+
+/// Counts brackets outside strings in well-formed JSON text.
+fn check_nesting(text: &str, depth: usize) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (depth, false, false);
+    for &byte in text.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING_DEPTH {
+                    return Err(too_deep());
+                }
+            }
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl<'de> DeserializeSeed<'de> for Walk<'_, '_, 'de> {
