@@ -74,6 +74,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
         role: Role::Api,
         processing: ProcessingConfig::default(),
         admin_token: None,
+        http: Default::default(),
     };
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");

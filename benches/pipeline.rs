@@ -304,6 +304,7 @@ async fn latency() -> anyhow::Result<()> {
         role: Role::All,
         processing,
         admin_token: None,
+        http: Default::default(),
     };
     let app = Application::build(&config).await?;
     let pool = app.pool().clone();
@@ -573,6 +574,7 @@ async fn listing(rows: i64) -> anyhow::Result<()> {
         role: Role::Api,
         processing: ProcessingConfig::default(),
         admin_token: None,
+        http: Default::default(),
     };
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");

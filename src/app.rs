@@ -77,7 +77,8 @@ impl Application {
         match self.acceptor {
             Some((acceptor, address)) => {
                 tracing::info!(%address, role = ?self.config.role, "callingest listening");
-                let state = AppState::new(self.pool.clone(), self.config.admin_token.clone());
+                let state = AppState::new(self.pool.clone(), self.config.admin_token.clone())
+                    .with_http_config(&self.config.http);
                 let app = routes(Arc::new(state));
                 Server::new_with_acceptor(acceptor)
                     .run_with_graceful_shutdown(

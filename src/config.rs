@@ -110,6 +110,75 @@ pub struct ServeConfig {
     /// 403 to everyone.
     #[arg(long, env = "CALLINGEST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+
+    #[command(flatten)]
+    pub http: HttpConfig,
+}
+
+/// How the HTTP API protects itself: who may speak for clients, and how much request
+/// validation may run at once.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpConfig {
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` headers are believed. Empty: the peer address is the client and
+    /// only a TLS connection counts as HTTPS.
+    #[arg(
+        long,
+        env = "CALLINGEST_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_proxy
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Ingest bodies validated at the same time by this process (on the blocking thread pool,
+    /// never on the threads that serve requests). Default: the number of CPUs, at least 2.
+    #[arg(long, env = "CALLINGEST_VALIDATION_CONCURRENCY")]
+    pub validation_concurrency: Option<usize>,
+
+    /// Of those, how many one partner may use at once; its further batches wait up to 2 s for
+    /// their turn, then are answered 429.
+    #[arg(
+        long,
+        env = "CALLINGEST_VALIDATION_CONCURRENCY_PER_PARTNER",
+        default_value_t = 1
+    )]
+    pub validation_concurrency_per_partner: usize,
+}
+
+impl HttpConfig {
+    /// The global bound on validations at once, the per-partner one never above it.
+    pub fn validation_limits(&self) -> (usize, usize) {
+        let global = self.validation_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
+                .max(2)
+        });
+        let global = global.max(1);
+        (global, self.validation_concurrency_per_partner.clamp(1, global))
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            http: HttpConfig,
+        }
+        // The defaults declared above; `CALLINGEST_*` variables apply, as they do for `serve`.
+        Defaults::parse_from(["callingest"]).http
+    }
+}
+
+/// A proxy address (`10.0.0.7`) or range (`10.0.0.0/24`).
+fn parse_proxy(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is not an IP address or CIDR range"))
 }
 
 /// How accepted calls are processed.

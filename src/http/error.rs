@@ -1,7 +1,7 @@
 //! The one error type of the HTTP layer. Every variant is an answer of the published contract;
 //! all share the `ErrorBody` schema so generated clients get one error type.
 
-use callingest_domain::submission::FieldError;
+use callingest_domain::submission::{ValidationErrors, MAX_LISTED_ERRORS};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
@@ -14,9 +14,13 @@ pub struct ErrorBody {
     pub success: bool,
     /// What went wrong, for people.
     pub message: String,
-    /// Every broken rule of the request, on 422 only.
+    /// Every broken rule of the request, on 422 only (at most 100: see `errors_truncated`).
     #[oai(skip_serializing_if_is_none)]
     pub errors: Option<Vec<FieldErrorBody>>,
+    /// On 422 only, and only when `true`: the request breaks more rules than the 100 listed in
+    /// `errors`; fix those and send it again to see the rest.
+    #[oai(skip_serializing_if_is_none)]
+    pub errors_truncated: Option<bool>,
 }
 
 /// One broken rule of a submitted batch.
@@ -33,6 +37,7 @@ fn body(message: impl Into<String>) -> Json<ErrorBody> {
         success: false,
         message: message.into(),
         errors: None,
+        errors_truncated: None,
     })
 }
 
@@ -59,10 +64,12 @@ pub enum ApiError {
     /// The body is not declared as `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
-    /// The batch breaks rules of the contract; `errors` lists every one. Nothing was stored.
+    /// The batch breaks rules of the contract; `errors` lists every one (the first 100, with
+    /// `errors_truncated: true` when there are more). Nothing was stored.
     #[oai(status = 422)]
     ValidationFailed(Json<ErrorBody>),
-    /// The partner sent more requests per minute than its limit allows.
+    /// The partner sent more requests per minute than its limit allows, or more batches at
+    /// once than are validated for one partner at a time.
     #[oai(status = 429)]
     RateLimited(
         Json<ErrorBody>,
@@ -116,8 +123,10 @@ impl ApiError {
         Self::UnsupportedMediaType(body("Content-Type must be application/json"))
     }
 
-    pub fn validation_failed(errors: Vec<FieldError>) -> Self {
-        let errors = errors
+    pub fn validation_failed(invalid: ValidationErrors) -> Self {
+        debug_assert!(invalid.errors.len() <= MAX_LISTED_ERRORS);
+        let errors = invalid
+            .errors
             .into_iter()
             .map(|e| FieldErrorBody {
                 field: e.field,
@@ -128,6 +137,7 @@ impl ApiError {
             success: false,
             message: "Validation failed".into(),
             errors: Some(errors),
+            errors_truncated: invalid.truncated.then_some(true),
         }))
     }
 
@@ -146,6 +156,23 @@ impl ApiError {
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %ErrorChain(cause), "request failed");
         Self::Internal(body("Internal server error"))
+    }
+
+    /// 429 for a partner whose earlier batches still hold all its turns of validation.
+    pub fn validation_queue_full(limit_per_minute: u32) -> Self {
+        const WAIT_SECS: u64 = 1;
+        let mut answer = Self::rate_limited(limit_per_minute, WAIT_SECS);
+        if let Self::RateLimited(body, ..) = &mut answer {
+            body.0.message = format!(
+                "Too many of your batches are being validated at once. Try again in {WAIT_SECS} seconds."
+            );
+        }
+        answer
+    }
+
+    /// 503 when every turn of validation in this process stayed taken.
+    pub fn busy() -> Self {
+        Self::Unavailable(body("Service temporarily unavailable, please retry"))
     }
 
     pub fn unavailable(cause: &(dyn std::error::Error + 'static)) -> Self {

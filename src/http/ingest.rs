@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use callingest_domain::submission::validate_batch;
+use callingest_domain::submission::{validate_batch_json, BatchRejection};
 use callingest_domain::values::TenantId;
 use poem::Request;
 use poem_openapi::param::Header;
@@ -12,12 +12,16 @@ use poem_openapi::{Enum, Object, OpenApi};
 use super::auth::authenticate_partner;
 use super::error::ApiError;
 use super::raw_json::UncheckedJson;
+use super::validation_gate::GateRefusal;
 use super::schema::BatchCallRequest;
 use super::{ApiTags, AppState};
 use crate::ingest::{CallOutcome, Receipt, RequestContext, Submission};
 
 /// Largest request body accepted: 5 MiB, chunked bodies included.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// The path of the endpoint below (which bounds its body itself, after authentication).
+pub const INGEST_PATH: &str = "/api/v1/partner/ingest/batch-call";
 
 pub struct IngestApi {
     pub state: Arc<AppState>,
@@ -78,7 +82,10 @@ impl IngestApi {
     /// Takes up to 50 calls for asynchronous processing. Checks run in this order: API key
     /// (403), tenant headers (400), rate limit (429), then the body (415, 413, 400, 422).
     /// A 200 means every call is durably stored. Call ids are idempotency keys: a call id your
-    /// account already sent is answered `duplicate` and not processed again.
+    /// account already sent is answered `duplicate` and not processed again. A 422 lists at
+    /// most 100 broken rules (`errors_truncated: true` when there are more). One partner's
+    /// batches are validated one at a time by default: a batch that waits more than 2 s for
+    /// its turn is answered 429.
     #[oai(
         path = "/api/v1/partner/ingest/batch-call",
         method = "post",
@@ -114,7 +121,26 @@ impl IngestApi {
             .map_err(|wait| ApiError::rate_limited(partner.rate_limit_per_minute, wait))?;
 
         let body = body.read(request, MAX_BODY_BYTES).await?;
-        let calls = validate_batch(&body).map_err(ApiError::validation_failed)?;
+        let calls = self
+            .state
+            .validation
+            .run(partner.id.as_str(), move || validate_batch_json(&body))
+            .await
+            .map_err(|refusal| match refusal {
+                GateRefusal::PartnerBusy => {
+                    ApiError::validation_queue_full(partner.rate_limit_per_minute)
+                }
+                GateRefusal::Busy => ApiError::busy(),
+                GateRefusal::Failed => ApiError::internal(&std::io::Error::other(
+                    "batch validation panicked",
+                )),
+            })?
+            .map_err(|rejection| match rejection {
+                BatchRejection::NotJson(reason) => {
+                    ApiError::bad_request(format!("Request body is not valid JSON: {reason}"))
+                }
+                BatchRejection::Invalid(invalid) => ApiError::validation_failed(invalid),
+            })?;
         let submission = Submission {
             partner_id: partner.id,
             tenant_id,

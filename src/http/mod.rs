@@ -4,16 +4,20 @@
 mod admin;
 mod admin_projections;
 mod auth;
+mod body_limit;
 mod calls;
+mod client_addr;
 mod error;
 mod health;
 mod ingest;
+mod login_throttle;
 mod observe;
 mod rate_limit;
 mod raw_json;
 mod schema;
 pub mod serde_json_body;
 mod support;
+mod validation_gate;
 
 use std::sync::Arc;
 
@@ -23,11 +27,12 @@ use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
 
 pub use error::{ApiError, ErrorBody, ErrorChain};
+pub use body_limit::SMALL_BODY_BYTES;
 pub use ingest::MAX_BODY_BYTES;
 
 use callingest_domain::call::Call;
 
-use crate::config::Secret;
+use crate::config::{HttpConfig, Secret};
 use crate::event_store::Store;
 use crate::ingest::IngestService;
 
@@ -38,17 +43,33 @@ pub struct AppState {
     pub calls: Store<Call>,
     pub rate_limits: rate_limit::PartnerRateLimits,
     pub admin_token: Option<Secret>,
+    /// Turns of batch validation, off the async runtime's threads.
+    pub validation: validation_gate::ValidationGate,
+    pub trusted_proxies: client_addr::TrustedProxies,
+    pub login_throttle: login_throttle::LoginThrottle,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, admin_token: Option<Secret>) -> Self {
+        let (global, per_partner) = HttpConfig::default().validation_limits();
         Self {
             ingest: IngestService::new(pool.clone()),
             calls: crate::event_store::store(pool.clone()),
             pool,
             rate_limits: Default::default(),
             admin_token,
+            validation: validation_gate::ValidationGate::new(global, per_partner),
+            trusted_proxies: Default::default(),
+            login_throttle: Default::default(),
         }
+    }
+
+    /// Applies the HTTP settings of `serve` (proxies, validation bounds).
+    pub fn with_http_config(mut self, config: &HttpConfig) -> Self {
+        let (global, per_partner) = config.validation_limits();
+        self.validation = validation_gate::ValidationGate::new(global, per_partner);
+        self.trusted_proxies = client_addr::TrustedProxies::new(config.trusted_proxies.clone());
+        self
     }
 }
 
@@ -133,6 +154,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                 }
             })),
         )
+        .around(body_limit::limit_body)
         .catch_all_error(error::json_error)
         .around(observe::observe)
 }

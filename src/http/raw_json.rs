@@ -18,25 +18,20 @@ pub struct UncheckedJson<T> {
 }
 
 impl<T> UncheckedJson<T> {
-    /// Checks the content type, then reads at most `limit` bytes and parses them as JSON.
-    pub async fn read(
-        self,
-        request: &Request,
-        limit: usize,
-    ) -> Result<serde_json::Value, ApiError> {
+    /// Checks the content type, then reads at most `limit` bytes (counted as they arrive, so a
+    /// chunked body is bounded too). Parsing is the caller's: a body may be too costly to parse
+    /// on the async runtime's threads.
+    pub async fn read(self, request: &Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
         if !is_json(request.content_type()) {
             return Err(ApiError::unsupported_media_type());
         }
-        let bytes = self
-            .body
+        self.body
             .into_bytes_limit(limit)
             .await
             .map_err(|err| match err {
                 poem::error::ReadBodyError::PayloadTooLarge => ApiError::payload_too_large(limit),
                 other => ApiError::bad_request(format!("Could not read the request body: {other}")),
-            })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|err| ApiError::bad_request(format!("Request body is not valid JSON: {err}")))
+            })
     }
 }
 

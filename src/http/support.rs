@@ -8,16 +8,16 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
 use poem::http::StatusCode;
 use poem::web::{Data, Form, Query};
 use poem::{get, handler, post, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use sha2::Sha256;
 
+use super::auth::token_matches;
 use super::error::ApiError;
 use super::AppState;
 use crate::config::Secret;
@@ -92,30 +92,60 @@ async fn page(
 }
 
 #[handler]
-async fn login(state: Data<&Arc<AppState>>, Form(form): Form<Login>) -> Response {
+async fn login(
+    state: Data<&Arc<AppState>>,
+    request: &Request,
+    Form(form): Form<Login>,
+) -> Response {
     let lookup = Lookup {
         partner: form.partner,
         call: form.call,
     };
-    let Some(token) = state.admin_token.as_ref() else {
-        tracing::warn!("support sign-in refused: no admin token is configured");
-        return html(
+    let source = state.trusted_proxies.client_ip(request);
+    let now = Instant::now();
+    if let Some(wait) = source.and_then(|ip| state.login_throttle.check(ip, now).err()) {
+        tracing::warn!("support sign-in refused: too many failed sign-ins from this address");
+        let wait_secs = wait.as_secs().max(1);
+        let mut answer = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            &login_page(
+                &lookup,
+                Some(&format!(
+                    "Too many failed sign-ins from your address. Try again in {wait_secs} seconds."
+                )),
+            ),
+        );
+        answer.headers_mut().insert(
+            "retry-after",
+            wait_secs.to_string().parse().expect("digits are a valid header"),
+        );
+        return answer;
+    }
+    let refused = |reason: &str| {
+        tracing::warn!("support sign-in refused: {reason}");
+        if let Some(ip) = source {
+            state.login_throttle.record_failure(ip, now);
+        }
+        html(
             StatusCode::FORBIDDEN,
             &login_page(&lookup, Some("Wrong token.")),
-        );
+        )
+    };
+    let Some(token) = state.admin_token.as_ref() else {
+        return refused("no admin token is configured");
     };
     if !token_matches(&form.token, token) {
-        tracing::warn!("support sign-in refused: wrong token");
-        return html(
-            StatusCode::FORBIDDEN,
-            &login_page(&lookup, Some("Wrong token.")),
-        );
+        return refused("wrong token");
+    }
+    if let Some(ip) = source {
+        state.login_throttle.record_success(ip);
     }
     let expires = unix_now() + SESSION_TTL.as_secs();
     let cookie = format!(
-        "{COOKIE_NAME}={}; Path={COOKIE_PATH}; Max-Age={}; HttpOnly; SameSite=Strict",
+        "{COOKIE_NAME}={}; Path={COOKIE_PATH}; Max-Age={}; HttpOnly; SameSite=Strict{}",
         session_value(token, expires),
         SESSION_TTL.as_secs(),
+        secure_attribute(&state, request),
     );
     Response::builder()
         .status(StatusCode::SEE_OTHER)
@@ -126,23 +156,29 @@ async fn login(state: Data<&Arc<AppState>>, Form(form): Form<Login>) -> Response
 }
 
 #[handler]
-fn logout() -> Response {
+fn logout(state: Data<&Arc<AppState>>, request: &Request) -> Response {
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header("location", COOKIE_PATH)
         .header(
             "set-cookie",
-            format!("{COOKIE_NAME}=; Path={COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Strict"),
+            format!(
+                "{COOKIE_NAME}=; Path={COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Strict{}",
+                secure_attribute(&state, request)
+            ),
         )
         .finish()
 }
 
-/// Compares hashes of both so that neither the content nor the length of the admin token
-/// shows in the time taken.
-fn token_matches(presented: &str, expected: &Secret) -> bool {
-    let presented = Sha256::digest(presented.as_bytes());
-    let expected = Sha256::digest(expected.expose().as_bytes());
-    bool::from(presented.ct_eq(&expected))
+/// `; Secure` when the browser reached us over HTTPS (directly, or through a trusted proxy
+/// that says so), so the cookie never travels in clear text afterwards. Not over plain HTTP,
+/// where a browser would refuse to store it and the page would be unusable.
+fn secure_attribute(state: &AppState, request: &Request) -> &'static str {
+    if state.trusted_proxies.is_https(request) {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// `{expires}.{hex HMAC-SHA256(key = admin token, SESSION_LABEL + expires)}`: only someone who

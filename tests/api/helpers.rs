@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use callingest::app::Application;
-use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
+use callingest::config::{
+    DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig,
+};
 use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -11,7 +13,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub const BATCH_PATH: &str = "/api/v1/partner/ingest/batch-call";
 
-fn server_url() -> String {
+pub fn server_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
@@ -133,6 +135,18 @@ pub async fn spawn_app_on(
     rate_limit_per_minute: u32,
     processing: ProcessingConfig,
 ) -> TestApp {
+    spawn_app_with_http(server_url, role, rate_limit_per_minute, processing, Default::default())
+        .await
+}
+
+/// [`spawn_app_on`] with HTTP settings of its own (trusted proxies, validation bounds).
+pub async fn spawn_app_with_http(
+    server_url: &str,
+    role: Role,
+    rate_limit_per_minute: u32,
+    processing: ProcessingConfig,
+    http: HttpConfig,
+) -> TestApp {
     // Quiet unless asked: `TEST_LOG=1 cargo test ...` shows the service's logs.
     if std::env::var_os("TEST_LOG").is_some() {
         callingest::telemetry::init_logging();
@@ -148,6 +162,7 @@ pub async fn spawn_app_on(
         role,
         processing,
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        http,
     };
     let (address, pool, server) = start(&config).await;
     let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)

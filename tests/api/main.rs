@@ -9,6 +9,7 @@ mod callbacks;
 mod contract_errors;
 mod crash;
 mod fetch;
+mod hostile_bodies;
 mod hostile_recordings;
 mod idempotency;
 mod ingest;
