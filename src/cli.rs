@@ -309,7 +309,10 @@ async fn print_failures(
             "{:<20}  {:>10}  {:<40}  {:<28}  {:<23}  {why}",
             event.projection,
             event.global_position,
-            format!("{} {}#{}", event.aggregate_type, event.aggregate_id, event.sequence),
+            format!(
+                "{} {}#{}",
+                event.aggregate_type, event.aggregate_id, event.sequence
+            ),
             event.event_type,
             event.failed_at.format("%Y-%m-%d %H:%M:%S%.3f"),
         );

@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 
 use crate::event_log::{read_page, LogPosition, StoredEvent};
-use crate::parking::{self, AggregateKey, Head};
 use crate::notifications::{wait_for, Wakeup};
+use crate::parking::{self, AggregateKey, Head};
 
 /// Events applied per transaction.
 const PAGE_SIZE: i64 = 5_000;
@@ -46,7 +46,9 @@ impl ProjectionError {
             Self::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
                 // 22: data exception, 23: integrity constraint violation, P0: raised by
                 // PL/pgSQL (a trigger's `raise exception`).
-                ["22", "23", "P0"].iter().any(|class| code.starts_with(class))
+                ["22", "23", "P0"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
             }),
             // Read-model rows that do not (de)serialise.
             Self::Database(sqlx::Error::Decode(_) | sqlx::Error::Encode(_)) => true,
@@ -272,7 +274,10 @@ impl Projector {
         for aggregate in parking::parked_events_by_aggregate(&mut tx, name).await? {
             let mut events = aggregate.iter();
             while let Some(event) = events.next() {
-                match self.attempt(&mut tx, std::slice::from_ref(event), &[]).await? {
+                match self
+                    .attempt(&mut tx, std::slice::from_ref(event), &[])
+                    .await?
+                {
                     Ok(()) => {
                         parking::unpark(&mut tx, name, event.global_position).await?;
                         outcome.applied += 1;
@@ -282,8 +287,14 @@ impl Projector {
                         parking::park(&mut tx, name, event, None, &error).await?;
                         outcome.still_parked += 1;
                         for later in events.by_ref() {
-                            parking::park(&mut tx, name, later, Some(event.global_position), &error)
-                                .await?;
+                            parking::park(
+                                &mut tx,
+                                name,
+                                later,
+                                Some(event.global_position),
+                                &error,
+                            )
+                            .await?;
                             outcome.still_parked += 1;
                         }
                         tracing::warn!(

@@ -36,7 +36,13 @@ fn callingest(app: &TestApp, args: &[&str]) -> String {
 }
 
 /// Appends an event to a call's stream as a writer would (the next sequence is the caller's).
-async fn append(app: &TestApp, aggregate_id: &str, sequence: i64, event_type: &str, payload: Value) {
+async fn append(
+    app: &TestApp,
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    payload: Value,
+) {
     sqlx::query(
         "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                              payload, metadata)
@@ -97,7 +103,14 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
     // Partner X's call: an acceptance of the wrong shape, then a well-formed outcome that
     // would schedule a callback if it were applied out of order.
     let bad = "partner-x:bad-call";
-    append(&app, bad, 1, "CallAccepted", json!({"CallAccepted": {"call": 42}})).await;
+    append(
+        &app,
+        bad,
+        1,
+        "CallAccepted",
+        json!({"CallAccepted": {"call": 42}}),
+    )
+    .await;
     append(
         &app,
         bad,
@@ -313,11 +326,10 @@ async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
     assert_eq!(events[1], "RecordingFetchStarted");
     assert_eq!(events.last().unwrap(), "ProcessingCompleted");
     // The read model stopped where the failure is: the completion was not applied before it.
-    let status: String =
-        sqlx::query_scalar("select status from call where call_id = 'blocked'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let status: String = sqlx::query_scalar("select status from call where call_id = 'blocked'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(status, "accepted");
 
     sqlx::raw_sql("drop trigger refuse_blocked_fetch on call")
