@@ -1,6 +1,7 @@
 //! Running a projection: one projector per projection across all instances (advisory lock),
 //! woken by `NOTIFY` when events commit and polling as a fallback.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,7 +151,8 @@ impl Projector {
         let mut heads = parking::parked_aggregates(conn, name).await?;
         let mut parked = Vec::new();
         // Ranges still to attempt; the last one is the earliest in the log.
-        let mut pending = vec![0..events.len()];
+        let mut pending: Vec<Range<usize>> = Vec::new();
+        pending.push(0..events.len());
         while let Some(range) = pending.pop() {
             let slice = &events[range.clone()];
             let mut held = Vec::new();
