@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::event_log::{read_page, LogPosition, StoredEvent};
 use crate::notifications::{wait_for, Wakeup};
-use crate::parking::{self, AggregateKey, Head};
+use crate::parking::{self, Head};
 
 /// Events applied per transaction.
 const PAGE_SIZE: i64 = 5_000;
@@ -156,14 +156,15 @@ impl Projector {
         while let Some(range) = pending.pop() {
             let slice = &events[range.clone()];
             let mut held = Vec::new();
-            // Only copied when something is parked: the common page is applied as read.
+            // Only copied when it holds events of a parked aggregate: the common page is applied
+            // as read.
             let owned: Vec<StoredEvent>;
-            let to_apply = if heads.is_empty() {
+            let to_apply = if heads.is_empty() || !slice.iter().any(|e| heads.get(e).is_some()) {
                 slice
             } else {
                 let mut kept = Vec::with_capacity(slice.len());
                 for event in slice {
-                    match heads.get(&aggregate_key(event)) {
+                    match heads.get(event) {
                         Some(head) => held.push((event, head.clone())),
                         None => kept.push(event.clone()),
                     }
@@ -199,7 +200,7 @@ impl Projector {
                         error: head.error,
                     }));
                     heads.insert(
-                        aggregate_key(event),
+                        event,
                         Head {
                             global_position: event.global_position,
                             error: error.clone(),
@@ -416,10 +417,6 @@ async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<(), sqlx
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-fn aggregate_key(event: &StoredEvent) -> AggregateKey {
-    (event.aggregate_type.clone(), event.aggregate_id.clone())
 }
 
 /// An event a page parked: failed (`held_behind` `None`) or held behind a failed one.
