@@ -45,9 +45,10 @@ impl ProjectionError {
         match self {
             Self::Undecodable { .. } => true,
             Self::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-                // 22: data exception, 23: integrity constraint violation, P0: raised by
-                // PL/pgSQL (a trigger's `raise exception`).
-                ["22", "23", "P0"]
+                // 22: data exception, 23: integrity constraint violation, 54: program limit
+                // exceeded (an index row too big, ...), P0: raised by PL/pgSQL (a trigger's
+                // `raise exception`).
+                ["22", "23", "54", "P0"]
                     .iter()
                     .any(|class| code.starts_with(class))
             }),
@@ -98,10 +99,14 @@ impl Projector {
     pub async fn step(&self) -> Result<usize, ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
-        lock_checkpoint(&mut tx, name).await?;
+        // Locking the checkpoint row serialises pages with a concurrent `reset` or `retry`.
+        sqlx::query("insert into projection_checkpoint (name) values ($1) on conflict do nothing")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let (tx_id, global_position): (i64, i64) = sqlx::query_as(
             "select tx_id::text::bigint, global_position from projection_checkpoint
-             where name = $1",
+             where name = $1 for update",
         )
         .bind(name)
         .fetch_one(&mut *tx)

@@ -252,6 +252,40 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
         retried,
         json!({"projection": "read_models", "applied": 0, "still_parked": 2})
     );
+    // The same over the admin API, for every projection.
+    let retry_path = "/api/v1/admin/projection-failures/retry";
+    let denied = app.client.post(app.url(retry_path)).send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let answer = app
+        .client
+        .post(app.url(retry_path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    let outcomes: Vec<(String, u64, u64)> = body["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["projection"].as_str().unwrap().to_owned(),
+                p["applied"].as_u64().unwrap(),
+                p["still_parked"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("read_models".to_owned(), 0, 2),
+            ("processing_jobs".to_owned(), 0, 2),
+            ("callback_deliveries".to_owned(), 0, 2),
+            ("transcripts".to_owned(), 0, 0),
+        ]
+    );
     // A rebuild clears the projection's rows and parks again what still fails (the live
     // projector finishes the replay if other databases of the cluster held the rebuild back).
     let before_rebuild: chrono::DateTime<chrono::Utc> =
