@@ -334,8 +334,8 @@ impl Projector {
     }
 
     /// Empties the projection's tables and parked events and rewinds its checkpoint, in one
-    /// transaction. A running
-    /// projector then replays from the start; `catch_up` does it here.
+    /// transaction. A running projector then replays from the start (parking again what still
+    /// fails); `catch_up` does it here.
     pub async fn reset(&self) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
