@@ -302,7 +302,8 @@ async fn print_failures(
     );
     for event in parked {
         let why = match event.held_behind {
-            None => format!("failed: {}", event.error),
+            // One line per event, whatever the error says.
+            None => format!("failed: {}", event.error.replace(['\n', '\r'], " ")),
             Some(position) => format!("held behind {position}"),
         };
         println!(
