@@ -302,14 +302,18 @@ async fn print_failures(
     );
     for event in parked {
         let why = match event.held_behind {
-            None => format!("failed: {}", event.error),
+            // One line per event, whatever the error says.
+            None => format!("failed: {}", event.error.replace(['\n', '\r'], " ")),
             Some(position) => format!("held behind {position}"),
         };
         println!(
             "{:<20}  {:>10}  {:<40}  {:<28}  {:<23}  {why}",
             event.projection,
             event.global_position,
-            format!("{} {}#{}", event.aggregate_type, event.aggregate_id, event.sequence),
+            format!(
+                "{} {}#{}",
+                event.aggregate_type, event.aggregate_id, event.sequence
+            ),
             event.event_type,
             event.failed_at.format("%Y-%m-%d %H:%M:%S%.3f"),
         );

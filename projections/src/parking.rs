@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::event_log::StoredEvent;
 
 /// An aggregate, as `(aggregate_type, aggregate_id)`.
-pub type AggregateKey = (String, String);
+type AggregateKey = (String, String);
 
 /// A `projection_failure` row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -43,11 +43,36 @@ pub(crate) struct Head {
     pub error: String,
 }
 
-/// The aggregates parked for `projection`, each with the failed event that holds it.
+/// The aggregates parked for a projection, each with the failed event that holds it; looked up
+/// without allocating, since every event of every page is checked while any is parked.
+#[derive(Debug, Default)]
+pub(crate) struct ParkedAggregates(HashMap<String, HashMap<String, Head>>);
+
+impl ParkedAggregates {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The failed event `event`'s aggregate waits behind, if it is parked.
+    pub fn get(&self, event: &StoredEvent) -> Option<&Head> {
+        self.0
+            .get(event.aggregate_type.as_str())?
+            .get(event.aggregate_id.as_str())
+    }
+
+    pub fn insert(&mut self, event: &StoredEvent, head: Head) {
+        self.0
+            .entry(event.aggregate_type.clone())
+            .or_default()
+            .insert(event.aggregate_id.clone(), head);
+    }
+}
+
+/// The aggregates parked for `projection`.
 pub(crate) async fn parked_aggregates(
     conn: &mut PgConnection,
     projection: &str,
-) -> Result<HashMap<AggregateKey, Head>, sqlx::Error> {
+) -> Result<ParkedAggregates, sqlx::Error> {
     let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
         "select aggregate_type, aggregate_id, global_position, error from projection_failure
          where projection = $1 and held_behind is null",
@@ -55,18 +80,17 @@ pub(crate) async fn parked_aggregates(
     .bind(projection)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(kind, id, global_position, error)| {
-            (
-                (kind, id),
-                Head {
-                    global_position,
-                    error,
-                },
-            )
-        })
-        .collect())
+    let mut parked = ParkedAggregates::default();
+    for (kind, id, global_position, error) in rows {
+        parked.0.entry(kind).or_default().insert(
+            id,
+            Head {
+                global_position,
+                error,
+            },
+        );
+    }
+    Ok(parked)
 }
 
 /// Records `event` as parked for `projection`: failed (`held_behind` `None`) or held behind

@@ -1,14 +1,15 @@
 //! Running a projection: one projector per projection across all instances (advisory lock),
 //! woken by `NOTIFY` when events commit and polling as a fallback.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
 use crate::event_log::{read_page, LogPosition, StoredEvent};
-use crate::parking::{self, AggregateKey, Head};
 use crate::notifications::{wait_for, Wakeup};
+use crate::parking::{self, Head};
 
 /// Events applied per transaction.
 const PAGE_SIZE: i64 = 5_000;
@@ -44,9 +45,12 @@ impl ProjectionError {
         match self {
             Self::Undecodable { .. } => true,
             Self::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-                // 22: data exception, 23: integrity constraint violation, P0: raised by
-                // PL/pgSQL (a trigger's `raise exception`).
-                ["22", "23", "P0"].iter().any(|class| code.starts_with(class))
+                // 22: data exception, 23: integrity constraint violation, 54: program limit
+                // exceeded (an index row too big, ...), P0: raised by PL/pgSQL (a trigger's
+                // `raise exception`).
+                ["22", "23", "54", "P0"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
             }),
             // Read-model rows that do not (de)serialise.
             Self::Database(sqlx::Error::Decode(_) | sqlx::Error::Encode(_)) => true,
@@ -95,10 +99,14 @@ impl Projector {
     pub async fn step(&self) -> Result<usize, ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
-        lock_checkpoint(&mut tx, name).await?;
+        // Locking the checkpoint row serialises pages with a concurrent `reset` or `retry`.
+        sqlx::query("insert into projection_checkpoint (name) values ($1) on conflict do nothing")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let (tx_id, global_position): (i64, i64) = sqlx::query_as(
             "select tx_id::text::bigint, global_position from projection_checkpoint
-             where name = $1",
+             where name = $1 for update",
         )
         .bind(name)
         .fetch_one(&mut *tx)
@@ -148,18 +156,20 @@ impl Projector {
         let mut heads = parking::parked_aggregates(conn, name).await?;
         let mut parked = Vec::new();
         // Ranges still to attempt; the last one is the earliest in the log.
-        let mut pending = vec![0..events.len()];
+        let mut pending: Vec<Range<usize>> = Vec::new();
+        pending.push(0..events.len());
         while let Some(range) = pending.pop() {
             let slice = &events[range.clone()];
             let mut held = Vec::new();
-            // Only copied when something is parked: the common page is applied as read.
+            // Only copied when it holds events of a parked aggregate: the common page is applied
+            // as read.
             let owned: Vec<StoredEvent>;
-            let to_apply = if heads.is_empty() {
+            let to_apply = if heads.is_empty() || !slice.iter().any(|e| heads.get(e).is_some()) {
                 slice
             } else {
                 let mut kept = Vec::with_capacity(slice.len());
                 for event in slice {
-                    match heads.get(&aggregate_key(event)) {
+                    match heads.get(event) {
                         Some(head) => held.push((event, head.clone())),
                         None => kept.push(event.clone()),
                     }
@@ -195,7 +205,7 @@ impl Projector {
                         error: head.error,
                     }));
                     heads.insert(
-                        aggregate_key(event),
+                        event,
                         Head {
                             global_position: event.global_position,
                             error: error.clone(),
@@ -272,7 +282,10 @@ impl Projector {
         for aggregate in parking::parked_events_by_aggregate(&mut tx, name).await? {
             let mut events = aggregate.iter();
             while let Some(event) = events.next() {
-                match self.attempt(&mut tx, std::slice::from_ref(event), &[]).await? {
+                match self
+                    .attempt(&mut tx, std::slice::from_ref(event), &[])
+                    .await?
+                {
                     Ok(()) => {
                         parking::unpark(&mut tx, name, event.global_position).await?;
                         outcome.applied += 1;
@@ -282,8 +295,14 @@ impl Projector {
                         parking::park(&mut tx, name, event, None, &error).await?;
                         outcome.still_parked += 1;
                         for later in events.by_ref() {
-                            parking::park(&mut tx, name, later, Some(event.global_position), &error)
-                                .await?;
+                            parking::park(
+                                &mut tx,
+                                name,
+                                later,
+                                Some(event.global_position),
+                                &error,
+                            )
+                            .await?;
                             outcome.still_parked += 1;
                         }
                         tracing::warn!(
@@ -315,8 +334,8 @@ impl Projector {
     }
 
     /// Empties the projection's tables and parked events and rewinds its checkpoint, in one
-    /// transaction. A running
-    /// projector then replays from the start; `catch_up` does it here.
+    /// transaction. A running projector then replays from the start (parking again what still
+    /// fails); `catch_up` does it here.
     pub async fn reset(&self) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
@@ -403,10 +422,6 @@ async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<(), sqlx
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-fn aggregate_key(event: &StoredEvent) -> AggregateKey {
-    (event.aggregate_type.clone(), event.aggregate_id.clone())
 }
 
 /// An event a page parked: failed (`held_behind` `None`) or held behind a failed one.

@@ -128,7 +128,8 @@ impl AdminProjectionsApi {
             projections_named(Some(name))?;
         }
         let limit = limit.0.unwrap_or(100);
-        let mut parked = parking::list(&self.state.pool, projection.0.as_deref(), limit + 1).await?;
+        let mut parked =
+            parking::list(&self.state.pool, projection.0.as_deref(), limit + 1).await?;
         let truncated = parked.len() as i64 > limit;
         parked.truncate(limit as usize);
         Ok(Json(ProjectionFailures {

@@ -22,6 +22,7 @@ mod processing;
 mod read_side;
 mod sdk;
 mod support_page;
+mod support_sign_in;
 mod transcription;
 
 /// Speech with known text (espeak-ng), WAV writing and the model: shared with the transcribe

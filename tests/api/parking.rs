@@ -36,7 +36,13 @@ fn callingest(app: &TestApp, args: &[&str]) -> String {
 }
 
 /// Appends an event to a call's stream as a writer would (the next sequence is the caller's).
-async fn append(app: &TestApp, aggregate_id: &str, sequence: i64, event_type: &str, payload: Value) {
+async fn append(
+    app: &TestApp,
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    payload: Value,
+) {
     sqlx::query(
         "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                              payload, metadata)
@@ -97,7 +103,14 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
     // Partner X's call: an acceptance of the wrong shape, then a well-formed outcome that
     // would schedule a callback if it were applied out of order.
     let bad = "partner-x:bad-call";
-    append(&app, bad, 1, "CallAccepted", json!({"CallAccepted": {"call": 42}})).await;
+    append(
+        &app,
+        bad,
+        1,
+        "CallAccepted",
+        json!({"CallAccepted": {"call": 42}}),
+    )
+    .await;
     append(
         &app,
         bad,
@@ -239,6 +252,40 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
         retried,
         json!({"projection": "read_models", "applied": 0, "still_parked": 2})
     );
+    // The same over the admin API, for every projection.
+    let retry_path = "/api/v1/admin/projection-failures/retry";
+    let denied = app.client.post(app.url(retry_path)).send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let answer = app
+        .client
+        .post(app.url(retry_path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    let outcomes: Vec<(String, u64, u64)> = body["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["projection"].as_str().unwrap().to_owned(),
+                p["applied"].as_u64().unwrap(),
+                p["still_parked"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("read_models".to_owned(), 0, 2),
+            ("processing_jobs".to_owned(), 0, 2),
+            ("callback_deliveries".to_owned(), 0, 2),
+            ("transcripts".to_owned(), 0, 0),
+        ]
+    );
     // A rebuild clears the projection's rows and parks again what still fails (the live
     // projector finishes the replay if other databases of the cluster held the rebuild back).
     let before_rebuild: chrono::DateTime<chrono::Utc> =
@@ -313,11 +360,10 @@ async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
     assert_eq!(events[1], "RecordingFetchStarted");
     assert_eq!(events.last().unwrap(), "ProcessingCompleted");
     // The read model stopped where the failure is: the completion was not applied before it.
-    let status: String =
-        sqlx::query_scalar("select status from call where call_id = 'blocked'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let status: String = sqlx::query_scalar("select status from call where call_id = 'blocked'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(status, "accepted");
 
     sqlx::raw_sql("drop trigger refuse_blocked_fetch on call")

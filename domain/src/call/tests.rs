@@ -1,5 +1,5 @@
 use super::*;
-use crate::submission::validate_batch;
+use crate::submission::{validate_batch, RawJson};
 use cqrs_es::test::TestFramework;
 use cqrs_es::DomainEvent;
 use serde_json::json;
@@ -79,7 +79,10 @@ fn the_same_call_again_is_a_duplicate_not_a_second_acceptance() {
 fn a_duplicate_records_that_its_payload_differed() {
     let first = accept("p1", "t1", new_call("c1"), 1);
     let mut changed = new_call("c1");
-    changed.agent.extra.insert("team".into(), json!("red"));
+    changed
+        .agent
+        .extra
+        .insert("team".into(), RawJson::from_value(&json!("red")));
     for again in [
         accept("p1", "t1", changed, 2),
         accept("p1", "other-tenant", new_call("c1"), 2),

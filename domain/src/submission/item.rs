@@ -9,7 +9,7 @@ use serde_json::Map;
 use super::errors::{Errors, Path};
 use super::raw::{self, kind, Kind, Raw};
 use super::{
-    Agent, CallDetails, CustomField, Customer, NewCall, MAX_CUSTOM_FIELDS, MAX_METADATA_KEY_CHARS,
+    ExtraFields, Agent, CallDetails, CustomField, Customer, NewCall, MAX_CUSTOM_FIELDS, MAX_METADATA_KEY_CHARS,
     MAX_METADATA_PAIRS, MAX_VALUE_CHARS,
 };
 use crate::values::{
@@ -95,7 +95,7 @@ pub(crate) fn check_item<'de>(
             callback_url,
             metadata: Map::new(),
             custom_fields,
-            extra: Map::new(),
+            extra: ExtraFields::new(),
         },
         raw,
         raw_call,
@@ -206,7 +206,7 @@ fn parse_call<'de>(
         start_time: start_time?,
         end_time: end_time?,
         contact_number: contact_number?,
-        extra: Map::new(),
+        extra: ExtraFields::new(),
     };
     Some((details, raw))
 }
@@ -226,7 +226,7 @@ fn parse_agent<'de>(
         id: id?,
         email,
         name,
-        extra: Map::new(),
+        extra: ExtraFields::new(),
     };
     Some((agent, raw))
 }
@@ -255,7 +255,7 @@ fn parse_customer<'de>(
         name,
         email,
         disposition_status,
-        extra: Map::new(),
+        extra: ExtraFields::new(),
     };
     Some((customer, raw))
 }

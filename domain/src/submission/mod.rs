@@ -16,6 +16,7 @@ mod document;
 mod errors;
 mod item;
 mod raw;
+mod raw_json;
 mod scan;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ use document::Document;
 use errors::{Errors, Path};
 
 pub use errors::MAX_LISTED_ERRORS;
+pub use raw_json::RawJson;
 pub use scan::MAX_NESTING_DEPTH;
 
 /// Most calls one request may carry.
@@ -66,8 +68,8 @@ pub enum BatchRejection {
     Invalid(ValidationErrors),
 }
 
-/// Fields nobody asked for but a partner sent; kept with the call as they came.
-pub type ExtraFields = Map<String, Value>;
+/// Fields nobody asked for but a partner sent; kept with the call as the JSON text they came as.
+pub type ExtraFields = std::collections::BTreeMap<String, RawJson>;
 
 /// The `call` object of a submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +79,7 @@ pub struct CallDetails {
     pub start_time: UtcTimestamp,
     pub end_time: UtcTimestamp,
     pub contact_number: E164Number,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
 
@@ -87,7 +89,7 @@ pub struct Agent {
     pub id: ExternalId,
     pub email: Option<EmailAddress>,
     pub name: Option<ShortText>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
 
@@ -98,7 +100,7 @@ pub struct Customer {
     pub name: Option<ShortText>,
     pub email: Option<EmailAddress>,
     pub disposition_status: Option<ShortText>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
 
@@ -122,7 +124,7 @@ pub struct NewCall {
     #[serde(default)]
     pub custom_fields: Vec<CustomField>,
     /// Top-level fields outside the contract (`industry`, `function`, ...).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
 
@@ -235,8 +237,8 @@ mod tests {
         assert_eq!(calls.len(), 1);
         let call = &calls[0];
         assert_eq!(call.call.id.as_str(), "call123");
-        assert_eq!(call.extra["industry"], "Technology");
-        assert_eq!(call.extra["function"], "Sales");
+        assert_eq!(call.extra["industry"].to_value(), "Technology");
+        assert_eq!(call.extra["function"].to_value(), "Sales");
         assert_eq!(call.metadata["campaign"], "Q1 Outreach");
         assert!(call.custom_fields.is_empty());
     }
@@ -358,8 +360,8 @@ mod tests {
         item["call"]["direction"] = json!("inbound");
         item["agent"]["team"] = json!({"name": "blue"});
         let calls = validate_batch(&json!({"data": [item]})).unwrap();
-        assert_eq!(calls[0].call.extra["direction"], "inbound");
-        assert_eq!(calls[0].agent.extra["team"]["name"], "blue");
+        assert_eq!(calls[0].call.extra["direction"].to_value(), "inbound");
+        assert_eq!(calls[0].agent.extra["team"].to_value()["name"], "blue");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::{ExtraFields, RawJson};
 
 /// A value's JSON text, borrowed from the request body.
 pub(crate) type Raw<'de> = &'de RawValue;
@@ -169,29 +171,29 @@ pub(crate) fn first_elements(raw: Raw<'_>, keep: usize) -> (Vec<Raw<'_>>, usize)
         .expect("a raw array value was checked well-formed")
 }
 
-/// The members of a raw object whose names are not in `known`, as a JSON tree: what a valid
-/// call keeps of the fields nobody asked for. Only built for calls that are accepted. Fails
-/// only on a number out of the range of a double (`1e400`), which no reader could store.
+/// The members of a raw object whose names are not in `known`, as the JSON text they came as:
+/// what a valid call keeps of the fields nobody asked for (a repeated name's last value wins).
 pub(crate) fn other_members(
     raw: Raw<'_>,
     known: &[&str],
-) -> Result<Map<String, Value>, serde_json::Error> {
+) -> Result<ExtraFields, serde_json::Error> {
     struct OtherMembers<'k>(&'k [&'k str]);
 
     impl<'de> Visitor<'de> for OtherMembers<'_> {
-        type Value = Map<String, Value>;
+        type Value = ExtraFields;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("an object")
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut others = Map::new();
+            let mut others = ExtraFields::new();
             while let Some(key) = map.next_key_seed(StrSeed)? {
                 if self.0.contains(&key.as_ref()) {
                     map.next_value::<IgnoredAny>()?;
                 } else {
-                    others.insert(key.into_owned(), map.next_value::<Value>()?);
+                    let value = map.next_value::<Raw<'de>>()?;
+                    others.insert(key.into_owned(), RawJson::new(value.to_owned()));
                 }
             }
             Ok(others)
@@ -202,8 +204,8 @@ pub(crate) fn other_members(
     de.deserialize_map(OtherMembers(known))
 }
 
-/// A raw value as a JSON tree (for small values only: metadata values); fails as
-/// [`other_members`] does.
+/// A raw value as a JSON tree (for small values only: metadata values). Fails only on a number
+/// out of the range of a double, which [`super::scan`] refuses before.
 pub(crate) fn tree(raw: Raw<'_>) -> Result<Value, serde_json::Error> {
     serde_json::from_str(raw.get())
 }

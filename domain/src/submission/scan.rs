@@ -107,8 +107,9 @@ impl<'s, 'r, 'de> Walk<'s, 'r, 'de> {
 /// `depth` levels deep: reports every NUL character with its path, and refuses (with the reason)
 /// a value nested deeper than [`MAX_NESTING_DEPTH`].
 ///
-/// Most values hold no NUL: a byte scan settles the nesting and finds no `\u0000` escape
-/// (the only way JSON text can hold a NUL), and the slower walk that knows paths is skipped.
+/// Most values hold no NUL and no exponent: byte scans settle the nesting and find no
+/// `\u0000` escape (the only way JSON text can hold a NUL) and no number that could be out of
+/// range, and the slower walk that reads every value is skipped.
 pub(crate) fn scan(
     raw: Raw<'_>,
     prefix: String,
@@ -117,11 +118,17 @@ pub(crate) fn scan(
 ) -> Result<(), String> {
     let text = raw.get();
     check_nesting(text, depth)?;
-    if !text.contains("\\u0000") {
+    let report = if text.contains("\\u0000") {
+        Some(Report { prefix, errors })
+    } else if may_hold_out_of_range_number(text) {
+        None
+    } else {
         return Ok(());
-    }
+    };
+    // The walk reads every number as a double, refusing those out of range (`1e400`):
+    // PostgreSQL would store them, but no reader of the stored call could read it back.
     let mut state = State {
-        report: Some(Report { prefix, errors }),
+        report,
         stack: Vec::new(),
     };
     let mut de = serde_json::Deserializer::from_str(text);
@@ -135,6 +142,41 @@ pub(crate) fn scan(
 
 fn too_deep() -> String {
     format!("arrays and objects nested deeper than {MAX_NESTING_DEPTH} levels")
+}
+
+/// Whether well-formed JSON text holds a number with an exponent or of over 300 digits: the
+/// only ones that can be out of the range of a double.
+fn may_hold_out_of_range_number(text: &str) -> bool {
+    let (mut in_string, mut escaped, mut in_number, mut digits) = (false, false, false, 0);
+    for &byte in text.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                in_number = false;
+            }
+            b'-' | b'0'..=b'9' | b'.' => {
+                if !in_number {
+                    (in_number, digits) = (true, 0);
+                }
+                digits += 1;
+                if digits > 300 {
+                    return true;
+                }
+            }
+            b'e' | b'E' if in_number => return true,
+            _ => in_number = false,
+        }
+    }
+    false
 }
 
 /// Counts brackets outside strings in well-formed JSON text.
