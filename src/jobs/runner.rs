@@ -201,6 +201,9 @@ impl Runner {
         let _in_flight = InFlight::start(self.queue);
         let started = Instant::now();
         let cancel = Cancel::new();
+        // However this ends (even dropped, as when a test stops a service abruptly), blocking
+        // work the step started is told to stop rather than run on unobserved.
+        let _stop_leftovers = StopOnDrop(cancel.clone());
         let job = Job {
             claim,
             cancel: cancel.clone(),
@@ -361,6 +364,14 @@ async fn heartbeat(
                 cancel.cancel(CancelReason::Drained);
             }
         }
+    }
+}
+
+struct StopOnDrop(Cancel);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop().request();
     }
 }
 
