@@ -33,6 +33,7 @@ pub struct RecordingServer {
 struct ServerState {
     flaky: Arc<AtomicUsize>,
     hang_once: Arc<AtomicUsize>,
+    delayed_once: Arc<AtomicUsize>,
     port: u16,
 }
 
@@ -72,6 +73,25 @@ async fn hang_once(Path(name): Path<String>, state: poem::web::Data<&ServerState
     read_fixture(&name)
 }
 
+/// Answers with the file after `ms` milliseconds (a slow host, or one that keeps a worker busy).
+#[handler]
+async fn delayed(Path((ms, name)): Path<(u64, String)>) -> Response {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    read_fixture(&name)
+}
+
+/// The first request waits `ms` milliseconds before its answer; later ones are answered at once.
+#[handler]
+async fn delayed_once(
+    Path((ms, name)): Path<(u64, String)>,
+    state: poem::web::Data<&ServerState>,
+) -> Response {
+    if state.delayed_once.fetch_add(1, Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    read_fixture(&name)
+}
+
 #[handler]
 async fn slow() -> Response {
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -105,6 +125,7 @@ impl RecordingServer {
         let state = ServerState {
             flaky: Arc::new(AtomicUsize::new(0)),
             hang_once: Arc::new(AtomicUsize::new(0)),
+            delayed_once: Arc::new(AtomicUsize::new(0)),
             port,
         };
         let counter = hits.clone();
@@ -112,6 +133,8 @@ impl RecordingServer {
             .at("/files/:name", get(fixture))
             .at("/flaky/:name", get(flaky))
             .at("/hang-once/:name", get(hang_once))
+            .at("/delay/:ms/:name", get(delayed))
+            .at("/delay-once/:ms/:name", get(delayed_once))
             .at("/slow.wav", get(slow))
             .at("/big.wav", get(big))
             .at("/redirect.wav", get(redirect))
@@ -166,7 +189,7 @@ async fn catch_up_to_the_end(projector: &Projector, app: &TestApp, name: &str) {
 
 /// Catches the projector up until `count_query` counts `expected` rows (bounded). Other test
 /// databases on the same cluster hold back the snapshot xmin for a moment now and then.
-async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str, expected: i64) {
+pub async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         projector.catch_up().await.unwrap();
