@@ -21,7 +21,7 @@ use symphonia::default::formats::{AdtsReader, IsoMp4Reader, MpaReader, WavReader
 use crate::meter::{Measurements, Meter};
 use crate::samples::SampleCheck;
 use crate::RecordingFormat;
-use crate::{AnalysisError, PcmSink};
+use crate::{AnalysisError, Bounds, PcmSink};
 
 /// What the decoder produced, before conversion to the public `Analysis`.
 pub(crate) struct Decoded {
@@ -52,10 +52,10 @@ impl PcmSink for MeterSink {
 pub(crate) fn decode_and_measure(
     path: &Path,
     format: RecordingFormat,
-    max_duration: Option<Duration>,
+    bounds: &Bounds,
 ) -> Result<Decoded, AnalysisError> {
     let mut sink = MeterSink::default();
-    let codec = decode_into(path, format, &mut sink, max_duration)?;
+    let codec = decode_into(path, format, &mut sink, bounds)?;
     // decode_into only returns Ok after at least one block, so the meter exists.
     let meter = sink.0.ok_or_else(|| {
         AnalysisError::Undecodable(format!("{format}: no audio could be decoded"))
@@ -118,7 +118,7 @@ pub(crate) fn decode_into(
     path: &Path,
     format: RecordingFormat,
     sink: &mut dyn PcmSink,
-    max_duration: Option<Duration>,
+    bounds: &Bounds,
 ) -> Result<String, AnalysisError> {
     let mut reader = open_reader(path, format)?;
     let what = format.as_str();
@@ -150,6 +150,9 @@ pub(crate) fn decode_into(
     let mut frames = 0u64;
 
     loop {
+        if bounds.stop.requested() {
+            return Err(AnalysisError::Stopped);
+        }
         let packet = match reader.next_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
@@ -208,7 +211,7 @@ pub(crate) fn decode_into(
             )));
         }
         let &mut (first_rate, first_channels) = layout.get_or_insert_with(|| {
-            max_frames = max_duration.map(|d| (d.as_secs_f64() * f64::from(rate)) as u64);
+            max_frames = bounds.max_duration.map(|d| (d.as_secs_f64() * f64::from(rate)) as u64);
             sink.start(rate, channels);
             (rate, channels)
         });
@@ -219,7 +222,7 @@ pub(crate) fn decode_into(
             )));
         }
         frames += buf.frames() as u64;
-        if let (Some(max), Some(limit)) = (max_frames, max_duration) {
+        if let (Some(max), Some(limit)) = (max_frames, bounds.max_duration) {
             // Checked before the block is measured: nothing past the limit is worked on.
             if frames > max {
                 return Err(AnalysisError::TooLong { limit });

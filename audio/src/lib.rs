@@ -27,12 +27,14 @@ mod decode;
 mod format;
 mod meter;
 mod samples;
+mod stop;
 
 use std::path::Path;
 use std::time::Duration;
 
 pub use format::{identify, RecordingFormat};
 pub use samples::sanitize_sample;
+pub use stop::Stop;
 
 /// What [`analyze`] measured. Durations are in milliseconds of decoded audio, levels in dBFS
 /// (0 dBFS = digital full scale).
@@ -94,7 +96,7 @@ pub fn decode(
     format: RecordingFormat,
     sink: &mut dyn PcmSink,
 ) -> Result<String, AnalysisError> {
-    decode_limited(path, format, sink, None)
+    decode_within(path, format, sink, &Bounds::default())
 }
 
 /// [`decode`], stopping with [`AnalysisError::TooLong`] as soon as the decoded audio passes
@@ -105,21 +107,23 @@ pub fn decode_up_to(
     sink: &mut dyn PcmSink,
     max_duration: Duration,
 ) -> Result<String, AnalysisError> {
-    decode_limited(path, format, sink, Some(max_duration))
+    decode_within(path, format, sink, &Bounds::up_to(max_duration))
 }
 
-fn decode_limited(
+/// [`decode`] within `bounds`: [`AnalysisError::TooLong`] past their duration,
+/// [`AnalysisError::Stopped`] as soon as their stop is requested (looked at before every packet).
+pub fn decode_within(
     path: &Path,
     format: RecordingFormat,
     sink: &mut dyn PcmSink,
-    max_duration: Option<Duration>,
+    bounds: &Bounds,
 ) -> Result<String, AnalysisError> {
     // The sink is dropped by the caller if we fail, so a half-fed sink cannot be observed in a
     // broken state through this call.
     let sink = std::panic::AssertUnwindSafe(sink);
     catch_decoder_panic(format, move || {
         let sink = sink;
-        decode::decode_into(path, format, sink.0, max_duration)
+        decode::decode_into(path, format, sink.0, bounds)
     })
 }
 
@@ -159,6 +163,9 @@ pub enum AnalysisError {
     /// Reading the file failed.
     #[error("reading the recording failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The caller asked to stop (see [`Stop`]); says nothing about the recording.
+    #[error("stopped before the end of the recording")]
+    Stopped,
 }
 
 /// Decodes the whole file, streaming, and measures it.
@@ -170,7 +177,7 @@ pub enum AnalysisError {
 /// A panic inside the decoder on hostile input (symphonia parses untrusted bytes) is caught
 /// and reported as [`AnalysisError::Undecodable`], so one bad upload cannot take a worker down.
 pub fn analyze(path: &Path, format: RecordingFormat) -> Result<Analysis, AnalysisError> {
-    analyze_limited(path, format, None)
+    analyze_within(path, format, &Bounds::default())
 }
 
 /// [`analyze`], stopping with [`AnalysisError::TooLong`] as soon as the decoded audio passes
@@ -181,7 +188,7 @@ pub fn analyze_up_to(
     format: RecordingFormat,
     max_duration: Duration,
 ) -> Result<Analysis, AnalysisError> {
-    analyze_limited(path, format, Some(max_duration))
+    analyze_within(path, format, &Bounds::up_to(max_duration))
 }
 
 /// A limit as partners read it: "600 minutes", "1 minute", "0.05 minutes".
@@ -194,14 +201,30 @@ fn in_minutes(limit: Duration) -> String {
     }
 }
 
-fn analyze_limited(
+/// How far decoding may go: at most `max_duration` of audio, and no further once `stop` is
+/// requested (a job runner that lost its lease, a drain).
+#[derive(Debug, Clone, Default)]
+pub struct Bounds {
+    pub max_duration: Option<Duration>,
+    pub stop: Stop,
+}
+
+impl Bounds {
+    pub fn up_to(max_duration: Duration) -> Self {
+        Self {
+            max_duration: Some(max_duration),
+            stop: Stop::new(),
+        }
+    }
+}
+
+/// [`analyze`] within `bounds` ([`AnalysisError::TooLong`], [`AnalysisError::Stopped`]).
+pub fn analyze_within(
     path: &Path,
     format: RecordingFormat,
-    max_duration: Option<Duration>,
+    bounds: &Bounds,
 ) -> Result<Analysis, AnalysisError> {
-    let decoded = catch_decoder_panic(format, || {
-        decode::decode_and_measure(path, format, max_duration)
-    })?;
+    let decoded = catch_decoder_panic(format, || decode::decode_and_measure(path, format, bounds))?;
     let m = &decoded.measurements;
     let stereo = m.channels >= 2;
     let silence_ratio = if m.frames == 0 {

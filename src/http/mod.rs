@@ -150,6 +150,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                 async move {
                     record_projection_lag(&pool).await;
                     record_parked_events(&pool).await;
+                    crate::jobs::record_queue_metrics(&pool).await;
                     metrics.render()
                 }
             })),

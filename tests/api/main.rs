@@ -20,6 +20,7 @@ mod parking;
 mod partners;
 mod processing;
 mod read_side;
+mod runner;
 mod sdk;
 mod support_page;
 mod support_sign_in;

@@ -15,6 +15,10 @@ use poem::web::Path;
 use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::{json, Value};
 
+use callingest::config::ProcessingConfig;
+use callingest::jobs::{JobOutcome, Runner, Shutdown};
+use callingest_domain::call::RetryPolicy;
+
 use crate::helpers::{batch, item_with_id, spawn_app, spawn_app_with, test_processing, TestApp};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio/tests/fixtures");
@@ -29,6 +33,7 @@ pub struct RecordingServer {
 struct ServerState {
     flaky: Arc<AtomicUsize>,
     hang_once: Arc<AtomicUsize>,
+    delayed_once: Arc<AtomicUsize>,
     port: u16,
 }
 
@@ -68,6 +73,25 @@ async fn hang_once(Path(name): Path<String>, state: poem::web::Data<&ServerState
     read_fixture(&name)
 }
 
+/// Answers with the file after `ms` milliseconds (a slow host, or one that keeps a worker busy).
+#[handler]
+async fn delayed(Path((ms, name)): Path<(u64, String)>) -> Response {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    read_fixture(&name)
+}
+
+/// The first request waits `ms` milliseconds before its answer; later ones are answered at once.
+#[handler]
+async fn delayed_once(
+    Path((ms, name)): Path<(u64, String)>,
+    state: poem::web::Data<&ServerState>,
+) -> Response {
+    if state.delayed_once.fetch_add(1, Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    read_fixture(&name)
+}
+
 #[handler]
 async fn slow() -> Response {
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -101,6 +125,7 @@ impl RecordingServer {
         let state = ServerState {
             flaky: Arc::new(AtomicUsize::new(0)),
             hang_once: Arc::new(AtomicUsize::new(0)),
+            delayed_once: Arc::new(AtomicUsize::new(0)),
             port,
         };
         let counter = hits.clone();
@@ -108,6 +133,8 @@ impl RecordingServer {
             .at("/files/:name", get(fixture))
             .at("/flaky/:name", get(flaky))
             .at("/hang-once/:name", get(hang_once))
+            .at("/delay/:ms/:name", get(delayed))
+            .at("/delay-once/:ms/:name", get(delayed_once))
             .at("/slow.wav", get(slow))
             .at("/big.wav", get(big))
             .at("/redirect.wav", get(redirect))
@@ -162,7 +189,7 @@ async fn catch_up_to_the_end(projector: &Projector, app: &TestApp, name: &str) {
 
 /// Catches the projector up until `count_query` counts `expected` rows (bounded). Other test
 /// databases on the same cluster hold back the snapshot xmin for a moment now and then.
-async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str, expected: i64) {
+pub async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         projector.catch_up().await.unwrap();
@@ -216,6 +243,22 @@ pub async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
         .into_iter()
         .map(|(t, _)| t)
         .collect()
+}
+
+/// The fetch pool of `processing` on the app's database, for a test to drive by hand.
+pub fn fetch_runner(app: &TestApp, processing: &ProcessingConfig, retry: RetryPolicy) -> Runner {
+    let fetcher = Arc::new(callingest::app::fetcher(processing).unwrap());
+    Runner::new(
+        app.pool.clone(),
+        &callingest::jobs::FETCH,
+        Arc::new(callingest::processing::Worker::new(
+            app.pool.clone(),
+            fetcher,
+            retry,
+        )),
+        processing.fetch_pool(),
+        Shutdown::new(),
+    )
 }
 
 async fn processing_app() -> TestApp {
@@ -495,23 +538,16 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     let jobs = Projector::new(app.pool.clone(), Arc::new(ProcessingJobs));
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 1).await;
 
-    let mut processing = test_processing();
-    processing.job_lease_ms = 300;
-    let fetcher = Arc::new(callingest::app::fetcher(&processing).unwrap());
+    // The default lease (30 s): the killed worker's claim runs out, then another takes it.
+    let processing = test_processing();
     let retry = callingest_domain::call::RetryPolicy {
         max_attempts: 5,
         backoff_base_ms: 10,
     };
-    let lease = Duration::from_millis(300);
-    let doomed = callingest::processing::Worker::new(
-        app.pool.clone(),
-        fetcher.clone(),
-        retry,
-        lease,
-        "doomed".into(),
-    );
+    let doomed = fetch_runner(&app, &processing, retry);
     // Kill it while it waits for the recording: its job stays leased to it.
-    let killed = tokio::time::timeout(Duration::from_millis(500), doomed.try_execute_job()).await;
+    let killed_at = Instant::now();
+    let killed = tokio::time::timeout(Duration::from_millis(500), doomed.run_next("doomed")).await;
     assert!(
         killed.is_err(),
         "the doomed worker finished instead of hanging"
@@ -523,14 +559,9 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
         .unwrap();
     assert_eq!(owner.as_deref(), Some("doomed"));
 
-    let survivor = callingest::processing::Worker::new(
-        app.pool.clone(),
-        fetcher,
-        retry,
-        lease,
-        "survivor".into(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let survivor = fetch_runner(&app, &processing, retry);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut taken_over_after = None;
     while !app
         .call_events("partner-a", "killed")
         .await
@@ -539,9 +570,18 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     {
         assert!(Instant::now() < deadline, "the job was never completed");
         jobs.catch_up().await.unwrap();
-        survivor.try_execute_job().await.unwrap();
+        if survivor.run_next("survivor").await.unwrap() == JobOutcome::Processed {
+            taken_over_after.get_or_insert(killed_at.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Within one lease (plus the polling of this loop) of the kill, not before it expired.
+    let taken_over_after = taken_over_after.expect("the survivor claimed the job");
+    assert!(
+        taken_over_after >= processing.lease() - Duration::from_millis(500)
+            && taken_over_after < processing.lease() + Duration::from_secs(3),
+        "taken over after {taken_over_after:?}"
+    );
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 0).await;
 
     let types = event_types(&app, "killed").await;
@@ -560,8 +600,8 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     assert_eq!(types.iter().filter(|t| *t == "ProcessingFailed").count(), 0);
     // Nothing is left to do, and doing nothing records nothing.
     assert_eq!(
-        survivor.try_execute_job().await.unwrap(),
-        callingest::processing::JobOutcome::EmptyQueue
+        survivor.run_next("survivor").await.unwrap(),
+        JobOutcome::EmptyQueue
     );
     let count: i64 = sqlx::query_scalar("select count(*) from processing_job")
         .fetch_one(&app.pool)

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use callingest_audio::{AnalysisError, PcmSink, RecordingFormat};
+use callingest_audio::{AnalysisError, Bounds, PcmSink, RecordingFormat, Stop};
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Fft, FixedSync, Indexing, Resampler};
 
@@ -33,7 +33,7 @@ pub fn load_channels(
     path: &Path,
     format: RecordingFormat,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
-    load(path, format, None)
+    load(path, format, None, &Stop::new())
 }
 
 /// [`load_channels`], refusing recordings longer than `max_duration`
@@ -44,20 +44,32 @@ pub fn load_channels_up_to(
     format: RecordingFormat,
     max_duration: std::time::Duration,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
-    load(path, format, Some(max_duration))
+    load(path, format, Some(max_duration), &Stop::new())
+}
+
+/// [`load_channels_up_to`], giving up with [`TranscribeError::Stopped`] as soon as `stop` is
+/// requested (decoding and resampling look at it before every packet).
+pub fn load_channels_until(
+    path: &Path,
+    format: RecordingFormat,
+    max_duration: std::time::Duration,
+    stop: &Stop,
+) -> Result<Vec<ChannelAudio>, TranscribeError> {
+    load(path, format, Some(max_duration), stop)
 }
 
 fn load(
     path: &Path,
     format: RecordingFormat,
     max_duration: Option<std::time::Duration>,
+    stop: &Stop,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
     let mut sink = ChannelSink::default();
-    let decoded = match max_duration {
-        Some(max) => callingest_audio::decode_up_to(path, format, &mut sink, max),
-        None => callingest_audio::decode(path, format, &mut sink),
+    let bounds = Bounds {
+        max_duration,
+        stop: stop.clone(),
     };
-    decoded.map_err(|e| match e {
+    callingest_audio::decode_within(path, format, &mut sink, &bounds).map_err(|e| match e {
         AnalysisError::Unsupported(_)
         | AnalysisError::Undecodable(_)
         | AnalysisError::InvalidSamples { .. } => TranscribeError::Audio(e.to_string()),
@@ -66,6 +78,7 @@ fn load(
             limit.as_secs_f64()
         )),
         AnalysisError::Io(_) => TranscribeError::Transient(e.to_string()),
+        AnalysisError::Stopped => TranscribeError::Stopped,
     })?;
     sink.finish()
 }
