@@ -9,6 +9,7 @@ pub mod db;
 pub mod event_store;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod net;
 pub mod partners;
 pub mod processing;

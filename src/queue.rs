@@ -9,10 +9,14 @@ use std::time::Duration;
 use callingest_projections::notifications::{wait_for, Wakeup};
 use sqlx::PgPool;
 
+use crate::jobs::claim::{claim_next, ClaimTarget};
+
 /// Longest sleep between looks at a queue when nothing notifies.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct WorkQueue {
+    /// Where and how its jobs are claimed (fairly between partners).
+    target: ClaimTarget,
     table: &'static str,
     /// SQL condition on the table that selects this queue's rows (`true` for all of them).
     rows: &'static str,
@@ -22,17 +26,32 @@ pub struct WorkQueue {
 
 /// Calls to fetch and analyse.
 pub const PROCESSING_JOBS: WorkQueue = WorkQueue {
+    target: ClaimTarget {
+        table: "processing_job",
+        stage: Some("fetch"),
+        turns: "fetch",
+    },
     table: "processing_job",
     rows: "stage = 'fetch'",
     channel: "callingest_jobs",
 };
 /// Analysed calls waiting for their transcript: the same table, its own pool of workers.
 pub const TRANSCRIPTION_JOBS: WorkQueue = WorkQueue {
+    target: ClaimTarget {
+        table: "processing_job",
+        stage: Some("transcribe"),
+        turns: "transcribe",
+    },
     table: "processing_job",
     rows: "stage = 'transcribe'",
     channel: "callingest_jobs",
 };
 pub const CALLBACK_DELIVERIES: WorkQueue = WorkQueue {
+    target: ClaimTarget {
+        table: "callback_delivery",
+        stage: None,
+        turns: "callback",
+    },
     table: "callback_delivery",
     rows: "true",
     channel: "callingest_callbacks",
@@ -54,31 +73,8 @@ impl WorkQueue {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<String>, sqlx::Error> {
-        let (table, rows) = (self.table, self.rows);
-        let mut tx = pool.begin().await?;
-        // A claim need not survive a crash (its row would just be claimable again at once),
-        // so it does not wait for the WAL flush. What the work records is durable as usual, and
-        // its flush also covers this claim's.
-        sqlx::query("set local synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        let claimed = sqlx::query_scalar(&format!(
-            "update {table}
-             set lease_until = now() + $2 * interval '1 millisecond', lease_owner = $1
-             where call_aggregate_id = (
-                 select call_aggregate_id from {table}
-                 where {rows} and due_at <= now() and (lease_until is null or lease_until < now())
-                 order by due_at
-                 limit 1
-                 for update skip locked)
-             returning call_aggregate_id"
-        ))
-        .bind(owner)
-        .bind(lease.as_millis() as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(claimed)
+        let claim = claim_next(pool, self.target, owner, lease).await?;
+        Ok(claim.map(|claim| claim.call_aggregate_id))
     }
 
     /// How long until some row can be claimed (due, or its lease expired).

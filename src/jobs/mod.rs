@@ -1,0 +1,3 @@
+//! Jobs of the worker pools: claiming them.
+
+pub mod claim;
