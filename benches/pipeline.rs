@@ -8,7 +8,16 @@
 //! 4. Listing: `GET /api/v1/partner/calls` pages over 1,000,000 call rows, 50 concurrent
 //!    readers, p50/p99, and the query plan.
 //!
+//! 5. Fairness: partner B's backlog keeps every worker slot busy while partner A submits one
+//!    call every 2 s: how soon A's calls start (fetch, and transcription when the bench is
+//!    built with `--features whisper` and `CALLINGEST_WHISPER_MODEL` names a model), B's
+//!    throughput with and without A, and the claim's plans and time over 1,000,000 queued jobs
+//!    of 1,000 partners.
+//!
 //! Run: `cargo bench --bench pipeline` (`BENCH_CALLS`, default 100000, sets part 1's size).
+
+#[path = "pipeline/fairness.rs"]
+mod fairness;
 
 // The HTTPS receiver of the tests; its own tests come along unused here.
 #[path = "../tests/api/callback_receiver.rs"]
@@ -101,10 +110,14 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 async fn submit(ingest: &IngestService, items: Vec<Value>) -> anyhow::Result<()> {
+    submit_as(ingest, "bench", items).await
+}
+
+async fn submit_as(ingest: &IngestService, partner: &str, items: Vec<Value>) -> anyhow::Result<()> {
     let calls = validate_batch(&json!({ "data": items })).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     ingest
         .submit(&Submission {
-            partner_id: PartnerId::parse("bench").unwrap(),
+            partner_id: PartnerId::parse(partner).unwrap(),
             tenant_id: TenantId::parse("tenant1").unwrap(),
             sub_tenant_id: TenantId::parse("sub1").unwrap(),
             calls,
@@ -122,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     // BENCH_PARTS picks parts, e.g. "1" or "23" (default all).
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "1234".into());
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "12345".into());
     if parts.contains('1') {
         replay(calls).await?;
     }
@@ -134,6 +147,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if parts.contains('4') {
         listing(1_000_000).await?;
+    }
+    if parts.contains('5') {
+        fairness::run().await?;
     }
     Ok(())
 }

@@ -82,6 +82,18 @@ impl Projection for CallbackDeliveries {
             .bind(&due_at)
             .execute(&mut *conn)
             .await?;
+            // The partners' turns in the delivery pool (see `src/jobs/claim.rs`).
+            sqlx::query(
+                "insert into job_queue_partner (queue, partner_id, idle_until)
+                 select 'callbacks', partner_id, min(due_at) from callback_delivery
+                 where call_aggregate_id = any($1)
+                 group by partner_id
+                 on conflict (queue, partner_id) do update
+                 set idle_until = least(job_queue_partner.idle_until, excluded.idle_until)",
+            )
+            .bind(&due_ids)
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(())
     }

@@ -83,12 +83,18 @@ impl Projection for ProcessingJobs {
         }
 
         let mut removed = Vec::new();
+        let mut queued = Vec::new();
         let mut created = NewRows::default();
         let mut updated = UpdatedRows::default();
         for (id, change) in changes {
             if change.remove {
                 removed.push(id);
-            } else if let Some(job) = change.new {
+                continue;
+            }
+            if change.new.is_some() || change.due_at.is_some() || change.stage.is_some() {
+                queued.push(id);
+            }
+            if let Some(job) = change.new {
                 created.ids.push(id);
                 created.partner_ids.push(job.partner_id);
                 created.call_ids.push(job.call_id);
@@ -151,8 +157,29 @@ impl Projection for ProcessingJobs {
             .execute(&mut *conn)
             .await?;
         }
+        wake_partners(conn, &queued).await?;
         Ok(())
     }
+}
+
+/// Puts the partners of jobs just queued or rescheduled in their pool's rotation, and wakes
+/// them if they were resting (see `src/jobs/claim.rs`, which takes the turns).
+async fn wake_partners(conn: &mut PgConnection, ids: &[&str]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into job_queue_partner (queue, partner_id, idle_until)
+         select stage, partner_id, min(due_at) from processing_job
+         where call_aggregate_id = any($1)
+         group by stage, partner_id
+         on conflict (queue, partner_id) do update
+         set idle_until = least(job_queue_partner.idle_until, excluded.idle_until)",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Columns of the rows a page inserts, one vector per column (bound as arrays).

@@ -3,7 +3,8 @@
 //! [`Step`] they run.
 //!
 //! A job goes through the same stages in every pool:
-//! 1. **claim** ([`claim::claim_next`]): one short transaction sets a short lease and a fresh
+//! 1. **claim** ([`claim::claim_next`]): one short transaction takes the oldest due job of the
+//!    partner whose turn it is (fair between partners) and sets a short lease and a fresh
 //!    token on the row (no transaction stays open across the work, which would hold back every
 //!    reader of the event log);
 //! 2. **heartbeat**: while the step runs, the lease is renewed every lease/3, and only while
@@ -41,6 +42,8 @@ pub struct Queue {
     /// The pool's name in metrics (`pool` label) and logs.
     pub name: &'static str,
     pub table: &'static str,
+    /// The `processing_job.stage` of this pool; `None` when the whole table is the pool.
+    pub stage: Option<&'static str>,
     /// SQL condition on the table that selects this queue's rows (`true` for all of them).
     pub rows: &'static str,
     /// Channel the table's trigger notifies when a row is created or rescheduled.
@@ -51,6 +54,7 @@ pub struct Queue {
 pub const FETCH: Queue = Queue {
     name: "fetch",
     table: "processing_job",
+    stage: Some("fetch"),
     rows: "stage = 'fetch'",
     channel: "callingest_jobs",
 };
@@ -58,6 +62,7 @@ pub const FETCH: Queue = Queue {
 pub const TRANSCRIBE: Queue = Queue {
     name: "transcribe",
     table: "processing_job",
+    stage: Some("transcribe"),
     rows: "stage = 'transcribe'",
     channel: "callingest_jobs",
 };
@@ -65,6 +70,7 @@ pub const TRANSCRIBE: Queue = Queue {
 pub const CALLBACKS: Queue = Queue {
     name: "callbacks",
     table: "callback_delivery",
+    stage: None,
     rows: "true",
     channel: "callingest_callbacks",
 };

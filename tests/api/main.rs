@@ -8,6 +8,7 @@ mod callback_receiver;
 mod callbacks;
 mod contract_errors;
 mod crash;
+mod fair_claims;
 mod fetch;
 mod hostile_bodies;
 mod hostile_recordings;
