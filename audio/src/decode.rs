@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::Path;
-use std::time::Duration;
 
 use symphonia::core::audio::conv::IntoSample;
 use symphonia::core::audio::sample::Sample;

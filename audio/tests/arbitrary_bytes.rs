@@ -108,6 +108,9 @@ fn check(bytes: &[u8], tally: &Mutex<Tally>) -> Result<(), TestCaseError> {
         Err(AnalysisError::Io(e)) => {
             return Err(TestCaseError::fail(format!("{format}: io error {e}")))
         }
+        Err(AnalysisError::Stopped) => {
+            return Err(TestCaseError::fail(format!("{format}: stopped unasked")))
+        }
     };
     let mut tally = tally.lock().unwrap();
     *tally.0.entry(format!("{format}: {kind}")).or_default() += 1;

@@ -120,6 +120,7 @@ async fn backlog_run(pool_kind: Pool, with_a: bool) -> anyhow::Result<BacklogRun
         role: Role::All,
         processing,
         admin_token: None,
+        http: Default::default(),
     };
     let app = Application::build(&config).await?;
     let pool = app.pool().clone();
