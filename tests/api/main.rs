@@ -9,6 +9,7 @@ mod callbacks;
 mod contract_errors;
 mod crash;
 mod fetch;
+mod fleet;
 mod idempotency;
 mod ingest;
 mod log_secrecy;

@@ -19,7 +19,8 @@ use crate::helpers::{batch, item_with_id, spawn_app, spawn_app_with, test_proces
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio/tests/fixtures");
 
-/// A recording host on 127.0.0.1 that counts every request it gets.
+/// A recording host on 127.0.0.1 that counts every request it gets. `/files/NAME` serves a
+/// fixture at once, `/delayed/MS/NAME` after MS milliseconds.
 pub struct RecordingServer {
     base: String,
     pub hits: Arc<AtomicUsize>,
@@ -68,6 +69,14 @@ async fn hang_once(Path(name): Path<String>, state: poem::web::Data<&ServerState
     read_fixture(&name)
 }
 
+/// The file, answered only after `ms` milliseconds: keeps downloads in flight (for the fleet
+/// tests' kills and restarts) without using any CPU.
+#[handler]
+async fn delayed(Path((ms, name)): Path<(u64, String)>) -> Response {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    read_fixture(&name)
+}
+
 #[handler]
 async fn slow() -> Response {
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -108,6 +117,7 @@ impl RecordingServer {
             .at("/files/:name", get(fixture))
             .at("/flaky/:name", get(flaky))
             .at("/hang-once/:name", get(hang_once))
+            .at("/delayed/:ms/:name", get(delayed))
             .at("/slow.wav", get(slow))
             .at("/big.wav", get(big))
             .at("/redirect.wav", get(redirect))
