@@ -92,13 +92,14 @@ async fn a_worker_killed_mid_download_loses_its_calls_to_the_other_within_two_le
     let took = fleet.wait_for_all(&calls, FINISHED, bound).await;
 
     fleet.assert_processed_exactly_once(&calls, false).await;
-    let mut finished_by_w2 = fleet
-        .recorded_by(&w2, &held, "ProcessingCompleted")
-        .await;
+    let mut finished_by_w2 = fleet.recorded_by(&w2, &held, "ProcessingCompleted").await;
     finished_by_w2.sort();
     let mut held = held;
     held.sort();
-    assert_eq!(finished_by_w2, held, "worker-1's calls were not finished by worker-2");
+    assert_eq!(
+        finished_by_w2, held,
+        "worker-1's calls were not finished by worker-2"
+    );
     println!(
         "all {} calls finished {took:.1?} after worker-1 was killed holding {}",
         calls.len(),
@@ -125,7 +126,9 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
     let mut restarted = Instant::now();
     for worker in &mut workers {
         let held = fleet.wait_until_holding(worker, 1).await;
-        let (status, took) = worker.terminate(DEFAULT_GRACE + Duration::from_secs(30)).await;
+        let (status, took) = worker
+            .terminate(DEFAULT_GRACE + Duration::from_secs(30))
+            .await;
         assert_eq!(
             status.code(),
             Some(0),
@@ -224,7 +227,10 @@ async fn one_partners_backlog_does_not_hold_back_another_partners_calls() {
     // The backlog was still there when A's last call came, or the test proved nothing.
     let last_accepted = accepted.iter().map(|(_, at)| *at).max().unwrap();
     let b_started = first_recorded(&fleet, &backlog, "RecordingFetchStarted").await;
-    let later = b_started.iter().filter(|(_, at)| *at > last_accepted).count()
+    let later = b_started
+        .iter()
+        .filter(|(_, at)| *at > last_accepted)
+        .count()
         + (backlog.len() - b_started.len());
     assert!(
         later > 0,
@@ -260,7 +266,11 @@ async fn two_api_instances_share_one_partners_rate_limit() {
     for n in 0..5 {
         let api = if n % 2 == 0 { &api_1 } else { &api_2 };
         let response = fleet
-            .post_batch(api, &partner, vec![fleet.call(&format!("c{n}"), "/files/silence.wav")])
+            .post_batch(
+                api,
+                &partner,
+                vec![fleet.call(&format!("c{n}"), "/files/silence.wav")],
+            )
             .await;
         let status = response.status().as_u16();
         if status == 429 {
@@ -314,7 +324,10 @@ async fn a_worker_instance_answers_health_and_metrics_probes() {
         .await
         .unwrap();
     assert_eq!(metrics.status(), 200);
-    let content_type = metrics.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let text = metrics.text().await.unwrap();
     for name in [

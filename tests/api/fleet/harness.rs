@@ -121,10 +121,7 @@ impl Fleet {
         Instance {
             name: name.to_owned(),
             address: format!("http://127.0.0.1:{port}"),
-            env: env
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             log: self.logs.path().join(format!("{name}.log")),
             child: None,
             pids: Vec::new(),
@@ -139,7 +136,11 @@ impl Fleet {
         instance
     }
 
-    pub async fn partner(&self, partner_id: &str, rate_limit_per_minute: u32) -> PartnerCredentials {
+    pub async fn partner(
+        &self,
+        partner_id: &str,
+        rate_limit_per_minute: u32,
+    ) -> PartnerCredentials {
         create_partner(&self.pool, partner_id, None, rate_limit_per_minute)
             .await
             .expect("partner created")
