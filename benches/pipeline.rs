@@ -25,7 +25,7 @@ use callingest::callbacks::{CallbackSender, CallbackSettings};
 use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use callingest::event_store::{self, execute};
 use callingest::ingest::{IngestService, RequestContext, Submission};
-use callingest::queue::CALLBACK_DELIVERIES;
+use callingest::jobs::{PoolSettings, Runner, Shutdown, CALLBACKS};
 use callingest_domain::call::{
     AudioAnalytics, Call, CallCommand, CallEvent, CallbackDelivered, FetchSuccess,
     ProcessingCompleted, RecordingAnalyzed, RecordingFetchStarted, RecordingFetched,
@@ -395,12 +395,11 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
     let settings = CallbackSettings {
         timeout: Duration::from_secs(10),
         backoff_base_ms: 30_000,
-        lease: Duration::from_secs(60),
         allow_private: true,
         extra_ca_file: Some(ca.ca_file().to_owned()),
     };
     let started = Instant::now();
-    let channels = [EVENTS_CHANNEL, CALLBACK_DELIVERIES.channel()];
+    let channels = [EVENTS_CHANNEL, CALLBACKS.channel];
     let (hub, listener) = NotificationHub::start(pool.clone(), &channels);
     let projector = Projector::new(
         pool.clone(),
@@ -414,10 +413,21 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(32);
+    let runner = Arc::new(Runner::new(
+        pool.clone(),
+        &CALLBACKS,
+        Arc::new(CallbackSender::new(pool.clone(), &settings)?),
+        PoolSettings {
+            concurrency: senders,
+            ..ProcessingConfig::default().callback_pool()
+        },
+        Shutdown::new(),
+    ));
     for s in 0..senders {
-        let sender = CallbackSender::new(pool.clone(), &settings, format!("bench-{s}"))?;
         tasks.push(tokio::spawn(
-            sender.run(hub.subscribe(CALLBACK_DELIVERIES.channel())),
+            runner
+                .clone()
+                .run(format!("bench-{s}"), hub.subscribe(CALLBACKS.channel)),
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -441,7 +451,10 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
 fn completion() -> Vec<CallCommand> {
     let now = chrono::Utc::now();
     vec![
-        CallCommand::StartFetch { at: now },
+        CallCommand::StartFetch {
+            max_attempts: 5,
+            at: now,
+        },
         CallCommand::RecordFetchSuccess(FetchSuccess {
             bytes: 1,
             sha256: "00".repeat(32),

@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use crate::callbacks::CallbackSender;
 use crate::config::{ProcessingConfig, ServeConfig};
 use crate::http::{routes, AppState};
+use crate::jobs::{Runner, Shutdown, Step};
 use crate::processing::fetch::{FetchConfig, Fetcher};
 use crate::processing::Worker;
-use crate::queue::{CALLBACK_DELIVERIES, PROCESSING_JOBS, TRANSCRIPTION_JOBS};
 use crate::transcription::spool::Spool;
 use crate::transcription::{TranscriptionWorker, TranscriptionWorkerSettings};
 
@@ -64,36 +64,57 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped).
+    /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped), then drains:
+    /// the HTTP server finishes the requests in flight while the workers stop claiming and get
+    /// `CALLINGEST_SHUTDOWN_GRACE_MS` to finish (see [`Background::drain`]).
     pub async fn run(self) -> anyhow::Result<()> {
+        self.config.processing.check()?;
         let background = if self.config.role.runs_workers() {
-            spawn_background(&self.pool, &self.config.processing)?
+            Some(spawn_background(&self.pool, &self.config.processing)?)
         } else {
-            Vec::new()
+            None
         };
-        // Abort background tasks however this function ends (error, shutdown, or being dropped):
-        // everything they do is durable, and leases let another worker finish their jobs.
-        let _background = AbortOnDrop(background);
-        match self.acceptor {
-            Some((acceptor, address)) => {
-                tracing::info!(%address, role = ?self.config.role, "callingest listening");
-                let state = AppState::new(self.pool.clone(), self.config.admin_token.clone());
-                let app = routes(Arc::new(state));
-                Server::new_with_acceptor(acceptor)
-                    .run_with_graceful_shutdown(
-                        app,
-                        shutdown_signal(),
-                        Some(std::time::Duration::from_secs(10)),
-                    )
-                    .await
-                    .context("HTTP server failed")?;
+        // Dropped (this function ends by error or is itself dropped), the background aborts
+        // its tasks: everything they do is durable, and leases let others finish their jobs.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signal = stop.clone();
+        let _signal = AbortOnDrop(vec![tokio::spawn(async move {
+            shutdown_signal().await;
+            signal.cancel();
+        })]);
+        let grace = self.config.processing.shutdown_grace();
+        let drained = async {
+            if let Some(background) = background {
+                stop.cancelled().await;
+                background.drain(grace).await;
             }
-            None => {
-                tracing::info!(role = ?self.config.role, "callingest running");
-                shutdown_signal().await;
+        };
+        let served = async {
+            match self.acceptor {
+                Some((acceptor, address)) => {
+                    tracing::info!(%address, role = ?self.config.role, "callingest listening");
+                    let state = AppState::new(self.pool.clone(), self.config.admin_token.clone());
+                    let app = routes(Arc::new(state));
+                    Server::new_with_acceptor(acceptor)
+                        .run_with_graceful_shutdown(
+                            app,
+                            stop.cancelled(),
+                            Some(std::time::Duration::from_secs(10)),
+                        )
+                        .await
+                        .context("HTTP server failed")
+                }
+                None => {
+                    tracing::info!(role = ?self.config.role, "callingest running");
+                    stop.cancelled().await;
+                    Ok(())
+                }
             }
-        }
+        };
+        let (served, ()) = tokio::join!(served, drained);
+        served?;
         self.pool.close().await;
+        tracing::info!("callingest stopped");
         Ok(())
     }
 }
@@ -108,23 +129,86 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How long steps interrupted at the end of the grace period get to record that they gave up
+/// and release their rows.
+const INTERRUPT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The projectors, the worker pools and their helpers of one process. Dropped, it aborts them
+/// (leases then expire); [`Background::drain`] stops them gracefully.
+pub struct Background {
+    /// The notification listener, the projectors, the spool sweeper.
+    services: AbortOnDrop,
+    /// One task per slot of each pool.
+    slots: AbortOnDrop,
+    shutdown: Shutdown,
+}
+
+impl Background {
+    /// Stops claiming at once; lets the steps in flight finish within `grace`; then interrupts
+    /// the rest (their attempts are given back and their rows released for other instances);
+    /// finally stops the projectors, whose connections (and advisory locks) close.
+    pub async fn drain(mut self, grace: std::time::Duration) {
+        tracing::info!(grace_ms = grace.as_millis() as u64, "draining: no more claims");
+        self.shutdown.stop_claiming();
+        let slots = std::mem::take(&mut self.slots.0);
+        let aborts: Vec<_> = slots.iter().map(|slot| slot.abort_handle()).collect();
+        let mut finished = futures_util::future::join_all(slots);
+        if tokio::time::timeout(grace, &mut finished).await.is_err() {
+            tracing::info!("grace period over: interrupting the jobs still running");
+            self.shutdown.interrupt();
+            if tokio::time::timeout(INTERRUPT_ALLOWANCE, finished)
+                .await
+                .is_err()
+            {
+                tracing::warn!("jobs did not stop in time; abandoned to their leases");
+                aborts.iter().for_each(|slot| slot.abort());
+            }
+        }
+        for task in std::mem::take(&mut self.services.0) {
+            task.abort();
+            let _ = task.await;
+        }
+        tracing::info!("drained");
+    }
+
+    /// For tests: the signal the pools watch.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+}
+
 /// Starts one projector per projection, the processing workers and the callback senders.
-pub fn spawn_background(
-    pool: &PgPool,
-    config: &ProcessingConfig,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Result<Background> {
+    config.check()?;
     // One LISTEN connection for every projector, worker and sender of this process.
     let channels = [
         EVENTS_CHANNEL,
-        PROCESSING_JOBS.channel(),
-        CALLBACK_DELIVERIES.channel(),
+        crate::jobs::FETCH.channel,
+        crate::jobs::CALLBACKS.channel,
     ];
     let (hub, listener) = NotificationHub::start(pool.clone(), &channels);
-    let mut tasks = vec![listener];
+    let mut services = vec![listener];
     for projection in callingest_projections::all() {
         let projector = Projector::new(pool.clone(), projection);
-        tasks.push(tokio::spawn(projector.run(hub.subscribe(EVENTS_CHANNEL))));
+        services.push(tokio::spawn(projector.run(hub.subscribe(EVENTS_CHANNEL))));
     }
+    let shutdown = Shutdown::new();
+    let start_pool = |queue, step: Arc<dyn Step>, settings: crate::jobs::PoolSettings| {
+        let runner = Arc::new(Runner::new(
+            pool.clone(),
+            queue,
+            step,
+            settings,
+            shutdown.clone(),
+        ));
+        (0..settings.concurrency.max(1))
+            .map(|n| {
+                let owner = format!("{}-{}-{n}", runner.queue().name, std::process::id());
+                let wakeup = hub.subscribe(runner.queue().channel);
+                tokio::spawn(runner.clone().run(owner, wakeup))
+            })
+            .collect::<Vec<_>>()
+    };
     let fetcher = Arc::new(fetcher(config)?);
     let retry = RetryPolicy {
         max_attempts: config.fetch_max_attempts,
@@ -140,60 +224,48 @@ pub fn spawn_background(
         Spool::open(&spool_dir)
             .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
     );
-    tasks.push(tokio::spawn(sweep_spool(spool.clone())));
-    for n in 0..config.worker_concurrency.max(1) {
-        let owner = format!("worker-{}-{n}", std::process::id());
-        let mut worker = Worker::new(
-            pool.clone(),
-            fetcher.clone(),
-            retry,
-            config.job_lease(),
-            owner,
-        );
-        if engine.is_some() {
-            worker = worker.handing_over_to(spool.clone());
-        }
-        tasks.push(tokio::spawn(
-            worker.run(hub.subscribe(PROCESSING_JOBS.channel())),
-        ));
+    services.push(tokio::spawn(sweep_spool(spool.clone())));
+    let mut worker = Worker::new(pool.clone(), fetcher.clone(), retry);
+    if engine.is_some() {
+        worker = worker.handing_over_to(spool.clone());
     }
+    let mut slots = start_pool(&crate::jobs::FETCH, Arc::new(worker), config.fetch_pool());
     // Only where an engine is configured: an instance without one must not take the work of
     // those that have one (handed-over calls wait for an instance with an engine).
     if let Some(engine) = &engine {
-        let retry = RetryPolicy {
-            max_attempts: transcription.transcribe_max_attempts,
-            backoff_base_ms: transcription.transcribe_backoff_base_ms,
-        };
-        for n in 0..transcription.transcribe_concurrency.max(1) {
-            let worker = TranscriptionWorker::new(
-                pool.clone(),
-                engine.clone(),
-                fetcher.clone(),
-                spool.clone(),
-                TranscriptionWorkerSettings {
-                    retry,
-                    max_duration: std::time::Duration::from_secs(
-                        transcription.transcribe_max_minutes * 60,
-                    ),
-                    lease: std::time::Duration::from_millis(transcription.transcribe_lease_ms),
-                    owner: format!("transcriber-{}-{n}", std::process::id()),
+        let worker = TranscriptionWorker::new(
+            pool.clone(),
+            engine.clone(),
+            fetcher.clone(),
+            spool.clone(),
+            TranscriptionWorkerSettings {
+                retry: RetryPolicy {
+                    max_attempts: transcription.transcribe_max_attempts,
+                    backoff_base_ms: transcription.transcribe_backoff_base_ms,
                 },
-            );
-            tasks.push(tokio::spawn(
-                worker.run(hub.subscribe(TRANSCRIPTION_JOBS.channel())),
-            ));
-        }
-    }
-    let callbacks = config.callback_settings();
-    for n in 0..config.callback_concurrency.max(1) {
-        let owner = format!("callbacks-{}-{n}", std::process::id());
-        let sender = CallbackSender::new(pool.clone(), &callbacks, owner)
-            .context("could not set up the callback client")?;
-        tasks.push(tokio::spawn(
-            sender.run(hub.subscribe(CALLBACK_DELIVERIES.channel())),
+                max_duration: std::time::Duration::from_secs(
+                    transcription.transcribe_max_minutes * 60,
+                ),
+            },
+        );
+        slots.extend(start_pool(
+            &crate::jobs::TRANSCRIBE,
+            Arc::new(worker),
+            config.transcription_pool(),
         ));
     }
-    Ok(tasks)
+    let sender = CallbackSender::new(pool.clone(), &config.callback_settings())
+        .context("could not set up the callback client")?;
+    slots.extend(start_pool(
+        &crate::jobs::CALLBACKS,
+        Arc::new(sender),
+        config.callback_pool(),
+    ));
+    Ok(Background {
+        services: AbortOnDrop(services),
+        slots: AbortOnDrop(slots),
+        shutdown,
+    })
 }
 
 /// Hourly, removes recordings spooled for more than a day: left by a crash, by a refused

@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::jobs::PoolSettings;
+
 /// A value that must never reach a log line: it prints as `[redacted]`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -119,10 +121,21 @@ pub struct ProcessingConfig {
     #[arg(long, env = "CALLINGEST_WORKER_CONCURRENCY", default_value_t = 4)]
     pub worker_concurrency: usize,
 
-    /// How long a claimed job stays with its worker; a crashed worker's job is retried after it.
-    /// Must exceed the fetch timeout plus the analysis time of the longest recording.
-    #[arg(long, env = "CALLINGEST_JOB_LEASE_MS", default_value_t = 900_000)]
-    pub job_lease_ms: u64,
+    /// How long a claimed job (fetch, transcription or callback) stays with its worker without
+    /// a heartbeat. The worker renews it every third of this while the job runs, so a worker
+    /// that dies loses its jobs to another within this time, however long they are.
+    #[arg(long, env = "CALLINGEST_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+
+    /// On SIGTERM / Ctrl-C, how long jobs in flight may run on; the rest are then interrupted
+    /// (their attempt does not count) and left to other instances at once.
+    #[arg(long, env = "CALLINGEST_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Longest a fetch + analysis step may run before it is cancelled as a failed attempt
+    /// (default: the fetch timeout plus 10 minutes for the analysis).
+    #[arg(long, env = "CALLINGEST_FETCH_STEP_MAX_MS")]
+    pub fetch_step_max_ms: Option<u64>,
 
     /// Largest recording fetched, in bytes.
     #[arg(long, env = "CALLINGEST_MAX_RECORDING_BYTES", default_value_t = 1 << 30)]
@@ -169,6 +182,11 @@ pub struct ProcessingConfig {
     /// A callback attempt succeeds on a 2xx within this time.
     #[arg(long, env = "CALLINGEST_CALLBACK_TIMEOUT_MS", default_value_t = 10_000)]
     pub callback_timeout_ms: u64,
+
+    /// Longest a callback attempt may run before it is cancelled as a failed attempt (default:
+    /// the callback timeout plus 10 seconds).
+    #[arg(long, env = "CALLINGEST_CALLBACK_STEP_MAX_MS")]
+    pub callback_step_max_ms: Option<u64>,
 
     /// Callback retry n waits this × 2^(n-1) milliseconds, ±10 % (a longer Retry-After on 429
     /// or 503 wins, up to an hour).
@@ -252,14 +270,13 @@ pub struct TranscriptionConfig {
     #[arg(long, env = "CALLINGEST_TRANSCRIBE_MAX_MINUTES", default_value_t = 120)]
     pub transcribe_max_minutes: u64,
 
-    /// How long a claimed transcription stays with its worker (a crashed worker's call is
-    /// transcribed again after it). Must exceed the transcription time of the longest call.
+    /// Longest a transcription step may run before it is cancelled as a failed attempt.
     #[arg(
         long,
-        env = "CALLINGEST_TRANSCRIBE_LEASE_MS",
+        env = "CALLINGEST_TRANSCRIBE_STEP_MAX_MS",
         default_value_t = 3_600_000
     )]
-    pub transcribe_lease_ms: u64,
+    pub transcribe_step_max_ms: u64,
 
     /// Where analysed recordings wait for transcription (default: `callingest-spool` in the
     /// system's temporary directory).
@@ -267,18 +284,74 @@ pub struct TranscriptionConfig {
     pub spool_dir: Option<std::path::PathBuf>,
 }
 
+/// Settings that existed before heartbeat leases; set, they stop the start-up rather than be
+/// silently ignored.
+const REMOVED_SETTINGS: [&str; 2] = ["CALLINGEST_JOB_LEASE_MS", "CALLINGEST_TRANSCRIBE_LEASE_MS"];
+
 impl ProcessingConfig {
-    pub fn job_lease(&self) -> Duration {
-        Duration::from_millis(self.job_lease_ms)
+    /// The lease of every pool (renewed every third of it while a job runs).
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// Refuses settings that cannot work: the removed per-stage leases (named, with what
+    /// replaces them), and a lease too short to be renewed.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for name in REMOVED_SETTINGS {
+            if std::env::var_os(name).is_some() {
+                anyhow::bail!(
+                    "{name} is no longer supported: leases are now short and renewed while a job \
+                     runs, one setting for every pool. Unset {name} and set CALLINGEST_LEASE_MS \
+                     (default 30000) if needed; the longest a step may run is \
+                     CALLINGEST_FETCH_STEP_MAX_MS / CALLINGEST_TRANSCRIBE_STEP_MAX_MS / \
+                     CALLINGEST_CALLBACK_STEP_MAX_MS"
+                );
+            }
+        }
+        if self.lease_ms < 1_000 {
+            anyhow::bail!("CALLINGEST_LEASE_MS must be at least 1000 (it is renewed every third)");
+        }
+        Ok(())
+    }
+
+    pub fn fetch_pool(&self) -> PoolSettings {
+        PoolSettings {
+            concurrency: self.worker_concurrency.max(1),
+            lease: self.lease(),
+            max_step: Duration::from_millis(
+                self.fetch_step_max_ms
+                    .unwrap_or(self.fetch_timeout_ms + 600_000),
+            ),
+        }
+    }
+
+    pub fn transcription_pool(&self) -> PoolSettings {
+        PoolSettings {
+            concurrency: self.transcription.transcribe_concurrency.max(1),
+            lease: self.lease(),
+            max_step: Duration::from_millis(self.transcription.transcribe_step_max_ms),
+        }
+    }
+
+    pub fn callback_pool(&self) -> PoolSettings {
+        PoolSettings {
+            concurrency: self.callback_concurrency.max(1),
+            lease: self.lease(),
+            max_step: Duration::from_millis(
+                self.callback_step_max_ms
+                    .unwrap_or(self.callback_timeout_ms + 10_000),
+            ),
+        }
     }
 
     pub fn callback_settings(&self) -> crate::callbacks::CallbackSettings {
-        let timeout = Duration::from_millis(self.callback_timeout_ms);
         crate::callbacks::CallbackSettings {
-            timeout,
+            timeout: Duration::from_millis(self.callback_timeout_ms),
             backoff_base_ms: self.callback_backoff_base_ms,
-            // Long enough for the attempt to finish and be recorded.
-            lease: timeout * 3 + Duration::from_secs(5),
             allow_private: self.allow_private_urls,
             extra_ca_file: self.extra_ca_file.clone(),
         }

@@ -19,7 +19,7 @@ use symphonia::default::formats::{AdtsReader, IsoMp4Reader, MpaReader, WavReader
 
 use crate::meter::{Measurements, Meter};
 use crate::RecordingFormat;
-use crate::{AnalysisError, PcmSink};
+use crate::{AnalysisError, PcmSink, Stop};
 
 /// What the decoder produced, before conversion to the public `Analysis`.
 pub(crate) struct Decoded {
@@ -50,9 +50,10 @@ impl PcmSink for MeterSink {
 pub(crate) fn decode_and_measure(
     path: &Path,
     format: RecordingFormat,
+    stop: &Stop,
 ) -> Result<Decoded, AnalysisError> {
     let mut sink = MeterSink::default();
-    let codec = decode_into(path, format, &mut sink)?;
+    let codec = decode_into(path, format, &mut sink, stop)?;
     // decode_into only returns Ok after at least one block, so the meter exists.
     let meter = sink.0.ok_or_else(|| {
         AnalysisError::Undecodable(format!("{format}: no audio could be decoded"))
@@ -113,6 +114,7 @@ pub(crate) fn decode_into(
     path: &Path,
     format: RecordingFormat,
     sink: &mut dyn PcmSink,
+    stop: &Stop,
 ) -> Result<String, AnalysisError> {
     let mut reader = open_reader(path, format)?;
     let what = format.as_str();
@@ -140,6 +142,9 @@ pub(crate) fn decode_into(
     let mut bad_packets = 0u64;
 
     loop {
+        if stop.requested() {
+            return Err(AnalysisError::Stopped);
+        }
         let packet = match reader.next_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,

@@ -19,10 +19,12 @@
 mod decode;
 mod format;
 mod meter;
+mod stop;
 
 use std::path::Path;
 
 pub use format::{identify, RecordingFormat};
+pub use stop::Stop;
 
 /// What [`analyze`] measured. Durations are in milliseconds of decoded audio, levels in dBFS
 /// (0 dBFS = digital full scale).
@@ -82,12 +84,23 @@ pub fn decode(
     format: RecordingFormat,
     sink: &mut dyn PcmSink,
 ) -> Result<String, AnalysisError> {
+    decode_until(path, format, sink, &Stop::new())
+}
+
+/// [`decode`], giving up with [`AnalysisError::Stopped`] as soon as `stop` is requested
+/// (looked at before every packet).
+pub fn decode_until(
+    path: &Path,
+    format: RecordingFormat,
+    sink: &mut dyn PcmSink,
+    stop: &Stop,
+) -> Result<String, AnalysisError> {
     // The sink is dropped by the caller if we fail, so a half-fed sink cannot be observed in a
     // broken state through this call.
     let sink = std::panic::AssertUnwindSafe(sink);
     catch_decoder_panic(format, move || {
         let sink = sink;
-        decode::decode_into(path, format, sink.0)
+        decode::decode_into(path, format, sink.0, stop)
     })
 }
 
@@ -120,6 +133,9 @@ pub enum AnalysisError {
     /// Reading the file failed.
     #[error("reading the recording failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The caller asked to stop (see [`Stop`]); says nothing about the recording.
+    #[error("stopped before the end of the recording")]
+    Stopped,
 }
 
 /// Decodes the whole file, streaming, and measures it.
@@ -131,7 +147,17 @@ pub enum AnalysisError {
 /// A panic inside the decoder on hostile input (symphonia parses untrusted bytes) is caught
 /// and reported as [`AnalysisError::Undecodable`], so one bad upload cannot take a worker down.
 pub fn analyze(path: &Path, format: RecordingFormat) -> Result<Analysis, AnalysisError> {
-    let decoded = catch_decoder_panic(format, || decode::decode_and_measure(path, format))?;
+    analyze_until(path, format, &Stop::new())
+}
+
+/// [`analyze`], giving up with [`AnalysisError::Stopped`] as soon as `stop` is requested
+/// (looked at before every packet, so within milliseconds).
+pub fn analyze_until(
+    path: &Path,
+    format: RecordingFormat,
+    stop: &Stop,
+) -> Result<Analysis, AnalysisError> {
+    let decoded = catch_decoder_panic(format, || decode::decode_and_measure(path, format, stop))?;
     let m = &decoded.measurements;
     let stereo = m.channels >= 2;
     let silence_ratio = if m.frames == 0 {

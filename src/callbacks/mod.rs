@@ -4,4 +4,4 @@
 mod sender;
 pub mod signature;
 
-pub use sender::{webhook_id, CallbackError, CallbackSender, CallbackSettings, MAX_ATTEMPTS};
+pub use sender::{webhook_id, CallbackSender, CallbackSettings, MAX_ATTEMPTS};

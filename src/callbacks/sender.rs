@@ -2,24 +2,22 @@
 //! attempt on the call. Whether and when to try again is the call's decision (its events), and
 //! the schedule lives in the `callback_delivery` table, so deliveries survive restarts.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use callingest_domain::call::{
     split_call_aggregate_id, Call, CallCommand, CallbackFailure, CallbackSuccess, RetryPolicy,
 };
-use cqrs_es::{AggregateContext, AggregateError, EventStore};
+use chrono::{DateTime, Utc};
+use cqrs_es::EventStore;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tracing::Instrument;
 
 use super::signature::{sign, SigningSecret};
-use crate::event_store::{self, commit_on, execute, Store};
+use crate::event_store::{self, Store};
+use crate::jobs::{GiveUp, Job, JobError, Step};
 use crate::net::{ClientOptions, NetError, OutboundClient, OutboundPolicy};
-use crate::queue::{JobOutcome, CALLBACK_DELIVERIES};
-use callingest_projections::notifications::Wakeup;
 
 /// Attempts per series: the first and 3 retries.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -32,24 +30,8 @@ pub struct CallbackSettings {
     pub timeout: Duration,
     /// Retry n waits this × 2^(n-1), ±10 %.
     pub backoff_base_ms: u64,
-    /// How long a claimed delivery stays with its sender.
-    pub lease: Duration,
     pub allow_private: bool,
     pub extra_ca_file: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CallbackError {
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error("could not load or update call {call}")]
-    Store {
-        call: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("the signing secret of partner {0} is unusable")]
-    Secret(String),
 }
 
 /// The `webhook-id` of a call's outcome. A call has one outcome, so the id is derived from the
@@ -59,17 +41,16 @@ pub fn webhook_id(call_aggregate_id: &str) -> String {
     format!("msg_{}", &hex::encode(digest)[..32])
 }
 
+/// The callback step: one delivery attempt of a claimed call's outcome.
 pub struct CallbackSender {
     pool: PgPool,
     calls: Store<Call>,
     client: OutboundClient,
     retry: RetryPolicy,
-    lease: Duration,
-    owner: String,
 }
 
 impl CallbackSender {
-    pub fn new(pool: PgPool, settings: &CallbackSettings, owner: String) -> Result<Self, NetError> {
+    pub fn new(pool: PgPool, settings: &CallbackSettings) -> Result<Self, NetError> {
         let policy = OutboundPolicy {
             allow_private: settings.allow_private,
             ..Default::default()
@@ -89,42 +70,22 @@ impl CallbackSender {
                 max_attempts: MAX_ATTEMPTS,
                 backoff_base_ms: settings.backoff_base_ms,
             },
-            lease: settings.lease,
-            owner,
         })
     }
+}
 
-    /// Runs until the task is dropped; a delivery interrupted mid-flight is sent again after
-    /// its lease expires, with the same `webhook-id`.
-    pub async fn run(self, wakeup: Wakeup) {
-        CALLBACK_DELIVERIES
-            .run(&self.pool, wakeup, || self.try_deliver_next())
-            .await;
-    }
-
-    pub async fn try_deliver_next(&self) -> Result<JobOutcome, CallbackError> {
-        let Some(id) = CALLBACK_DELIVERIES
-            .claim(&self.pool, &self.owner, self.lease)
-            .await?
-        else {
-            return Ok(JobOutcome::EmptyQueue);
-        };
-        let span = tracing::info_span!("callback", call = %id);
-        self.deliver(&id).instrument(span).await?;
-        Ok(JobOutcome::Processed)
-    }
-
-    async fn deliver(&self, id: &str) -> Result<(), CallbackError> {
-        let store_error = |source: Box<dyn std::error::Error + Send + Sync>| CallbackError::Store {
-            call: id.to_owned(),
-            source,
-        };
-        let mut context = self
+#[async_trait::async_trait]
+impl Step for CallbackSender {
+    /// Sends the signed outcome once and records the attempt. A delivery interrupted mid-flight
+    /// is sent again, with the same `webhook-id`.
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
+        let id = job.call_aggregate_id();
+        let context = self
             .calls
             .load_aggregate(id)
             .await
-            .map_err(|e| store_error(Box::new(e)))?;
-        let call = context.aggregate();
+            .map_err(|e| JobError::store(id, e))?;
+        let call = &context.aggregate;
         let (Some(payload), Some(url)) = (
             call.callback_payload(),
             call.submission().and_then(|s| s.callback_url.clone()),
@@ -136,7 +97,7 @@ impl CallbackSender {
             return Ok(());
         }
         let secret = self.signing_secret(id).await?;
-        let body = serde_json::to_vec(&payload).map_err(|e| store_error(Box::new(e)))?;
+        let body = serde_json::to_vec(&payload).map_err(|e| JobError::store(id, e))?;
         let msg_id = webhook_id(id);
         let timestamp = chrono::Utc::now().timestamp();
         let request = self
@@ -155,7 +116,10 @@ impl CallbackSender {
             });
         let started = Instant::now();
         let answer = match request {
-            Ok(request) => request.send().await.map_err(Failure::from),
+            Ok(request) => tokio::select! {
+                answer = request.send() => answer.map_err(Failure::from),
+                () = job.cancel().cancelled() => return Err(JobError::Cancelled),
+            },
             Err(refused) => Err(Failure::from_net(&refused)),
         };
         let response_time_ms = started.elapsed().as_millis() as u64;
@@ -191,20 +155,29 @@ impl CallbackSender {
             )),
         };
         tracing::info!(outcome = %command_summary(&command), response_time_ms, "callback attempt");
-        let metadata = HashMap::from([("worker".to_owned(), self.owner.clone())]);
-        // Record on the call as loaded; if something else appended meanwhile, reload and retry.
-        let recorded = match commit_on(&self.calls, context, command.clone(), &metadata).await {
-            Err(AggregateError::AggregateConflict) => {
-                execute(&self.calls, id, command, &metadata).await
-            }
-            other => other,
-        };
-        match recorded {
-            Ok(_) | Err(AggregateError::UserError(_)) => Ok(()),
-            Err(other) => Err(store_error(Box::new(other))),
-        }
+        job.record(command).await?;
+        Ok(())
     }
 
+    /// An attempt past the pool's limit is a failed attempt (`timeout`); one interrupted by a
+    /// drain leaves nothing: callback attempts count only once they report.
+    fn give_up(&self, call: &Call, why: GiveUp, at: DateTime<Utc>) -> Option<CallCommand> {
+        match why {
+            GiveUp::TimedOut { limit } if call.callback_pending() => {
+                Some(CallCommand::RecordCallbackFailure(self.failure(
+                    None,
+                    "timeout".to_owned(),
+                    limit.as_millis() as u64,
+                    None,
+                    at,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl CallbackSender {
     fn failure(
         &self,
         status_code: Option<u16>,
@@ -224,7 +197,7 @@ impl CallbackSender {
         }
     }
 
-    async fn signing_secret(&self, id: &str) -> Result<SigningSecret, CallbackError> {
+    async fn signing_secret(&self, id: &str) -> Result<SigningSecret, JobError> {
         let partner_id = split_call_aggregate_id(id)
             .map(|(p, _)| p)
             .unwrap_or_default();
@@ -233,7 +206,9 @@ impl CallbackSender {
                 .bind(partner_id)
                 .fetch_one(&self.pool)
                 .await?;
-        SigningSecret::parse(&secret).map_err(|_| CallbackError::Secret(partner_id.to_owned()))
+        SigningSecret::parse(&secret).map_err(|_| {
+            JobError::Unusable(format!("the signing secret of partner {partner_id} is unusable"))
+        })
     }
 }
 

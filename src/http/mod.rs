@@ -123,6 +123,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                 let (metrics, pool) = (metrics.clone(), pool.clone());
                 async move {
                     record_projection_lag(&pool).await;
+                    crate::jobs::record_queue_metrics(&pool).await;
                     metrics.render()
                 }
             })),

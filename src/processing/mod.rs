@@ -3,9 +3,6 @@
 //! every step as events on the call.
 
 pub mod fetch;
-pub mod job;
-pub mod recorded;
 mod worker;
 
-pub use crate::queue::JobOutcome;
 pub use worker::Worker;

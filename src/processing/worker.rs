@@ -1,62 +1,34 @@
-//! One processing worker: claim a job, run it to its next recorded step, repeat.
+//! The fetch step: fetch a claimed call's recording, identify and analyse it, and record each
+//! stage on the call (the job runner in [`crate::jobs`] claims, keeps the lease and cancels).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use callingest_audio::RecordingFormat;
+use callingest_audio::{RecordingFormat, Stop};
 use callingest_domain::call::{
-    AudioAnalytics, Call, CallCommand, FetchFailure, FetchSuccess, RetryPolicy,
+    AudioAnalytics, Call, CallCommand, FetchFailure, FetchSuccess, RetryPolicy, Stage,
 };
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tracing::Instrument;
 
 use super::fetch::{FetchError, FetchedRecording, Fetcher};
-use super::job::{claim_job, ClaimedJob};
-use super::recorded::{record_step, Recorded};
-use crate::event_store::{self, Store};
-use crate::queue::{JobOutcome, PROCESSING_JOBS};
+use crate::jobs::{GiveUp, Job, JobError, Recorded, Step};
 use crate::transcription::spool::Spool;
-use callingest_projections::notifications::Wakeup;
 
 pub struct Worker {
     pool: PgPool,
-    calls: Store<Call>,
     fetcher: Arc<Fetcher>,
     retry: RetryPolicy,
-    lease: Duration,
-    owner: String,
     /// Set when a transcription engine is configured: analysed recordings are left here for
     /// the transcription pool, and calls wait for their transcript before completing.
     handover: Option<Arc<Spool>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error("could not record the outcome of call {call}")]
-    Record {
-        call: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-}
-
 impl Worker {
-    pub fn new(
-        pool: PgPool,
-        fetcher: Arc<Fetcher>,
-        retry: RetryPolicy,
-        lease: Duration,
-        owner: String,
-    ) -> Self {
+    pub fn new(pool: PgPool, fetcher: Arc<Fetcher>, retry: RetryPolicy) -> Self {
         Self {
-            calls: event_store::store(pool.clone()),
             pool,
             fetcher,
             retry,
-            lease,
-            owner,
             handover: None,
         }
     }
@@ -66,43 +38,46 @@ impl Worker {
         self.handover = Some(spool);
         self
     }
+}
 
-    /// Runs until the task is dropped. Dropping it mid-job is safe: the lease expires and
-    /// another worker retries the job.
-    pub async fn run(self, wakeup: Wakeup) {
-        PROCESSING_JOBS
-            .run(&self.pool, wakeup, || self.try_execute_job())
-            .await;
-    }
-
-    /// Claims one job and takes it through fetch and analysis (or to its next retry).
-    pub async fn try_execute_job(&self) -> Result<JobOutcome, WorkerError> {
-        let Some(job) = claim_job(&PROCESSING_JOBS, &self.pool, &self.owner, self.lease).await?
-        else {
-            return Ok(JobOutcome::EmptyQueue);
-        };
-        let span = tracing::info_span!("job", call = %job.call_aggregate_id);
-        self.process(&job).instrument(span).await?;
-        Ok(JobOutcome::Processed)
-    }
-
-    async fn process(&self, job: &ClaimedJob) -> Result<(), WorkerError> {
+#[async_trait::async_trait]
+impl Step for Worker {
+    /// Takes the job through fetch and analysis (or to its next retry).
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
         let now = chrono::Utc::now;
-        if let Recorded::Refused(reason) = self
-            .record(job, CallCommand::StartFetch { at: now() })
-            .await?
-        {
-            // Finished meanwhile: the projection is about to remove the job.
-            tracing::info!(%reason, "job skipped");
-            return Ok(());
+        let recording_url: String =
+            sqlx::query_scalar("select recording_url from processing_job where call_aggregate_id = $1")
+                .bind(job.call_aggregate_id())
+                .fetch_one(&self.pool)
+                .await?;
+        let start = CallCommand::StartFetch {
+            max_attempts: self.retry.max_attempts,
+            at: now(),
+        };
+        match job.record(start).await? {
+            Recorded::Refused(reason) => {
+                // Finished meanwhile: the projection is about to remove the job.
+                tracing::info!(%reason, "job skipped");
+                return Ok(());
+            }
+            // Every attempt was used up by attempts that never reported: the call failed.
+            finished if finished.finished_the_call() => {
+                tracing::warn!("fetch attempts exhausted");
+                return Ok(());
+            }
+            Recorded::Applied(_) => {}
         }
-        let recording = match self.fetcher.fetch(&job.recording_url).await {
+        let fetched = tokio::select! {
+            fetched = self.fetcher.fetch(&recording_url) => fetched,
+            // Dropping the download closes its connection and deletes its temporary file.
+            () = job.cancel().cancelled() => return Err(JobError::Cancelled),
+        };
+        let recording = match fetched {
             Ok(recording) => recording,
             Err(err) => {
                 tracing::info!(error = %err, retryable = err.is_retryable(), "recording fetch failed");
                 let failure = fetch_failure(&err, self.retry);
-                self.record(job, CallCommand::RecordFetchFailure(failure))
-                    .await?;
+                job.record(CallCommand::RecordFetchFailure(failure)).await?;
                 return Ok(());
             }
         };
@@ -114,17 +89,14 @@ impl Worker {
             format: format.map(|f| f.as_str().to_owned()),
             at: now(),
         };
-        if let Recorded::Refused(_) = self
-            .record(job, CallCommand::RecordFetchSuccess(fetched))
-            .await?
-        {
+        if let Recorded::Refused(_) = job.record(CallCommand::RecordFetchSuccess(fetched)).await? {
             return Ok(());
         }
         // Without a known format the call has just failed ("unsupported recording format").
         let Some(format) = format else {
             return Ok(());
         };
-        let (analysis, recording) = analyse(recording, format).await;
+        let (analysis, recording) = analyse(recording, format, job.cancel().stop()).await;
         let command = match analysis {
             Ok(analytics) => {
                 if let Some(spool) = &self.handover {
@@ -145,23 +117,52 @@ impl Worker {
                     at: now(),
                 }
             }
-            Err(reason) => CallCommand::FailProcessing { reason, at: now() },
+            Err(Analysis::Stopped) => return Err(JobError::Cancelled),
+            Err(Analysis::Failed(reason)) => CallCommand::FailProcessing { reason, at: now() },
         };
-        self.record(job, command).await?;
+        job.record(command).await?;
         Ok(())
     }
 
-    async fn record(
-        &self,
-        job: &ClaimedJob,
-        command: CallCommand,
-    ) -> Result<Recorded, WorkerError> {
-        record_step(&self.calls, &job.call_aggregate_id, command, &self.owner)
-            .await
-            .map_err(|source| WorkerError::Record {
-                call: job.call_aggregate_id.clone(),
-                source: Box::new(source),
-            })
+    fn give_up(&self, call: &Call, why: GiveUp, at: DateTime<Utc>) -> Option<CallCommand> {
+        give_up_fetch(call.stage(), why, self.retry, at)
+    }
+}
+
+/// What a fetch step given up by the runner leaves on the call: a drained attempt is given
+/// back; one that ran too long is a failed attempt (retried while attempts remain) during the
+/// download, and fails the call during the analysis (the same bytes would take as long again).
+fn give_up_fetch(
+    stage: Stage,
+    why: GiveUp,
+    retry: RetryPolicy,
+    at: DateTime<Utc>,
+) -> Option<CallCommand> {
+    match (stage, why) {
+        (Stage::Fetching | Stage::Fetched, GiveUp::Drained) => Some(CallCommand::InterruptFetch {
+            reason: "the worker shut down before the attempt finished".to_owned(),
+            at,
+        }),
+        (Stage::Fetching, GiveUp::TimedOut { limit }) => {
+            Some(CallCommand::RecordFetchFailure(FetchFailure {
+                error: format!(
+                    "recording download did not finish within {} s",
+                    limit.as_secs()
+                ),
+                retryable: true,
+                retry_after_ms: None,
+                policy: retry,
+                at,
+            }))
+        }
+        (Stage::Fetched, GiveUp::TimedOut { limit }) => Some(CallCommand::FailProcessing {
+            reason: format!(
+                "recording analysis did not finish within {} s",
+                limit.as_secs()
+            ),
+            at,
+        }),
+        _ => None,
     }
 }
 
@@ -175,17 +176,31 @@ fn fetch_failure(err: &FetchError, retry: RetryPolicy) -> FetchFailure {
     }
 }
 
+/// Why a recording has no analytics.
+enum Analysis {
+    /// A reason a partner understands.
+    Failed(String),
+    /// The job was cancelled meanwhile.
+    Stopped,
+}
+
 /// Decodes and measures the recording on the blocking pool (it is CPU-bound), and gives the
-/// recording back (its temporary file is deleted when it is dropped). The error is a reason a
-/// partner understands.
+/// recording back (its temporary file is deleted when it is dropped). The decoder looks at
+/// `stop` before every packet.
 async fn analyse(
     recording: FetchedRecording,
     format: RecordingFormat,
-) -> (Result<AudioAnalytics, String>, FetchedRecording) {
+    stop: &Stop,
+) -> (Result<AudioAnalytics, Analysis>, FetchedRecording) {
     let path = recording.file.path().to_path_buf();
+    let stop = stop.clone();
     let outcome =
-        tokio::task::spawn_blocking(move || callingest_audio::analyze(&path, format)).await;
-    (analytics(outcome, format), recording)
+        tokio::task::spawn_blocking(move || callingest_audio::analyze_until(&path, format, &stop))
+            .await;
+    if matches!(outcome, Ok(Err(callingest_audio::AnalysisError::Stopped))) {
+        return (Err(Analysis::Stopped), recording);
+    }
+    (analytics(outcome, format).map_err(Analysis::Failed), recording)
 }
 
 fn analytics(
@@ -220,6 +235,56 @@ fn analytics(
         Err(join) => {
             tracing::error!(error = %join, "analysis panicked");
             Err("recording could not be analysed".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const RETRY: RetryPolicy = RetryPolicy {
+        max_attempts: 5,
+        backoff_base_ms: 10_000,
+    };
+
+    #[test]
+    fn a_drained_fetch_or_analysis_gives_its_attempt_back() {
+        for stage in [Stage::Fetching, Stage::Fetched] {
+            let command = give_up_fetch(stage, GiveUp::Drained, RETRY, Utc::now());
+            assert!(
+                matches!(command, Some(CallCommand::InterruptFetch { .. })),
+                "{command:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_download_past_the_limit_is_a_failed_attempt_and_an_analysis_fails_the_call() {
+        let limit = GiveUp::TimedOut {
+            limit: Duration::from_secs(900),
+        };
+        match give_up_fetch(Stage::Fetching, limit, RETRY, Utc::now()) {
+            Some(CallCommand::RecordFetchFailure(f)) => {
+                assert!(f.retryable);
+                assert_eq!(f.error, "recording download did not finish within 900 s");
+            }
+            other => panic!("{other:?}"),
+        }
+        match give_up_fetch(Stage::Fetched, limit, RETRY, Utc::now()) {
+            Some(CallCommand::FailProcessing { reason, .. }) => {
+                assert_eq!(reason, "recording analysis did not finish within 900 s")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nothing_is_recorded_for_a_call_that_moved_on() {
+        for stage in [Stage::Accepted, Stage::Analyzed, Stage::Completed, Stage::Failed] {
+            assert_eq!(give_up_fetch(stage, GiveUp::Drained, RETRY, Utc::now()), None);
         }
     }
 }

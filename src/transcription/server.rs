@@ -89,6 +89,10 @@ async fn transcriptions(request: &Request, state: Data<&State>, mut form: Multip
         Err(TranscribeError::Permanent(message)) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, message)
         }
+        // Nothing here asks an engine to stop; answered like any engine that gave up.
+        Err(err @ TranscribeError::Stopped) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
     }
 }
 

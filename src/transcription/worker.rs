@@ -7,43 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callingest_domain::call::{
-    Call, CallCommand, RetryPolicy, Speaker, TranscriptDone, TranscriptSegment,
+    Call, CallCommand, RetryPolicy, Speaker, Stage, TranscriptDone, TranscriptSegment,
     TranscriptionFailure,
 };
-use callingest_transcribe::{TranscribeError, Transcriber};
+use callingest_transcribe::{Stop, TranscribeError, Transcriber};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tracing::Instrument;
 
 use super::spool::Spool;
-use crate::event_store::{self, Store};
+use crate::jobs::{GiveUp, Job, JobError, Recorded, Step};
 use crate::processing::fetch::Fetcher;
-use crate::processing::job::{claim_job, ClaimedJob};
-use crate::processing::recorded::{record_step, Recorded};
-use crate::queue::{JobOutcome, TRANSCRIPTION_JOBS};
-use callingest_projections::notifications::Wakeup;
 
 pub struct TranscriptionWorker {
     pool: PgPool,
-    calls: Store<Call>,
     engine: Arc<dyn Transcriber>,
     fetcher: Arc<Fetcher>,
     spool: Arc<Spool>,
     retry: RetryPolicy,
     max_duration: Duration,
-    lease: Duration,
-    owner: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TranscriptionWorkerError {
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error("could not record the transcription outcome of call {call}")]
-    Record {
-        call: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+/// What the step needs from the claimed row.
+struct ClaimedJob {
+    recording_url: String,
+    /// The spool key of the analysed recording.
+    recording_sha256: Option<String>,
 }
 
 /// The recording to transcribe: kept in the spool, or downloaded again.
@@ -65,8 +53,6 @@ pub struct TranscriptionWorkerSettings {
     pub retry: RetryPolicy,
     /// Longer recordings are not transcribed (memory grows with the length: 64 KB/s/channel).
     pub max_duration: Duration,
-    pub lease: Duration,
-    pub owner: String,
 }
 
 impl TranscriptionWorker {
@@ -78,45 +64,38 @@ impl TranscriptionWorker {
         settings: TranscriptionWorkerSettings,
     ) -> Self {
         Self {
-            calls: event_store::store(pool.clone()),
             pool,
             engine,
             fetcher,
             spool,
             retry: settings.retry,
             max_duration: settings.max_duration,
-            lease: settings.lease,
-            owner: settings.owner,
         }
     }
+}
 
-    /// Runs until the task is dropped; a job dropped mid-way is retried once its lease expires.
-    pub async fn run(self, wakeup: Wakeup) {
-        TRANSCRIPTION_JOBS
-            .run(&self.pool, wakeup, || self.try_execute_job())
-            .await;
-    }
-
-    /// Claims one job and takes it to a transcript, a failure, or its next retry.
-    pub async fn try_execute_job(&self) -> Result<JobOutcome, TranscriptionWorkerError> {
-        let Some(job) = claim_job(&TRANSCRIPTION_JOBS, &self.pool, &self.owner, self.lease).await?
-        else {
-            return Ok(JobOutcome::EmptyQueue);
-        };
-        let span = tracing::info_span!("transcription", call = %job.call_aggregate_id);
-        self.process(&job).instrument(span).await?;
-        Ok(JobOutcome::Processed)
-    }
-
-    async fn process(&self, job: &ClaimedJob) -> Result<(), TranscriptionWorkerError> {
+#[async_trait::async_trait]
+impl Step for TranscriptionWorker {
+    /// Takes the job to a transcript, a failure, or its next retry.
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
         let now = chrono::Utc::now;
+        let (recording_url, recording_sha256) = sqlx::query_as(
+            "select recording_url, recording_sha256 from processing_job where call_aggregate_id = $1",
+        )
+        .bind(job.call_aggregate_id())
+        .fetch_one(&self.pool)
+        .await?;
+        let claimed = ClaimedJob {
+            recording_url,
+            recording_sha256,
+        };
         let engine = &self.engine;
         let start = CallCommand::StartTranscription {
             engine: engine.engine().to_owned(),
             max_attempts: self.retry.max_attempts,
             at: now(),
         };
-        match self.record(job, start).await? {
+        match job.record(start).await? {
             Recorded::Refused(reason) => {
                 tracing::info!(%reason, "transcription skipped");
                 return Ok(());
@@ -124,12 +103,14 @@ impl TranscriptionWorker {
             // Every attempt was used up (earlier ones never reported back): the call completed.
             finished if finished.finished_the_call() => {
                 tracing::warn!("transcription attempts exhausted");
-                self.forget_recording(job);
+                self.forget_recording(&claimed);
                 return Ok(());
             }
             Recorded::Applied(_) => {}
         }
-        let outcome = self.transcribe(engine.as_ref(), job).await;
+        let outcome = self
+            .transcribe(engine.as_ref(), &claimed, job.cancel().stop())
+            .await;
         let command = match outcome {
             Ok(transcript) => {
                 tracing::info!(
@@ -145,6 +126,7 @@ impl TranscriptionWorker {
                     at: now(),
                 })
             }
+            Err(TranscribeError::Stopped) => return Err(JobError::Cancelled),
             Err(err) => {
                 tracing::warn!(error = %err, transient = err.is_transient(), "transcription failed");
                 let message = match &err {
@@ -157,12 +139,43 @@ impl TranscriptionWorker {
             }
         };
         // The spooled recording is kept for a retry, and only for one.
-        if self.record(job, command).await?.finished_the_call() {
-            self.forget_recording(job);
+        if job.record(command).await?.finished_the_call() {
+            self.forget_recording(&claimed);
         }
         Ok(())
     }
 
+    fn give_up(&self, call: &Call, why: GiveUp, at: DateTime<Utc>) -> Option<CallCommand> {
+        give_up_transcription(call.stage(), why, self.retry, at)
+    }
+}
+
+/// A drained transcription gives its attempt back; one that ran too long is a failed attempt
+/// (retried while attempts remain, then the call completes without a transcript).
+fn give_up_transcription(
+    stage: Stage,
+    why: GiveUp,
+    retry: RetryPolicy,
+    at: DateTime<Utc>,
+) -> Option<CallCommand> {
+    if stage != Stage::Transcribing {
+        return None;
+    }
+    Some(match why {
+        GiveUp::Drained => CallCommand::InterruptTranscription {
+            reason: "the worker shut down before the transcription finished".to_owned(),
+            at,
+        },
+        GiveUp::TimedOut { limit } => CallCommand::RecordTranscriptionFailure(TranscriptionFailure {
+            error: format!("transcription did not finish within {} s", limit.as_secs()),
+            retryable: true,
+            policy: retry,
+            at,
+        }),
+    })
+}
+
+impl TranscriptionWorker {
     fn forget_recording(&self, job: &ClaimedJob) {
         if let Some(sha) = &job.recording_sha256 {
             self.spool.remove(sha);
@@ -173,27 +186,33 @@ impl TranscriptionWorker {
         &self,
         engine: &dyn Transcriber,
         job: &ClaimedJob,
+        stop: &Stop,
     ) -> Result<callingest_transcribe::Transcript, TranscribeError> {
-        let recording = self.recording(job).await?;
+        let recording = self.recording(job, stop).await?;
         let header = read_header(recording.path())
             .map_err(|e| TranscribeError::Transient(format!("reading the recording: {e}")))?;
         let format = callingest_audio::identify(&header).ok_or_else(|| {
             TranscribeError::Audio("the recording is no longer a supported format".into())
         })?;
         let max_duration = self.max_duration;
+        let loading = stop.clone();
         let channels = tokio::task::spawn_blocking(move || {
-            let channels =
-                callingest_transcribe::load_channels_up_to(recording.path(), format, max_duration);
+            let channels = callingest_transcribe::load_channels_until(
+                recording.path(),
+                format,
+                max_duration,
+                &loading,
+            );
             drop(recording);
             channels
         })
         .await
         .map_err(|e| TranscribeError::Permanent(format!("decoding failed: {e}")))??;
-        engine.transcribe(channels).await
+        engine.transcribe_until(channels, stop).await
     }
 
     /// The spooled file, or the recording downloaded again (same SSRF rules as the first time).
-    async fn recording(&self, job: &ClaimedJob) -> Result<Recording, TranscribeError> {
+    async fn recording(&self, job: &ClaimedJob, stop: &Stop) -> Result<Recording, TranscribeError> {
         if let Some(path) = job
             .recording_sha256
             .as_deref()
@@ -201,10 +220,11 @@ impl TranscriptionWorker {
         {
             return Ok(Recording::Spooled(path));
         }
-        let fetched = self
-            .fetcher
-            .fetch(&job.recording_url)
-            .await
+        let fetched = tokio::select! {
+            fetched = self.fetcher.fetch(&job.recording_url) => fetched,
+            () = callingest_transcribe::stop_requested(stop) => return Err(TranscribeError::Stopped),
+        };
+        let fetched = fetched
             .map_err(|err| {
                 let message = format!("recording download for transcription failed: {err}");
                 if err.is_retryable() {
@@ -229,19 +249,6 @@ impl TranscriptionWorker {
             at: chrono::Utc::now(),
         }
     }
-
-    async fn record(
-        &self,
-        job: &ClaimedJob,
-        command: CallCommand,
-    ) -> Result<Recorded, TranscriptionWorkerError> {
-        record_step(&self.calls, &job.call_aggregate_id, command, &self.owner)
-            .await
-            .map_err(|source| TranscriptionWorkerError::Record {
-                call: job.call_aggregate_id.clone(),
-                source: Box::new(source),
-            })
-    }
 }
 
 fn read_header(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
@@ -263,5 +270,35 @@ fn segment(s: callingest_transcribe::Segment) -> TranscriptSegment {
         start_ms: s.start_ms,
         end_ms: s.end_ms,
         text: s.text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETRY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        backoff_base_ms: 30_000,
+    };
+
+    #[test]
+    fn a_drained_transcription_gives_its_attempt_back_and_a_hung_one_fails_it() {
+        let now = Utc::now();
+        assert!(matches!(
+            give_up_transcription(Stage::Transcribing, GiveUp::Drained, RETRY, now),
+            Some(CallCommand::InterruptTranscription { .. })
+        ));
+        let limit = GiveUp::TimedOut {
+            limit: Duration::from_secs(3_600),
+        };
+        match give_up_transcription(Stage::Transcribing, limit, RETRY, now) {
+            Some(CallCommand::RecordTranscriptionFailure(f)) => {
+                assert_eq!(f.error, "transcription did not finish within 3600 s");
+                assert!(f.retryable);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(give_up_transcription(Stage::Completed, limit, RETRY, now), None);
     }
 }

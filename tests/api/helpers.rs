@@ -102,7 +102,10 @@ pub async fn spawn_app_with_rate_limit(rate_limit_per_minute: u32) -> TestApp {
 pub fn test_processing() -> ProcessingConfig {
     ProcessingConfig {
         worker_concurrency: 2,
-        job_lease_ms: 30_000,
+        lease_ms: 30_000,
+        shutdown_grace_ms: 20_000,
+        fetch_step_max_ms: None,
+        callback_step_max_ms: None,
         max_recording_bytes: 1 << 30,
         fetch_connect_timeout_ms: 2_000,
         fetch_timeout_ms: 5_000,

@@ -15,6 +15,10 @@ use poem::web::Path;
 use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::{json, Value};
 
+use callingest::config::ProcessingConfig;
+use callingest::jobs::{JobOutcome, Runner, Shutdown};
+use callingest_domain::call::RetryPolicy;
+
 use crate::helpers::{batch, item_with_id, spawn_app, spawn_app_with, test_processing, TestApp};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio/tests/fixtures");
@@ -226,6 +230,22 @@ pub async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
         .into_iter()
         .map(|(t, _)| t)
         .collect()
+}
+
+/// The fetch pool of `processing` on the app's database, for a test to drive by hand.
+pub fn fetch_runner(app: &TestApp, processing: &ProcessingConfig, retry: RetryPolicy) -> Runner {
+    let fetcher = Arc::new(callingest::app::fetcher(processing).unwrap());
+    Runner::new(
+        app.pool.clone(),
+        &callingest::jobs::FETCH,
+        Arc::new(callingest::processing::Worker::new(
+            app.pool.clone(),
+            fetcher,
+            retry,
+        )),
+        processing.fetch_pool(),
+        Shutdown::new(),
+    )
 }
 
 async fn processing_app() -> TestApp {
@@ -505,23 +525,16 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     let jobs = Projector::new(app.pool.clone(), Arc::new(ProcessingJobs));
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 1).await;
 
-    let mut processing = test_processing();
-    processing.job_lease_ms = 300;
-    let fetcher = Arc::new(callingest::app::fetcher(&processing).unwrap());
+    // The default lease (30 s): the killed worker's claim runs out, then another takes it.
+    let processing = test_processing();
     let retry = callingest_domain::call::RetryPolicy {
         max_attempts: 5,
         backoff_base_ms: 10,
     };
-    let lease = Duration::from_millis(300);
-    let doomed = callingest::processing::Worker::new(
-        app.pool.clone(),
-        fetcher.clone(),
-        retry,
-        lease,
-        "doomed".into(),
-    );
+    let doomed = fetch_runner(&app, &processing, retry);
     // Kill it while it waits for the recording: its job stays leased to it.
-    let killed = tokio::time::timeout(Duration::from_millis(500), doomed.try_execute_job()).await;
+    let killed_at = Instant::now();
+    let killed = tokio::time::timeout(Duration::from_millis(500), doomed.run_next("doomed")).await;
     assert!(
         killed.is_err(),
         "the doomed worker finished instead of hanging"
@@ -533,14 +546,9 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
         .unwrap();
     assert_eq!(owner.as_deref(), Some("doomed"));
 
-    let survivor = callingest::processing::Worker::new(
-        app.pool.clone(),
-        fetcher,
-        retry,
-        lease,
-        "survivor".into(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let survivor = fetch_runner(&app, &processing, retry);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut taken_over_after = None;
     while !app
         .call_events("partner-a", "killed")
         .await
@@ -549,9 +557,18 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     {
         assert!(Instant::now() < deadline, "the job was never completed");
         jobs.catch_up().await.unwrap();
-        survivor.try_execute_job().await.unwrap();
+        if survivor.run_next("survivor").await.unwrap() == JobOutcome::Processed {
+            taken_over_after.get_or_insert(killed_at.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Within one lease (plus the polling of this loop) of the kill, not before it expired.
+    let taken_over_after = taken_over_after.expect("the survivor claimed the job");
+    assert!(
+        taken_over_after >= processing.lease() - Duration::from_millis(500)
+            && taken_over_after < processing.lease() + Duration::from_secs(3),
+        "taken over after {taken_over_after:?}"
+    );
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 0).await;
 
     let types = event_types(&app, "killed").await;
@@ -570,8 +587,8 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     assert_eq!(types.iter().filter(|t| *t == "ProcessingFailed").count(), 0);
     // Nothing is left to do, and doing nothing records nothing.
     assert_eq!(
-        survivor.try_execute_job().await.unwrap(),
-        callingest::processing::JobOutcome::EmptyQueue
+        survivor.run_next("survivor").await.unwrap(),
+        JobOutcome::EmptyQueue
     );
     let count: i64 = sqlx::query_scalar("select count(*) from processing_job")
         .fetch_one(&app.pool)

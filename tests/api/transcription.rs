@@ -218,7 +218,15 @@ async fn a_transcript_is_served_from_its_event_before_the_projection_has_it() {
     app.post_batch(&batch(vec![item("fresh", "https://example.com/a.wav")]))
         .await;
     let now = chrono::Utc::now;
-    step(&app, "fresh", CallCommand::StartFetch { at: now() }).await;
+    step(
+        &app,
+        "fresh",
+        CallCommand::StartFetch {
+            max_attempts: 5,
+            at: now(),
+        },
+    )
+    .await;
     let fetched = FetchSuccess {
         bytes: 10,
         sha256: "ab".repeat(32),
@@ -420,9 +428,9 @@ mod with_whisper {
 
     #[tokio::test]
     async fn a_service_killed_mid_transcription_transcribes_the_call_after_restart() {
-        let mut config = whisper_config();
-        config.transcribe_lease_ms = 1_000;
-        let app = app_transcribing_with(config).await;
+        // With the default lease (30 s): the killed service's claim runs out, then the new one
+        // takes the call over.
+        let app = app_transcribing_with(whisper_config()).await;
         let host = OneFileServer::start(two_sided_call()).await;
         app.post_batch(&batch(vec![item("interrupted", &host.url)]))
             .await;

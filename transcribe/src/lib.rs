@@ -17,7 +17,8 @@ mod wer;
 #[cfg(feature = "whisper")]
 pub mod whisper;
 
-pub use pcm::{load_channels, load_channels_up_to};
+pub use callingest_audio::Stop;
+pub use pcm::{load_channels, load_channels_until, load_channels_up_to};
 pub use speech::speech_spans;
 pub use wer::word_error_rate;
 
@@ -99,6 +100,9 @@ pub enum TranscribeError {
     /// Worth retrying later: resources, IO, an engine that is briefly unavailable.
     #[error("{0}")]
     Transient(String),
+    /// The caller asked to stop (see [`Stop`]); says nothing about the recording.
+    #[error("stopped before the transcription finished")]
+    Stopped,
 }
 
 impl TranscribeError {
@@ -116,7 +120,24 @@ pub trait Transcriber: Send + Sync {
     /// Model identifier, e.g. `ggml-tiny.en` (file stem of the ggml file).
     fn model(&self) -> &str;
     /// Transcribes every channel; segments come back sorted by start time.
-    async fn transcribe(&self, audio: Vec<ChannelAudio>) -> Result<Transcript, TranscribeError>;
+    async fn transcribe(&self, audio: Vec<ChannelAudio>) -> Result<Transcript, TranscribeError> {
+        self.transcribe_until(audio, &Stop::new()).await
+    }
+
+    /// [`Transcriber::transcribe`], giving up with [`TranscribeError::Stopped`] within a
+    /// second or so once `stop` is requested (a job whose lease was lost, a shutdown).
+    async fn transcribe_until(
+        &self,
+        audio: Vec<ChannelAudio>,
+        stop: &Stop,
+    ) -> Result<Transcript, TranscribeError>;
+}
+
+/// Resolves once `stop` is requested (looked at every 50 ms), for `select!`s around requests.
+pub async fn stop_requested(stop: &Stop) {
+    while !stop.requested() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

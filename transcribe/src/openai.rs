@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::{
-    speech_spans, ChannelAudio, Segment, TranscribeError, Transcriber, Transcript, SAMPLE_RATE,
+    speech_spans, stop_requested, ChannelAudio, Segment, Stop, TranscribeError, Transcriber,
+    Transcript, SAMPLE_RATE,
 };
 
 /// How to reach the service. The API key is sent as a bearer token and never printed.
@@ -128,7 +129,11 @@ impl Transcriber for OpenAiEngine {
         &self.config.model
     }
 
-    async fn transcribe(&self, audio: Vec<ChannelAudio>) -> Result<Transcript, TranscribeError> {
+    async fn transcribe_until(
+        &self,
+        audio: Vec<ChannelAudio>,
+        stop: &Stop,
+    ) -> Result<Transcript, TranscribeError> {
         // Finding the spans reads every sample: off the async runtime.
         let (audio, spans) = tokio::task::spawn_blocking(move || {
             let spans: Vec<Vec<Range<usize>>> = audio
@@ -143,7 +148,11 @@ impl Transcriber for OpenAiEngine {
         let mut language = None;
         for (channel, spans) in audio.iter().zip(spans) {
             for span in spans {
-                let answer = self.transcribe_span(&channel.samples[span.clone()]).await?;
+                // A request in flight is dropped (its connection closed) when stopped.
+                let answer = tokio::select! {
+                    answer = self.transcribe_span(&channel.samples[span.clone()]) => answer?,
+                    () = stop_requested(stop) => return Err(TranscribeError::Stopped),
+                };
                 language = language.or(answer.language.as_deref().map(language_code));
                 segments.extend(answer.segments(channel, &span));
             }

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use callingest_audio::{AnalysisError, PcmSink, RecordingFormat};
+use callingest_audio::{AnalysisError, PcmSink, RecordingFormat, Stop};
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Fft, FixedSync, Indexing, Resampler};
 
@@ -29,7 +29,7 @@ pub fn load_channels(
     path: &Path,
     format: RecordingFormat,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
-    load(path, format, None)
+    load(path, format, None, &Stop::new())
 }
 
 /// [`load_channels`], refusing recordings longer than `max_duration`
@@ -40,23 +40,36 @@ pub fn load_channels_up_to(
     format: RecordingFormat,
     max_duration: std::time::Duration,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
-    load(path, format, Some(max_duration))
+    load(path, format, Some(max_duration), &Stop::new())
+}
+
+/// [`load_channels_up_to`], giving up with [`TranscribeError::Stopped`] as soon as `stop` is
+/// requested (decoding and resampling look at it before every packet).
+pub fn load_channels_until(
+    path: &Path,
+    format: RecordingFormat,
+    max_duration: std::time::Duration,
+    stop: &Stop,
+) -> Result<Vec<ChannelAudio>, TranscribeError> {
+    load(path, format, Some(max_duration), stop)
 }
 
 fn load(
     path: &Path,
     format: RecordingFormat,
     max_duration: Option<std::time::Duration>,
+    stop: &Stop,
 ) -> Result<Vec<ChannelAudio>, TranscribeError> {
     let mut sink = ChannelSink {
         max_duration,
         ..ChannelSink::default()
     };
-    callingest_audio::decode(path, format, &mut sink).map_err(|e| match e {
+    callingest_audio::decode_until(path, format, &mut sink, stop).map_err(|e| match e {
         AnalysisError::Unsupported(_) | AnalysisError::Undecodable(_) => {
             TranscribeError::Audio(e.to_string())
         }
         AnalysisError::Io(_) => TranscribeError::Transient(e.to_string()),
+        AnalysisError::Stopped => TranscribeError::Stopped,
     })?;
     sink.finish()
 }

@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use whisper_rs::{
@@ -18,7 +19,7 @@ use whisper_rs::{
 };
 
 use crate::{
-    speech_spans, ChannelAudio, Segment, Speaker, TranscribeError, Transcriber, Transcript,
+    speech_spans, ChannelAudio, Stop, Segment, Speaker, TranscribeError, Transcriber, Transcript,
     SAMPLE_RATE,
 };
 
@@ -93,13 +94,18 @@ impl Transcriber for WhisperEngine {
         &self.model
     }
 
-    async fn transcribe(&self, audio: Vec<ChannelAudio>) -> Result<Transcript, TranscribeError> {
+    async fn transcribe_until(
+        &self,
+        audio: Vec<ChannelAudio>,
+        stop: &Stop,
+    ) -> Result<Transcript, TranscribeError> {
         let mut segments = Vec::new();
         for channel in audio {
             let ctx = Arc::clone(&self.ctx);
             let (threads, trim) = (self.threads, self.trim_audio_ctx);
+            let stop = stop.clone();
             let found = tokio::task::spawn_blocking(move || {
-                transcribe_channel(&ctx, threads, trim, &channel)
+                transcribe_channel(&ctx, threads, trim, &channel, &stop)
             })
             .await
             .map_err(|e| {
@@ -122,6 +128,7 @@ fn transcribe_channel(
     threads: usize,
     trim_audio_ctx: bool,
     channel: &ChannelAudio,
+    stop: &Stop,
 ) -> Result<Vec<Segment>, TranscribeError> {
     let spans = speech_spans(&channel.samples);
     if spans.is_empty() {
@@ -133,8 +140,11 @@ fn transcribe_channel(
     let mut out = Vec::new();
     let mut padded = Vec::new();
     for span in spans {
+        if stop.requested() {
+            return Err(TranscribeError::Stopped);
+        }
         let audio = pad_span(&channel.samples[span.clone()], &mut padded);
-        decode_span(&mut state, threads, trim_audio_ctx, audio)?;
+        decode_span(&mut state, threads, trim_audio_ctx, audio, stop)?;
         collect_segments(&state, channel.speaker, &span, &mut out)?;
     }
     Ok(out)
@@ -155,8 +165,21 @@ fn decode_span(
     threads: usize,
     trim_audio_ctx: bool,
     audio: &[f32],
+    stop: &Stop,
 ) -> Result<(), TranscribeError> {
     let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    // whisper.cpp asks this between steps of its encoder and decoder graphs, so a stop request
+    // ends the decoding within milliseconds. (The raw callback rather than whisper-rs 0.16's
+    // `set_abort_callback_safe`, whose trampoline reads its boxed closure back as the wrong
+    // type.)
+    // SAFETY: the user data points at the `AtomicBool` inside `stop`, which the caller keeps
+    // alive for the whole of `state.full` below; the callback only loads it.
+    unsafe {
+        params.set_abort_callback(Some(stop_requested));
+        params.set_abort_callback_user_data(
+            stop.as_atomic() as *const AtomicBool as *mut std::ffi::c_void
+        );
+    }
     params.set_n_threads(threads as i32);
     params.set_language(Some(LANGUAGE));
     params.set_translate(false);
@@ -174,9 +197,20 @@ fn decode_span(
     if trim_audio_ctx {
         params.set_audio_ctx(audio_ctx_for(audio.len()) as i32);
     }
-    state
-        .full(params, audio)
-        .map_err(|e| TranscribeError::Transient(format!("whisper decoding failed: {e}")))
+    state.full(params, audio).map_err(|e| {
+        if stop.requested() {
+            TranscribeError::Stopped
+        } else {
+            TranscribeError::Transient(format!("whisper decoding failed: {e}"))
+        }
+    })
+}
+
+/// whisper.cpp's abort callback: whether the [`Stop`] behind `data` was requested.
+unsafe extern "C" fn stop_requested(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `data` is the `AtomicBool` of a live `Stop` (see `decode_span`).
+    let flag = unsafe { &*(data as *const AtomicBool) };
+    flag.load(Ordering::Acquire)
 }
 
 /// Encoder positions needed to cover `samples`, with a margin; 0 (whisper.cpp's default, the

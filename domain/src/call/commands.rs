@@ -11,8 +11,13 @@ use crate::values::{PartnerId, TenantId};
 pub enum CallCommand {
     /// Take a submitted call in, or record it as a duplicate when it is already known.
     AcceptCall(Box<AcceptCall>),
-    /// A worker begins fetching the recording (a new attempt).
-    StartFetch { at: DateTime<Utc> },
+    /// A worker begins fetching the recording (a new attempt) — unless `max_attempts` have
+    /// started already: the call then fails (earlier attempts never reported back, e.g. the
+    /// worker died each time).
+    StartFetch { max_attempts: u32, at: DateTime<Utc> },
+    /// The fetch (or analysis) in progress was stopped by a graceful shutdown: it gives its
+    /// attempt back, and the next worker starts it again under the same number.
+    InterruptFetch { reason: String, at: DateTime<Utc> },
     /// The recording was downloaded; `format` is `None` when its bytes are no known format.
     RecordFetchSuccess(FetchSuccess),
     /// The download failed; the call decides whether and when it is tried again.
@@ -31,6 +36,9 @@ pub enum CallCommand {
         max_attempts: u32,
         at: DateTime<Utc>,
     },
+    /// The transcription in progress was stopped by a graceful shutdown: it gives its attempt
+    /// back.
+    InterruptTranscription { reason: String, at: DateTime<Utc> },
     /// The transcript is ready: processing is complete.
     RecordTranscript(TranscriptDone),
     /// Transcription failed; the call decides whether to try again or to complete without a

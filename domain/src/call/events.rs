@@ -17,10 +17,12 @@ pub enum CallEvent {
     RecordingFetchStarted(RecordingFetchStarted),
     RecordingFetched(RecordingFetched),
     RecordingFetchFailed(RecordingFetchFailed),
+    RecordingFetchInterrupted(RecordingFetchInterrupted),
     RecordingAnalyzed(RecordingAnalyzed),
     TranscriptionStarted(TranscriptionStarted),
     TranscriptProduced(TranscriptProduced),
     TranscriptionFailed(TranscriptionFailed),
+    TranscriptionInterrupted(TranscriptionInterrupted),
     ProcessingCompleted(ProcessingCompleted),
     ProcessingFailed(ProcessingFailed),
     CallbackAttemptFailed(CallbackAttemptFailed),
@@ -79,6 +81,17 @@ pub struct RecordingFetchFailed {
     pub failed_at: DateTime<Utc>,
 }
 
+/// The attempt in progress (download or analysis) was stopped by a graceful shutdown before
+/// it could report. It does not count: the next attempt takes the same number. Only attempts
+/// that never report at all (a crash) count towards the limit without a failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingFetchInterrupted {
+    /// The attempt given back.
+    pub attempt: u32,
+    pub reason: String,
+    pub interrupted_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordingAnalyzed {
     #[serde(flatten)]
@@ -120,6 +133,16 @@ pub struct TranscriptionFailed {
     /// without a transcript).
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub failed_at: DateTime<Utc>,
+}
+
+/// The transcription in progress was stopped by a graceful shutdown; its attempt is given back
+/// (see [`RecordingFetchInterrupted`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionInterrupted {
+    /// The attempt given back.
+    pub attempt: u32,
+    pub reason: String,
+    pub interrupted_at: DateTime<Utc>,
 }
 
 /// What the callback reports under `results`.
@@ -197,10 +220,12 @@ impl DomainEvent for CallEvent {
             CallEvent::RecordingFetchStarted(_) => "RecordingFetchStarted",
             CallEvent::RecordingFetched(_) => "RecordingFetched",
             CallEvent::RecordingFetchFailed(_) => "RecordingFetchFailed",
+            CallEvent::RecordingFetchInterrupted(_) => "RecordingFetchInterrupted",
             CallEvent::RecordingAnalyzed(_) => "RecordingAnalyzed",
             CallEvent::TranscriptionStarted(_) => "TranscriptionStarted",
             CallEvent::TranscriptProduced(_) => "TranscriptProduced",
             CallEvent::TranscriptionFailed(_) => "TranscriptionFailed",
+            CallEvent::TranscriptionInterrupted(_) => "TranscriptionInterrupted",
             CallEvent::ProcessingCompleted(_) => "ProcessingCompleted",
             CallEvent::ProcessingFailed(_) => "ProcessingFailed",
             CallEvent::CallbackAttemptFailed(_) => "CallbackAttemptFailed",

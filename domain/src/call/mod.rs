@@ -223,6 +223,10 @@ impl Aggregate for Call {
             }
             CallEvent::RecordingFetched(_) => self.stage = Stage::Fetched,
             CallEvent::RecordingFetchFailed(_) => self.stage = Stage::Accepted,
+            CallEvent::RecordingFetchInterrupted(e) => {
+                self.fetch_attempts = e.attempt.saturating_sub(1);
+                self.stage = Stage::Accepted;
+            }
             CallEvent::RecordingAnalyzed(e) => {
                 self.analytics = Some(e.analytics);
                 if e.transcription_due {
@@ -235,6 +239,10 @@ impl Aggregate for Call {
             }
             CallEvent::TranscriptProduced(_) => {}
             CallEvent::TranscriptionFailed(_) => self.stage = Stage::Analyzed,
+            CallEvent::TranscriptionInterrupted(e) => {
+                self.transcription_attempts = e.attempt.saturating_sub(1);
+                self.stage = Stage::Analyzed;
+            }
             CallEvent::ProcessingCompleted(e) => {
                 self.stage = Stage::Completed;
                 self.outcome = Some(Outcome::Completed {
@@ -378,7 +386,7 @@ impl Call {
             })
         };
         match command {
-            CallCommand::StartFetch { at } => {
+            CallCommand::StartFetch { max_attempts, at } => {
                 // Again from `Fetching` or `Fetched` (a worker died before the analysis was
                 // recorded), but never once the call is analysed: a stale claim must not
                 // fetch it again.
@@ -388,10 +396,41 @@ impl Call {
                 ) {
                     return Err(CallError::AlreadyFetched);
                 }
+                // Attempts that never reported (the worker died, e.g. killed or out of memory
+                // on this recording) count too: the call must not be retried for ever.
+                // Reported failures end the call themselves once the attempts are used up.
+                if self.fetch_attempts >= max_attempts.max(1) {
+                    let error = format!(
+                        "recording fetch and analysis did not finish in {} attempts",
+                        self.fetch_attempts
+                    );
+                    return Ok(vec![
+                        CallEvent::RecordingFetchFailed(RecordingFetchFailed {
+                            attempt: self.fetch_attempts,
+                            error: error.clone(),
+                            retryable: false,
+                            next_attempt_at: None,
+                            failed_at: at,
+                        }),
+                        failed(error, at),
+                    ]);
+                }
                 Ok(vec![CallEvent::RecordingFetchStarted(
                     RecordingFetchStarted {
                         attempt: self.fetch_attempts + 1,
                         started_at: at,
+                    },
+                )])
+            }
+            CallCommand::InterruptFetch { reason, at } => {
+                if !matches!(self.stage, Stage::Fetching | Stage::Fetched) {
+                    return Err(CallError::NoFetchInProgress);
+                }
+                Ok(vec![CallEvent::RecordingFetchInterrupted(
+                    RecordingFetchInterrupted {
+                        attempt: self.fetch_attempts,
+                        reason,
+                        interrupted_at: at,
                     },
                 )])
             }
@@ -481,6 +520,16 @@ impl Call {
                         attempt: self.transcription_attempts + 1,
                         engine,
                         started_at: at,
+                    },
+                )])
+            }
+            CallCommand::InterruptTranscription { reason, at } => {
+                self.require(Stage::Transcribing, CallError::NoTranscriptionInProgress)?;
+                Ok(vec![CallEvent::TranscriptionInterrupted(
+                    TranscriptionInterrupted {
+                        attempt: self.transcription_attempts,
+                        reason,
+                        interrupted_at: at,
                     },
                 )])
             }

@@ -201,6 +201,7 @@ fn a_fetch_starts_with_attempt_one_then_counts_up() {
     CallTest::with(())
         .given(vec![accepted_call()])
         .when(CallCommand::StartFetch {
+            max_attempts: 3,
             at: at("2024-05-01T12:00:01Z"),
         })
         .then_expect_events(vec![started(1)]);
@@ -214,6 +215,7 @@ fn a_fetch_starts_with_attempt_one_then_counts_up() {
     CallTest::with(())
         .given(vec![accepted_call(), started(1), failed_once])
         .when(CallCommand::StartFetch {
+            max_attempts: 3,
             at: at("2024-05-01T12:00:01Z"),
         })
         .then_expect_events(vec![started(2)]);
@@ -224,6 +226,7 @@ fn nothing_can_be_processed_for_an_unknown_call() {
     CallTest::with(())
         .given_no_previous_events()
         .when(CallCommand::StartFetch {
+            max_attempts: 3,
             at: at("2024-05-01T12:00:01Z"),
         })
         .then_expect_error(CallError::NotAccepted);
@@ -396,6 +399,7 @@ fn a_finished_call_is_never_processed_again() {
     let history = vec![accepted_call(), started(1), fetched_event(), completed];
     for command in [
         CallCommand::StartFetch {
+            max_attempts: 3,
             at: at("2024-05-01T12:00:05Z"),
         },
         CallCommand::RecordAnalysis {
@@ -600,6 +604,7 @@ fn a_fetched_but_unanalysed_call_is_fetched_again_after_a_crash() {
     CallTest::with(())
         .given(vec![accepted_call(), started(1), fetched_event()])
         .when(CallCommand::StartFetch {
+            max_attempts: 3,
             at: at("2024-05-01T12:00:01Z"),
         })
         .then_expect_events(vec![started(2)]);
@@ -642,6 +647,7 @@ fn an_analysed_call_is_never_fetched_again() {
         CallTest::with(())
             .given(history)
             .when(CallCommand::StartFetch {
+            max_attempts: 3,
                 at: at("2024-05-01T12:30:00Z"),
             })
             .then_expect_error(CallError::AlreadyFetched);
@@ -957,4 +963,218 @@ fn a_redelivery_needs_a_finished_call() {
             at: at("2024-05-01T13:00:00Z"),
         })
         .then_expect_error(CallError::NotFinished);
+}
+
+// ------------------------------------------------ interrupted attempts and the attempt limit
+
+fn fetch_interrupted(attempt: u32) -> CallEvent {
+    CallEvent::RecordingFetchInterrupted(RecordingFetchInterrupted {
+        attempt,
+        reason: "the worker shut down".into(),
+        interrupted_at: at("2024-05-01T12:00:02Z"),
+    })
+}
+
+fn start_fetch(max_attempts: u32) -> CallCommand {
+    CallCommand::StartFetch {
+        max_attempts,
+        at: at("2024-05-01T12:10:00Z"),
+    }
+}
+
+#[test]
+fn fetch_attempts_that_never_reported_fail_the_call_once_used_up() {
+    // Three attempts started and none came back (each time the worker was killed).
+    let events = CallTest::with(())
+        .given(vec![accepted_call(), started(1), started(2), started(3)])
+        .when(start_fetch(3))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            CallEvent::RecordingFetchFailed(RecordingFetchFailed {
+                attempt: 3,
+                error: "recording fetch and analysis did not finish in 3 attempts".into(),
+                retryable: false,
+                next_attempt_at: None,
+                failed_at: at("2024-05-01T12:10:00Z"),
+            }),
+            CallEvent::ProcessingFailed(ProcessingFailed {
+                failed_at: at("2024-05-01T12:10:00Z"),
+                callback_due: false,
+                processing_time_ms: (at("2024-05-01T12:10:00Z") - at("2024-05-01T12:00:00Z"))
+                    .num_milliseconds() as u64,
+                reason: "recording fetch and analysis did not finish in 3 attempts".into(),
+            }),
+        ]
+    );
+}
+
+#[test]
+fn a_crash_after_the_download_counts_towards_the_limit_too() {
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::StartFetch {
+            max_attempts: 2,
+            at: at("2024-05-01T12:00:01Z"),
+        })
+        .then_expect_events(vec![started(2)]);
+    let events = CallTest::with(())
+        .given(vec![
+            accepted_call(),
+            started(1),
+            fetched_event(),
+            started(2),
+            fetched_event(),
+        ])
+        .when(start_fetch(2))
+        .inspect_result()
+        .unwrap();
+    assert!(
+        matches!(events.last(), Some(CallEvent::ProcessingFailed(f)) if f.reason.contains("2 attempts")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_interrupted_fetch_gives_its_attempt_back() {
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1)])
+        .when(CallCommand::InterruptFetch {
+            reason: "the worker shut down".into(),
+            at: at("2024-05-01T12:00:02Z"),
+        })
+        .then_expect_events(vec![fetch_interrupted(1)]);
+    // Interrupted during the analysis (after the download) alike.
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetched_event()])
+        .when(CallCommand::InterruptFetch {
+            reason: "the worker shut down".into(),
+            at: at("2024-05-01T12:00:02Z"),
+        })
+        .then_expect_events(vec![fetch_interrupted(1)]);
+    // The next attempt takes the same number...
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetch_interrupted(1)])
+        .when(start_fetch(3))
+        .then_expect_events(vec![CallEvent::RecordingFetchStarted(
+            RecordingFetchStarted {
+                attempt: 1,
+                started_at: at("2024-05-01T12:10:00Z"),
+            },
+        )]);
+    // ...and however many drains interrupt it, the call is never failed for them.
+    let mut history = vec![accepted_call()];
+    for _ in 0..10 {
+        history.extend([started(1), fetch_interrupted(1)]);
+    }
+    CallTest::with(())
+        .given(history)
+        .when(start_fetch(1))
+        .then_expect_events(vec![CallEvent::RecordingFetchStarted(
+            RecordingFetchStarted {
+                attempt: 1,
+                started_at: at("2024-05-01T12:10:00Z"),
+            },
+        )]);
+}
+
+#[test]
+fn only_crashed_attempts_count_when_interrupted_ones_are_mixed_in() {
+    // Attempt 1 crashed (never reported), attempt 2 was interrupted by a drain and given back:
+    // one attempt is used, so with a limit of 2 another one starts, numbered 2.
+    CallTest::with(())
+        .given(vec![
+            accepted_call(),
+            started(1),
+            started(2),
+            fetch_interrupted(2),
+        ])
+        .when(CallCommand::StartFetch {
+            max_attempts: 2,
+            at: at("2024-05-01T12:00:01Z"),
+        })
+        .then_expect_events(vec![started(2)]);
+}
+
+#[test]
+fn nothing_to_interrupt_is_refused() {
+    CallTest::with(())
+        .given(vec![accepted_call()])
+        .when(CallCommand::InterruptFetch {
+            reason: "x".into(),
+            at: at("2024-05-01T12:00:02Z"),
+        })
+        .then_expect_error(CallError::NoFetchInProgress);
+    CallTest::with(())
+        .given(vec![accepted_call(), started(1), fetch_interrupted(1)])
+        .when(CallCommand::InterruptFetch {
+            reason: "x".into(),
+            at: at("2024-05-01T12:00:02Z"),
+        })
+        .then_expect_error(CallError::NoFetchInProgress);
+    CallTest::with(())
+        .given(analyzed_for_transcript())
+        .when(CallCommand::InterruptTranscription {
+            reason: "x".into(),
+            at: at("2024-05-01T12:00:02Z"),
+        })
+        .then_expect_error(CallError::NoTranscriptionInProgress);
+    CallTest::with(())
+        .given(vec![
+            accepted_call(),
+            started(1),
+            CallEvent::ProcessingFailed(ProcessingFailed {
+                failed_at: at("2024-05-01T12:00:02Z"),
+                callback_due: false,
+                processing_time_ms: 2_000,
+                reason: "x".into(),
+            }),
+        ])
+        .when(CallCommand::InterruptFetch {
+            reason: "x".into(),
+            at: at("2024-05-01T12:00:03Z"),
+        })
+        .then_expect_error(CallError::AlreadyFinished);
+}
+
+#[test]
+fn an_interrupted_transcription_gives_its_attempt_back() {
+    let mut history = analyzed_for_transcript();
+    history.push(transcription_started(1));
+    CallTest::with(())
+        .given(history.clone())
+        .when(CallCommand::InterruptTranscription {
+            reason: "the worker shut down".into(),
+            at: at("2024-05-01T12:00:06Z"),
+        })
+        .then_expect_events(vec![CallEvent::TranscriptionInterrupted(
+            TranscriptionInterrupted {
+                attempt: 1,
+                reason: "the worker shut down".into(),
+                interrupted_at: at("2024-05-01T12:00:06Z"),
+            },
+        )]);
+    history.push(CallEvent::TranscriptionInterrupted(
+        TranscriptionInterrupted {
+            attempt: 1,
+            reason: "the worker shut down".into(),
+            interrupted_at: at("2024-05-01T12:00:06Z"),
+        },
+    ));
+    CallTest::with(())
+        .given(history)
+        .when(CallCommand::StartTranscription {
+            engine: "whisper".into(),
+            max_attempts: 1,
+            at: at("2024-05-01T12:01:00Z"),
+        })
+        .then_expect_events(vec![CallEvent::TranscriptionStarted(
+            TranscriptionStarted {
+                attempt: 1,
+                engine: "whisper".into(),
+                started_at: at("2024-05-01T12:01:00Z"),
+            },
+        )]);
 }

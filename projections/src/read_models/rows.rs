@@ -166,6 +166,15 @@ impl CallRow {
             }
             // A failed attempt leaves the call `fetching` until it is retried or fails for good.
             CallEvent::RecordingFetchFailed(e) => self.error = Some(e.error.clone()),
+            // Stopped by a graceful shutdown: the attempt was given back and starts again.
+            CallEvent::RecordingFetchInterrupted(e) => {
+                self.fetch_attempts = e.attempt.saturating_sub(1) as i32;
+                if self.fetch_attempts == 0 {
+                    self.status = CallStatus::Accepted;
+                } else {
+                    self.status = CallStatus::Fetching;
+                }
+            }
             CallEvent::RecordingAnalyzed(e) => {
                 let a = &e.analytics;
                 self.recording_duration_ms = Some(a.duration_ms as i64);
@@ -199,6 +208,10 @@ impl CallRow {
                 } else {
                     TranscriptionStatus::Unavailable
                 });
+            }
+            CallEvent::TranscriptionInterrupted(e) => {
+                self.transcription_status = Some(TranscriptionStatus::Pending);
+                self.transcription_attempts = e.attempt.saturating_sub(1) as i32;
             }
             CallEvent::ProcessingCompleted(e) => {
                 self.status = CallStatus::Completed;
