@@ -330,10 +330,12 @@ async fn a_worker_instance_answers_health_and_metrics_probes() {
         .to_owned();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let text = metrics.text().await.unwrap();
+    // Process metrics, and the fetch pool's queue depth (measured on every scrape).
     for name in [
         "process_resident_memory_bytes",
         "process_open_fds",
         "process_cpu_seconds_total",
+        "callingest_queue_depth{pool=\"fetch\"}",
     ] {
         assert!(
             text.lines().any(|line| line.starts_with(name)),
