@@ -118,14 +118,36 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
         fleet.started("worker-1", "worker").await,
         fleet.started("worker-2", "worker").await,
     ];
-    // 48 downloads of 3 s each over 8 slots: work in flight throughout both restarts.
-    let calls = fleet
-        .submit(&api, &partner, "call-", 48, "/delayed/3000/silence.wav")
+    // One download outlasts the grace period the first time (the drain interrupts it), then
+    // comes at once; the others take 3 s, so they finish within the grace period.
+    let mut calls = fleet
+        .submit(
+            &api,
+            &partner,
+            "long-",
+            1,
+            "/delayed-once/60000/silence.wav",
+        )
         .await;
+    let long = calls[0].clone();
+    let holder = wait_for_holder(&fleet, &workers, &long).await;
+    workers.swap(0, holder);
 
     let mut restarted = Instant::now();
-    for worker in &mut workers {
-        let held = fleet.wait_until_holding(worker, 1).await;
+    for (n, worker) in workers.iter_mut().enumerate() {
+        // Downloads in flight on this worker when it gets SIGTERM.
+        calls.extend(
+            fleet
+                .submit(
+                    &api,
+                    &partner,
+                    &format!("wave-{n}-"),
+                    24,
+                    "/delayed/3000/silence.wav",
+                )
+                .await,
+        );
+        let held = fleet.wait_until_holding(worker, 2).await;
         let (status, took) = worker
             .terminate(DEFAULT_GRACE + Duration::from_secs(30))
             .await;
@@ -140,6 +162,15 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
             "{} took {took:?} to exit on SIGTERM",
             worker.name
         );
+        // What it could not finish it released on the way out, for the other worker now.
+        let still_held = fleet
+            .unfinished_jobs_held_by_process(worker.last_pid())
+            .await;
+        assert!(
+            still_held.is_empty(),
+            "{} exited still holding {still_held:?}",
+            worker.name
+        );
         println!(
             "{} exited 0 {took:.1?} after SIGTERM, holding {} jobs when it got it",
             worker.name,
@@ -152,13 +183,47 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
     let bound = DEFAULT_GRACE + Duration::from_secs(15);
     let remaining = bound.saturating_sub(restarted.elapsed());
     fleet.wait_for_all(&calls, FINISHED, remaining).await;
-
-    fleet.assert_processed_exactly_once(&calls, false).await;
     println!(
         "all {} calls finished {:.1?} after the last restart",
         calls.len(),
         restarted.elapsed()
     );
+
+    fleet.assert_processed_exactly_once(&calls, false).await;
+    // The interrupted download gave its attempt back: the next one took the same number.
+    let attempts: Vec<(String, i64)> = sqlx::query_as(
+        "select event_type, (payload -> event_type ->> 'attempt')::bigint from events
+         where aggregate_type = 'Call' and aggregate_id = $1
+           and event_type in ('RecordingFetchStarted', 'RecordingFetchInterrupted')
+         order by sequence",
+    )
+    .bind(&long)
+    .fetch_all(&fleet.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i64)> = [
+        ("RecordingFetchStarted", 1),
+        ("RecordingFetchInterrupted", 1),
+        ("RecordingFetchStarted", 1),
+    ]
+    .iter()
+    .map(|(t, a)| (t.to_string(), *a))
+    .collect();
+    assert_eq!(attempts, expected, "{long}");
+}
+
+/// Which of `workers` holds the processing job of `call` (waits for one to claim it).
+async fn wait_for_holder(fleet: &Fleet, workers: &[harness::Instance], call: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (n, worker) in workers.iter().enumerate() {
+            if fleet.jobs_held_by(worker).await.iter().any(|c| c == call) {
+                return n;
+            }
+        }
+        assert!(Instant::now() < deadline, "no worker claimed {call}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Fails until claims are fair between partners (issue 11 §4, the lead's part): with claims in

@@ -24,7 +24,8 @@ use crate::helpers::{batch, item_with_id, spawn_app, spawn_app_with, test_proces
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio/tests/fixtures");
 
 /// A recording host on 127.0.0.1 that counts every request it gets. `/files/NAME` serves a
-/// fixture at once, `/delayed/MS/NAME` after MS milliseconds.
+/// fixture at once, `/delayed/MS/NAME` after MS milliseconds, `/delayed-once/MS/NAME` after MS
+/// milliseconds the first time only.
 pub struct RecordingServer {
     base: String,
     pub hits: Arc<AtomicUsize>,
@@ -34,6 +35,7 @@ pub struct RecordingServer {
 struct ServerState {
     flaky: Arc<AtomicUsize>,
     hang_once: Arc<AtomicUsize>,
+    delayed_once: Arc<AtomicUsize>,
     port: u16,
 }
 
@@ -81,6 +83,19 @@ async fn delayed(Path((ms, name)): Path<(u64, String)>) -> Response {
     read_fixture(&name)
 }
 
+/// The first request to any `/delayed-once/` path waits `ms` milliseconds; later ones are
+/// answered at once (a download a drain interrupts, then finished quickly elsewhere).
+#[handler]
+async fn delayed_once(
+    Path((ms, name)): Path<(u64, String)>,
+    state: poem::web::Data<&ServerState>,
+) -> Response {
+    if state.delayed_once.fetch_add(1, Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    read_fixture(&name)
+}
+
 #[handler]
 async fn slow() -> Response {
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -114,6 +129,7 @@ impl RecordingServer {
         let state = ServerState {
             flaky: Arc::new(AtomicUsize::new(0)),
             hang_once: Arc::new(AtomicUsize::new(0)),
+            delayed_once: Arc::new(AtomicUsize::new(0)),
             port,
         };
         let counter = hits.clone();
@@ -122,6 +138,7 @@ impl RecordingServer {
             .at("/flaky/:name", get(flaky))
             .at("/hang-once/:name", get(hang_once))
             .at("/delayed/:ms/:name", get(delayed))
+            .at("/delayed-once/:ms/:name", get(delayed_once))
             .at("/slow.wav", get(slow))
             .at("/big.wav", get(big))
             .at("/redirect.wav", get(redirect))

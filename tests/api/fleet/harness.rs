@@ -278,11 +278,33 @@ impl Fleet {
     /// The calls whose processing job `instance` holds right now: claimed by one of its workers
     /// (the lease owner names its process id) and not expired.
     pub async fn jobs_held_by(&self, instance: &Instance) -> Vec<String> {
+        self.jobs_held_by_process(instance.pid()).await
+    }
+
+    /// The processing jobs whose unexpired lease names process `pid`.
+    pub async fn jobs_held_by_process(&self, pid: u32) -> Vec<String> {
         sqlx::query_scalar(
             "select call_aggregate_id from processing_job
              where lease_until > now() and lease_owner ~ $1",
         )
-        .bind(names_process(&[instance.pid()]))
+        .bind(names_process(&[pid]))
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Of the jobs process `pid` holds, those whose call has not finished processing (a
+    /// finished call's row may keep its lease until the projector removes the row).
+    pub async fn unfinished_jobs_held_by_process(&self, pid: u32) -> Vec<String> {
+        sqlx::query_scalar(
+            "select j.call_aggregate_id from processing_job j
+             where j.lease_until > now() and j.lease_owner ~ $1
+               and not exists (
+                   select from events e
+                   where e.aggregate_type = 'Call' and e.aggregate_id = j.call_aggregate_id
+                     and e.event_type in ('ProcessingCompleted', 'ProcessingFailed'))",
+        )
+        .bind(names_process(&[pid]))
         .fetch_all(&self.pool)
         .await
         .unwrap()
@@ -418,6 +440,11 @@ impl Instance {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process id of the current run, or of the last one once it has stopped.
+    pub fn last_pid(&self) -> u32 {
+        *self.pids.last().expect("started at least once")
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash.
