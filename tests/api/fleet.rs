@@ -36,7 +36,7 @@ async fn an_api_and_two_workers_process_200_calls_of_several_partners_exactly_on
         // A short delay spreads the work over both workers' slots.
         calls.extend(
             fleet
-                .submit(&api, &credentials, "call-", 50, "/delayed/100/silence.wav")
+                .submit(&api, &credentials, "call-", 50, "/delay/100/silence.wav")
                 .await,
         );
     }
@@ -72,7 +72,7 @@ async fn a_worker_killed_mid_download_loses_its_calls_to_the_other_within_two_le
     let w2 = fleet.started("worker-2", "worker").await;
     // Every download takes 5 s, so whatever worker-1 holds is mid-download when it dies.
     let calls = fleet
-        .submit(&api, &partner, "call-", 16, "/delayed/5000/silence.wav")
+        .submit(&api, &partner, "call-", 16, "/delay/5000/silence.wav")
         .await;
     let held = fleet.wait_until_holding(&w1, 2).await;
     // Its downloads have started (the fetch is recorded before the request goes out).
@@ -126,7 +126,7 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
             &partner,
             "long-",
             1,
-            "/delayed-once/60000/silence.wav",
+            "/delay-once/60000/silence.wav",
         )
         .await;
     let long = calls[0].clone();
@@ -143,7 +143,7 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
                     &partner,
                     &format!("wave-{n}-"),
                     24,
-                    "/delayed/3000/silence.wav",
+                    "/delay/3000/silence.wav",
                 )
                 .await,
         );
@@ -243,7 +243,7 @@ async fn one_partners_backlog_does_not_hold_back_another_partners_calls() {
     ];
     // 500 downloads of 300 ms over 8 slots: about 19 s of backlog, whatever the CPU.
     let backlog = fleet
-        .submit(&api, &b, "b-", 500, "/delayed/300/silence.wav")
+        .submit(&api, &b, "b-", 500, "/delay/300/silence.wav")
         .await;
     let busy = Instant::now() + Duration::from_secs(30);
     while fleet

@@ -18,6 +18,7 @@ mod outage;
 mod partners;
 mod processing;
 mod read_side;
+mod runner;
 mod sdk;
 mod support_page;
 mod transcription;

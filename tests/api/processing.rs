@@ -23,9 +23,7 @@ use crate::helpers::{batch, item_with_id, spawn_app, spawn_app_with, test_proces
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio/tests/fixtures");
 
-/// A recording host on 127.0.0.1 that counts every request it gets. `/files/NAME` serves a
-/// fixture at once, `/delayed/MS/NAME` after MS milliseconds, `/delayed-once/MS/NAME` after MS
-/// milliseconds the first time only.
+/// A recording host on 127.0.0.1 that counts every request it gets.
 pub struct RecordingServer {
     base: String,
     pub hits: Arc<AtomicUsize>,
@@ -75,16 +73,14 @@ async fn hang_once(Path(name): Path<String>, state: poem::web::Data<&ServerState
     read_fixture(&name)
 }
 
-/// The file, answered only after `ms` milliseconds: keeps downloads in flight (for the fleet
-/// tests' kills and restarts) without using any CPU.
+/// Answers with the file after `ms` milliseconds (a slow host, or one that keeps a worker busy).
 #[handler]
 async fn delayed(Path((ms, name)): Path<(u64, String)>) -> Response {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     read_fixture(&name)
 }
 
-/// The first request to any `/delayed-once/` path waits `ms` milliseconds; later ones are
-/// answered at once (a download a drain interrupts, then finished quickly elsewhere).
+/// The first request waits `ms` milliseconds before its answer; later ones are answered at once.
 #[handler]
 async fn delayed_once(
     Path((ms, name)): Path<(u64, String)>,
@@ -137,8 +133,8 @@ impl RecordingServer {
             .at("/files/:name", get(fixture))
             .at("/flaky/:name", get(flaky))
             .at("/hang-once/:name", get(hang_once))
-            .at("/delayed/:ms/:name", get(delayed))
-            .at("/delayed-once/:ms/:name", get(delayed_once))
+            .at("/delay/:ms/:name", get(delayed))
+            .at("/delay-once/:ms/:name", get(delayed_once))
             .at("/slow.wav", get(slow))
             .at("/big.wav", get(big))
             .at("/redirect.wav", get(redirect))
@@ -193,7 +189,7 @@ async fn catch_up_to_the_end(projector: &Projector, app: &TestApp, name: &str) {
 
 /// Catches the projector up until `count_query` counts `expected` rows (bounded). Other test
 /// databases on the same cluster hold back the snapshot xmin for a moment now and then.
-async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str, expected: i64) {
+pub async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         projector.catch_up().await.unwrap();
