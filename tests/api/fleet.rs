@@ -121,13 +121,7 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
     // One download outlasts the grace period the first time (the drain interrupts it), then
     // comes at once; the others take 3 s, so they finish within the grace period.
     let mut calls = fleet
-        .submit(
-            &api,
-            &partner,
-            "long-",
-            1,
-            "/delay-once/60000/silence.wav",
-        )
+        .submit(&api, &partner, "long-", 1, "/delay-once/60000/silence.wav")
         .await;
     let long = calls[0].clone();
     let holder = wait_for_holder(&fleet, &workers, &long).await;

@@ -227,13 +227,51 @@ impl Fleet {
             if done == calls.len() {
                 return started.elapsed();
             }
-            assert!(
-                started.elapsed() < within,
-                "only {done} of {} calls have {event_types:?} after {within:?}",
-                calls.len()
-            );
+            if started.elapsed() >= within {
+                panic!(
+                    "only {done} of {} calls have {event_types:?} after {within:?}\n{}",
+                    calls.len(),
+                    self.diagnosis().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// What may explain a stall: how far each projection is behind the log, the job rows and
+    /// their leases, and the cluster's transactions that hold back the projectors' snapshot.
+    pub async fn diagnosis(&self) -> String {
+        let lag: Vec<(String, i64, i64)> = sqlx::query_as(
+            "select name, global_position, (select coalesce(max(global_position), 0) from events)
+             from projection_checkpoint order by name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
+        let jobs: Vec<(String, String, i64)> = sqlx::query_as(
+            "select stage, coalesce(lease_owner, '-'), count(*) from processing_job
+             group by 1, 2 order by 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
+        let transactions: Vec<(Option<String>, Option<String>, Option<f64>, Option<String>)> =
+            sqlx::query_as(
+                "select datname, state, extract(epoch from now() - xact_start)::float8,
+                        left(query, 120)
+                 from pg_stat_activity
+                 where (backend_xid is not null or backend_xmin is not null)
+                   and pid <> pg_backend_pid()
+                 order by xact_start limit 10",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        format!(
+            "projections (name, checkpoint, last event): {lag:?}\n\
+             processing jobs (stage, lease owner, rows): {jobs:?}\n\
+             oldest transactions in the cluster (database, state, age s, query): {transactions:?}"
+        )
     }
 
     /// Each call's events counted by type.
