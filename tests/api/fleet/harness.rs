@@ -255,18 +255,18 @@ impl Fleet {
         .fetch_all(&self.pool)
         .await
         .unwrap_or_default();
-        let transactions: Vec<(Option<String>, Option<String>, Option<f64>, Option<String>)> =
-            sqlx::query_as(
-                "select datname, state, extract(epoch from now() - xact_start)::float8,
-                        left(query, 120)
-                 from pg_stat_activity
-                 where (backend_xid is not null or backend_xmin is not null)
-                   and pid <> pg_backend_pid()
-                 order by xact_start limit 10",
-            )
-            .fetch_all(&self.pool)
-            .await
-            .unwrap_or_default();
+        let transactions: Vec<(String, String, f64, String)> = sqlx::query_as(
+            "select coalesce(datname, ''), coalesce(state, ''),
+                    coalesce(extract(epoch from now() - xact_start)::float8, 0),
+                    coalesce(left(query, 120), '')
+             from pg_stat_activity
+             where (backend_xid is not null or backend_xmin is not null)
+               and pid <> pg_backend_pid()
+             order by xact_start limit 10",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
         format!(
             "projections (name, checkpoint, last event): {lag:?}\n\
              processing jobs (stage, lease owner, rows): {jobs:?}\n\
