@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::helpers::run_alone;
 use harness::Fleet;
 
-/// `CALLINGEST_JOB_LEASE_MS`' default.
+/// `CALLINGEST_LEASE_MS`' default (one lease for every pool).
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// `CALLINGEST_SHUTDOWN_GRACE_MS`' default.
 const DEFAULT_GRACE: Duration = Duration::from_secs(20);
