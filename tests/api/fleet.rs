@@ -100,6 +100,26 @@ async fn a_worker_killed_mid_download_loses_its_calls_to_the_other_within_two_le
         finished_by_w2, held,
         "worker-1's calls were not finished by worker-2"
     );
+    // worker-2 counted them as taken over from an expired lease.
+    let metrics = fleet
+        .client
+        .get(format!("{}/metrics", w2.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let taken_over = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("callingest_jobs_taken_over_total{pool=\"fetch\"} "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        taken_over >= held.len() as f64,
+        "worker-2 reports {taken_over} fetch jobs taken over, expected at least {}",
+        held.len()
+    );
     println!(
         "all {} calls finished {took:.1?} after worker-1 was killed holding {}",
         calls.len(),
