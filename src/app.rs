@@ -149,7 +149,10 @@ impl Background {
     /// the rest (their attempts are given back and their rows released for other instances);
     /// finally stops the projectors, whose connections (and advisory locks) close.
     pub async fn drain(mut self, grace: std::time::Duration) {
-        tracing::info!(grace_ms = grace.as_millis() as u64, "draining: no more claims");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "draining: no more claims"
+        );
         self.shutdown.stop_claiming();
         let slots = std::mem::take(&mut self.slots.0);
         let aborts: Vec<_> = slots.iter().map(|slot| slot.abort_handle()).collect();

@@ -207,7 +207,9 @@ impl CallbackSender {
                 .fetch_one(&self.pool)
                 .await?;
         SigningSecret::parse(&secret).map_err(|_| {
-            JobError::Unusable(format!("the signing secret of partner {partner_id} is unusable"))
+            JobError::Unusable(format!(
+                "the signing secret of partner {partner_id} is unusable"
+            ))
         })
     }
 }

@@ -25,7 +25,10 @@ pub enum JobError {
 }
 
 impl JobError {
-    pub(crate) fn store(call: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn store(
+        call: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         JobError::Store {
             call: call.to_owned(),
             source: Box::new(source),

@@ -274,7 +274,10 @@ impl Runner {
             .await;
         match why {
             GiveUp::TimedOut { limit } => {
-                tracing::warn!(limit_s = limit.as_secs(), "step ran too long; cancelled as a failed attempt");
+                tracing::warn!(
+                    limit_s = limit.as_secs(),
+                    "step ran too long; cancelled as a failed attempt"
+                );
                 metrics::failed(self.queue);
             }
             GiveUp::Drained => {

@@ -59,11 +59,12 @@ impl Step for Worker {
     /// Takes the job through fetch and analysis (or to its next retry).
     async fn run(&self, job: &Job) -> Result<(), JobError> {
         let now = chrono::Utc::now;
-        let recording_url: String =
-            sqlx::query_scalar("select recording_url from processing_job where call_aggregate_id = $1")
-                .bind(job.call_aggregate_id())
-                .fetch_one(&self.pool)
-                .await?;
+        let recording_url: String = sqlx::query_scalar(
+            "select recording_url from processing_job where call_aggregate_id = $1",
+        )
+        .bind(job.call_aggregate_id())
+        .fetch_one(&self.pool)
+        .await?;
         let start = CallCommand::StartFetch {
             max_attempts: self.retry.max_attempts,
             at: now(),
@@ -218,7 +219,10 @@ async fn analyse(
     if matches!(outcome, Ok(Err(callingest_audio::AnalysisError::Stopped))) {
         return (Err(Analysis::Stopped), recording);
     }
-    (analytics(outcome, format).map_err(Analysis::Failed), recording)
+    (
+        analytics(outcome, format).map_err(Analysis::Failed),
+        recording,
+    )
 }
 
 /// The figures to record, or the reason the call fails. Figures the call would refuse (not
@@ -322,8 +326,16 @@ mod tests {
 
     #[test]
     fn nothing_is_recorded_for_a_call_that_moved_on() {
-        for stage in [Stage::Accepted, Stage::Analyzed, Stage::Completed, Stage::Failed] {
-            assert_eq!(give_up_fetch(stage, GiveUp::Drained, RETRY, Utc::now()), None);
+        for stage in [
+            Stage::Accepted,
+            Stage::Analyzed,
+            Stage::Completed,
+            Stage::Failed,
+        ] {
+            assert_eq!(
+                give_up_fetch(stage, GiveUp::Drained, RETRY, Utc::now()),
+                None
+            );
         }
     }
 }

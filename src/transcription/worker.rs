@@ -166,12 +166,14 @@ fn give_up_transcription(
             reason: "the worker shut down before the transcription finished".to_owned(),
             at,
         },
-        GiveUp::TimedOut { limit } => CallCommand::RecordTranscriptionFailure(TranscriptionFailure {
-            error: format!("transcription did not finish within {} s", limit.as_secs()),
-            retryable: true,
-            policy: retry,
-            at,
-        }),
+        GiveUp::TimedOut { limit } => {
+            CallCommand::RecordTranscriptionFailure(TranscriptionFailure {
+                error: format!("transcription did not finish within {} s", limit.as_secs()),
+                retryable: true,
+                policy: retry,
+                at,
+            })
+        }
     })
 }
 
@@ -224,15 +226,14 @@ impl TranscriptionWorker {
             fetched = self.fetcher.fetch(&job.recording_url) => fetched,
             () = callingest_transcribe::stop_requested(stop) => return Err(TranscribeError::Stopped),
         };
-        let fetched = fetched
-            .map_err(|err| {
-                let message = format!("recording download for transcription failed: {err}");
-                if err.is_retryable() {
-                    TranscribeError::Transient(message)
-                } else {
-                    TranscribeError::Permanent(message)
-                }
-            })?;
+        let fetched = fetched.map_err(|err| {
+            let message = format!("recording download for transcription failed: {err}");
+            if err.is_retryable() {
+                TranscribeError::Transient(message)
+            } else {
+                TranscribeError::Permanent(message)
+            }
+        })?;
         if job.recording_sha256.as_deref() != Some(fetched.sha256.as_str()) {
             tracing::warn!(
                 "the recording changed since it was analysed; transcribing it as it is now"
@@ -299,6 +300,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(give_up_transcription(Stage::Completed, limit, RETRY, now), None);
+        assert_eq!(
+            give_up_transcription(Stage::Completed, limit, RETRY, now),
+            None
+        );
     }
 }

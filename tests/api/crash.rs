@@ -14,7 +14,7 @@ use callingest::partners::create_partner;
 use serde_json::json;
 
 use crate::callback_receiver::{Receiver, Reply, TestCa};
-use crate::helpers::{batch, item_with_id, TestDatabase, BATCH_PATH};
+use crate::helpers::{batch, item_with_id, run_alone, TestDatabase, BATCH_PATH};
 use crate::processing::RecordingServer;
 
 struct Service {
@@ -66,6 +66,7 @@ impl Drop for Service {
 #[tokio::test]
 #[ignore = "measures throughput, so .ci/run runs it alone: scripts/test --test api -- --ignored"]
 async fn killing_the_service_under_load_loses_and_doubles_nothing() {
+    let _alone = run_alone().await;
     let database = TestDatabase::create().await;
     let ca = TestCa::new();
     let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;

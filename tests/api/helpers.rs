@@ -311,3 +311,12 @@ pub fn batch(items: Vec<Value>) -> Value {
 pub async fn json_body(response: reqwest::Response) -> Value {
     response.json().await.expect("JSON body")
 }
+
+/// Held by the tests that measure time or throughput with several real processes (the
+/// `#[ignore]`d ones, run by `scripts/test --test api -- --ignored`), so that they run one at a
+/// time even though cargo runs tests in parallel. A tokio mutex: a failed test does not poison
+/// it for the next.
+pub async fn run_alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
+}

@@ -10,6 +10,7 @@ mod contract_errors;
 mod crash;
 mod fair_claims;
 mod fetch;
+mod fleet;
 mod hostile_bodies;
 mod hostile_recordings;
 mod idempotency;

@@ -189,7 +189,12 @@ async fn catch_up_to_the_end(projector: &Projector, app: &TestApp, name: &str) {
 
 /// Catches the projector up until `count_query` counts `expected` rows (bounded). Other test
 /// databases on the same cluster hold back the snapshot xmin for a moment now and then.
-pub async fn catch_up_until(projector: &Projector, app: &TestApp, count_query: &str, expected: i64) {
+pub async fn catch_up_until(
+    projector: &Projector,
+    app: &TestApp,
+    count_query: &str,
+    expected: i64,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         projector.catch_up().await.unwrap();

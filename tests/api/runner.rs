@@ -84,7 +84,13 @@ async fn a_worker_whose_lease_was_taken_over_cannot_record_its_outcome() {
     let processing = slow_downloads();
     let worker = fetch_runner(&app, &processing, RETRY);
     let running = tokio::spawn(async move { worker.run_next("first").await });
-    wait_for_event(&app, "stolen", "RecordingFetchStarted", Duration::from_secs(10)).await;
+    wait_for_event(
+        &app,
+        "stolen",
+        "RecordingFetchStarted",
+        Duration::from_secs(10),
+    )
+    .await;
 
     let thief = take_over(&app).await;
     // The download ends (about 3 s in, before any heartbeat): recording it is refused.
@@ -112,7 +118,13 @@ async fn a_step_whose_lease_was_taken_over_stops_at_its_next_heartbeat() {
     let processing = slow_downloads();
     let worker = fetch_runner(&app, &processing, RETRY);
     let running = tokio::spawn(async move { worker.run_next("first").await });
-    wait_for_event(&app, "stolen", "RecordingFetchStarted", Duration::from_secs(10)).await;
+    wait_for_event(
+        &app,
+        "stolen",
+        "RecordingFetchStarted",
+        Duration::from_secs(10),
+    )
+    .await;
 
     let thief = take_over(&app).await;
     let taken = Instant::now();
@@ -140,7 +152,11 @@ async fn heartbeats_keep_a_long_download_leased_well_past_one_lease() {
     let server = RecordingServer::start().await;
     let jobs = one_job(&app, "long", &server.url("/delay/42000/left-only.wav")).await;
     let processing = slow_downloads();
-    assert_eq!(processing.lease(), Duration::from_secs(30), "the default lease");
+    assert_eq!(
+        processing.lease(),
+        Duration::from_secs(30),
+        "the default lease"
+    );
     let worker = fetch_runner(&app, &processing, RETRY);
     let claimed = Instant::now();
     let mut running = tokio::spawn(async move { worker.run_next("holder").await });
@@ -176,7 +192,10 @@ async fn heartbeats_keep_a_long_download_leased_well_past_one_lease() {
         1,
         "{types:?}"
     );
-    assert_eq!(types.last().map(String::as_str), Some("ProcessingCompleted"));
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("ProcessingCompleted")
+    );
     assert_eq!(server.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
@@ -236,8 +255,17 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
         &server.url("/delay-once/60000/left-only.wav"),
     )]))
     .await;
-    wait_for_event(&app, "drained", "RecordingFetchStarted", Duration::from_secs(10)).await;
-    assert!(advisory_locks(&app).await > 0, "the projectors hold their locks");
+    wait_for_event(
+        &app,
+        "drained",
+        "RecordingFetchStarted",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        advisory_locks(&app).await > 0,
+        "the projectors hold their locks"
+    );
 
     let grace = processing.shutdown_grace();
     assert_eq!(grace, Duration::from_secs(20), "the default grace");
@@ -256,7 +284,11 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         types,
-        ["CallAccepted", "RecordingFetchStarted", "RecordingFetchInterrupted"]
+        [
+            "CallAccepted",
+            "RecordingFetchStarted",
+            "RecordingFetchInterrupted"
+        ]
     );
     assert_eq!(events[2].1["RecordingFetchInterrupted"]["attempt"], 1);
     assert_eq!(advisory_locks(&app).await, 0, "the projectors let go");
@@ -294,7 +326,13 @@ async fn a_drain_lets_a_step_that_ends_within_the_grace_finish() {
         &server.url("/delay/3000/left-only.wav"),
     )]))
     .await;
-    wait_for_event(&app, "finishing", "RecordingFetchStarted", Duration::from_secs(10)).await;
+    wait_for_event(
+        &app,
+        "finishing",
+        "RecordingFetchStarted",
+        Duration::from_secs(10),
+    )
+    .await;
     let draining = Instant::now();
     instance.drain(processing.shutdown_grace()).await;
     assert!(draining.elapsed() < Duration::from_secs(10));
@@ -308,15 +346,14 @@ async fn a_drain_lets_a_step_that_ends_within_the_grace_finish() {
 
 #[tokio::test]
 async fn metrics_report_each_pool() {
-    let app = crate::helpers::spawn_app_with(
-        callingest::config::Role::All,
-        600,
-        test_processing(),
-    )
-    .await;
+    let app =
+        crate::helpers::spawn_app_with(callingest::config::Role::All, 600, test_processing()).await;
     let server = RecordingServer::start().await;
-    app.post_batch(&batch(vec![item("measured", &server.url("/files/left-only.wav"))]))
-        .await;
+    app.post_batch(&batch(vec![item(
+        "measured",
+        &server.url("/files/left-only.wav"),
+    )]))
+    .await;
     final_row(&app, "measured").await;
     let metrics = app
         .client

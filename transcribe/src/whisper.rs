@@ -19,7 +19,7 @@ use whisper_rs::{
 };
 
 use crate::{
-    speech_spans, ChannelAudio, Stop, Segment, Speaker, TranscribeError, Transcriber, Transcript,
+    speech_spans, ChannelAudio, Segment, Speaker, Stop, TranscribeError, Transcriber, Transcript,
     SAMPLE_RATE,
 };
 

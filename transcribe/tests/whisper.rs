@@ -219,3 +219,51 @@ fn a_missing_model_is_a_permanent_error() {
         .expect("load fails");
     assert!(!err.is_transient(), "{err}");
 }
+
+#[tokio::test]
+async fn a_stop_request_ends_a_long_transcription_within_a_second_or_two() {
+    let dir = tempfile::tempdir().unwrap();
+    // About a minute of continuous speech: far more than the moment before the stop.
+    let mut speech = Vec::new();
+    while speech.len() < samples(60.0) {
+        for sentence in SENTENCES {
+            speech.extend(speak(sentence, dir.path()));
+        }
+    }
+    let stop = callingest_transcribe::Stop::new();
+    let running = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            engine()
+                .transcribe_until(
+                    vec![ChannelAudio {
+                        speaker: Speaker::Mono,
+                        samples: speech,
+                    }],
+                    &stop,
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    stop.request();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("whisper stops when asked")
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(
+        matches!(
+            outcome,
+            Err(callingest_transcribe::TranscribeError::Stopped)
+        ),
+        "{outcome:?}"
+    );
+    // Bounded generously for a loaded CI machine; the abort callback is polled between graph
+    // nodes, so it is milliseconds when the CPU is free.
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "stopped after {took:?}"
+    );
+}

@@ -14,7 +14,10 @@ pub enum CallCommand {
     /// A worker begins fetching the recording (a new attempt) — unless `max_attempts` have
     /// started already: the call then fails (earlier attempts never reported back, e.g. the
     /// worker died each time).
-    StartFetch { max_attempts: u32, at: DateTime<Utc> },
+    StartFetch {
+        max_attempts: u32,
+        at: DateTime<Utc>,
+    },
     /// The fetch (or analysis) in progress was stopped by a graceful shutdown: it gives its
     /// attempt back, and the next worker starts it again under the same number.
     InterruptFetch { reason: String, at: DateTime<Utc> },

@@ -765,7 +765,7 @@ fn an_analysed_call_is_never_fetched_again() {
         CallTest::with(())
             .given(history)
             .when(CallCommand::StartFetch {
-            max_attempts: 3,
+                max_attempts: 3,
                 at: at("2024-05-01T12:30:00Z"),
             })
             .then_expect_error(CallError::AlreadyFetched);

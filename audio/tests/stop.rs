@@ -1,0 +1,23 @@
+//! Decoding gives up when asked to stop (a job lost its lease, the process drains).
+
+use std::path::PathBuf;
+
+use callingest_audio::{analyze_until, AnalysisError, RecordingFormat, Stop};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn a_requested_stop_ends_the_analysis_with_stopped() {
+    let stop = Stop::new();
+    let path = fixture("left-only.wav");
+    assert!(analyze_until(&path, RecordingFormat::Wav, &stop).is_ok());
+    stop.request();
+    assert!(matches!(
+        analyze_until(&path, RecordingFormat::Wav, &stop),
+        Err(AnalysisError::Stopped)
+    ));
+}
