@@ -2,69 +2,73 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use callingest_domain::call::RetryPolicy;
 use callingest_projections::notifications::NotificationHub;
 use callingest_projections::projector::EVENTS_CHANNEL;
 use callingest_projections::Projector;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::Server;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::callbacks::CallbackSender;
 use crate::config::{ProcessingConfig, ServeConfig};
-use crate::http::{routes, AppState};
+use crate::health::{Health, Liveness};
+use crate::http::server::HttpServer;
+use crate::http::AppState;
 use crate::processing::fetch::{FetchConfig, Fetcher};
 use crate::processing::Worker;
 use crate::queue::{CALLBACK_DELIVERIES, PROCESSING_JOBS, TRANSCRIPTION_JOBS};
 use crate::transcription::spool::Spool;
 use crate::transcription::{TranscriptionWorker, TranscriptionWorkerSettings};
 
-/// A migrated service with its listener bound (for the roles that serve HTTP), ready to run.
+/// Readiness turns red when the background work has not ticked its heartbeat for this long.
+const BACKGROUND_MAX_SILENCE: Duration = Duration::from_secs(30);
+
+/// A migrated service with its listener bound and answering the probes, ready to run.
 pub struct Application {
     config: ServeConfig,
     pool: PgPool,
-    acceptor: Option<(TcpAcceptor, SocketAddr)>,
+    health: Arc<Health>,
+    http: HttpServer,
 }
 
 impl Application {
-    /// Connects to the database (creating it if needed), applies migrations and binds the
-    /// listen address (port 0 picks a free port: see [`Application::address`]).
+    /// Binds the listen address (port 0 picks a free port: see [`Application::address`]) and
+    /// answers `/healthz`, `/readyz` and `/metrics` at once, then connects to the database
+    /// (creating it if needed, retrying while it cannot be reached, up to
+    /// `CALLINGEST_DB_CONNECT_DEADLINE_MS`) and applies migrations. Every role listens.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
+        let background = config
+            .role
+            .runs_workers()
+            .then(|| Liveness::new(BACKGROUND_MAX_SILENCE));
+        let health = Arc::new(Health::starting(background));
+        let http = HttpServer::start(config.listen, health.clone(), config.role.runs_api()).await?;
+        tracing::info!(address = %http.address(), role = ?config.role, "callingest listening; preparing the database");
         let pool = crate::db::prepare(&config.database).await?;
-        let acceptor = if config.role.runs_api() {
-            let acceptor = TcpListener::bind(config.listen.to_string())
-                .into_acceptor()
-                .await
-                .with_context(|| format!("could not listen on {}", config.listen))?;
-            let address = acceptor
-                .local_addr()
-                .first()
-                .and_then(|a| a.as_socket_addr().copied())
-                .context("listener has no socket address")?;
-            Some((acceptor, address))
-        } else {
-            None
-        };
+        health.database_ready(pool.clone());
         Ok(Self {
             config: config.clone(),
             pool,
-            acceptor,
+            health,
+            http,
         })
     }
 
-    /// The bound HTTP address (`None` for the worker role, which serves no HTTP).
+    /// The bound HTTP address. Every role binds one, so this is always `Some`.
     pub fn address(&self) -> Option<SocketAddr> {
-        self.acceptor.as_ref().map(|(_, address)| *address)
+        Some(self.http.address())
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped).
+    /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped): the HTTP
+    /// server (the API for the roles that serve it) and the background work (for the roles
+    /// that run it), each started and stopped here.
     pub async fn run(self) -> anyhow::Result<()> {
         let background = if self.config.role.runs_workers() {
             spawn_background(&self.pool, &self.config.processing)?
@@ -73,36 +77,58 @@ impl Application {
         };
         // Abort background tasks however this function ends (error, shutdown, or being dropped):
         // everything they do is durable, and leases let another worker finish their jobs.
-        let _background = AbortOnDrop(background);
-        match self.acceptor {
-            Some((acceptor, address)) => {
-                tracing::info!(%address, role = ?self.config.role, "callingest listening");
-                let state = AppState::new(self.pool.clone(), self.config.admin_token.clone());
-                let app = routes(Arc::new(state));
-                Server::new_with_acceptor(acceptor)
-                    .run_with_graceful_shutdown(
-                        app,
-                        shutdown_signal(),
-                        Some(std::time::Duration::from_secs(10)),
-                    )
-                    .await
-                    .context("HTTP server failed")?;
-            }
-            None => {
-                tracing::info!(role = ?self.config.role, "callingest running");
-                shutdown_signal().await;
-            }
+        let _background = Background::watch(background, self.health.background().cloned());
+
+        if self.config.role.runs_api() {
+            let state = AppState::new(self.pool.clone(), self.config.admin_token.clone())
+                .with_health(self.health.clone());
+            self.http.serve_api(Arc::new(state));
         }
+        tracing::info!(address = %self.http.address(), role = ?self.config.role, "callingest running");
+        let served = self.http.serve_until(shutdown_signal()).await;
         self.pool.close().await;
-        Ok(())
+        served
     }
 }
 
-struct AbortOnDrop(Vec<JoinHandle<()>>);
+/// The background tasks of an instance, aborted when dropped, with a watchdog that ticks the
+/// instance's heartbeat while every one of them is still running (they all run for ever: one
+/// that ended has failed, and readiness turns red).
+struct Background {
+    tasks: Arc<Vec<JoinHandle<()>>>,
+    watchdog: Option<JoinHandle<()>>,
+}
 
-impl Drop for AbortOnDrop {
+impl Background {
+    fn watch(tasks: Vec<JoinHandle<()>>, liveness: Option<Liveness>) -> Self {
+        let tasks = Arc::new(tasks);
+        let watchdog = liveness.map(|liveness| {
+            let tasks = tasks.clone();
+            tokio::spawn(async move {
+                let mut every_second = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    every_second.tick().await;
+                    if tasks.iter().all(|task| !task.is_finished()) {
+                        liveness.tick();
+                    } else {
+                        tracing::error!(
+                            "a background task has stopped; this instance is no longer ready"
+                        );
+                        return;
+                    }
+                }
+            })
+        });
+        Self { tasks, watchdog }
+    }
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
-        for task in &self.0 {
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.abort();
+        }
+        for task in self.tasks.iter() {
             task.abort();
         }
     }

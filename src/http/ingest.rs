@@ -108,10 +108,7 @@ impl IngestApi {
             sub_tenant_id.0,
             "Sub-Tenant ID is required",
         )?;
-        self.state
-            .rate_limits
-            .check(&partner)
-            .map_err(|wait| ApiError::rate_limited(partner.rate_limit_per_minute, wait))?;
+        self.state.rate_limits.check(&partner).await?;
 
         let body = body.read(request, MAX_BODY_BYTES).await?;
         let calls = validate_batch(&body).map_err(ApiError::validation_failed)?;

@@ -1,5 +1,6 @@
 //! The HTTP API: one poem-openapi service merged from one module per area, plus the
-//! operational routes (`/metrics`, `/docs`, `/openapi.json`).
+//! operational routes (`/docs`, `/openapi.json`; `/metrics` and the probes are served by
+//! [`server::HttpServer`] for every role).
 
 mod admin;
 mod auth;
@@ -12,12 +13,13 @@ mod rate_limit;
 mod raw_json;
 mod schema;
 pub mod serde_json_body;
+pub mod server;
 mod support;
 
 use std::sync::Arc;
 
-use poem::endpoint::{make, make_sync};
-use poem::{get, Endpoint, EndpointExt, Route};
+use poem::endpoint::make_sync;
+use poem::{get, Endpoint, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
 
@@ -28,6 +30,7 @@ use callingest_domain::call::Call;
 
 use crate::config::Secret;
 use crate::event_store::Store;
+use crate::health::Health;
 use crate::ingest::IngestService;
 
 /// What handlers share.
@@ -37,6 +40,8 @@ pub struct AppState {
     pub calls: Store<Call>,
     pub rate_limits: rate_limit::PartnerRateLimits,
     pub admin_token: Option<Secret>,
+    /// What `/healthz` and `/readyz` report.
+    pub health: Arc<Health>,
 }
 
 impl AppState {
@@ -44,10 +49,16 @@ impl AppState {
         Self {
             ingest: IngestService::new(pool.clone()),
             calls: crate::event_store::store(pool.clone()),
+            rate_limits: rate_limit::PartnerRateLimits::new(&pool),
+            health: Arc::new(Health::connected(pool.clone())),
             pool,
-            rate_limits: Default::default(),
             admin_token,
         }
+    }
+
+    /// Probes report `health` (the instance's own, with its background heartbeat).
+    pub fn with_health(self, health: Arc<Health>) -> Self {
+        Self { health, ..self }
     }
 }
 
@@ -81,7 +92,9 @@ fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         admin::AdminApi {
             state: state.clone(),
         },
-        health::HealthApi { state },
+        health::HealthApi {
+            health: state.health.clone(),
+        },
     );
     OpenApiService::new(apis, "callingest", env!("CARGO_PKG_VERSION")).description(
         "Batch call ingestion for partners of the call-analytics platform: submit call \
@@ -98,13 +111,12 @@ pub fn openapi_json() -> String {
     api_service(Arc::new(AppState::new(pool, None))).spec()
 }
 
-/// Every route of the service.
+/// The routes of the partner and support API (the probes included, for the spec). Served
+/// behind [`server::HttpServer`], which adds `/metrics`, JSON errors and request logging.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
-    let pool = state.pool.clone();
     let service = api_service(state.clone());
     let spec = service.spec();
     let docs = service.swagger_ui();
-    let metrics = crate::telemetry::metrics_handle();
     Route::new()
         .nest("/", service)
         .nest("/docs", docs)
@@ -117,18 +129,6 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                     .body(spec.clone())
             })),
         )
-        .at(
-            "/metrics",
-            get(make(move |_| {
-                let (metrics, pool) = (metrics.clone(), pool.clone());
-                async move {
-                    record_projection_lag(&pool).await;
-                    metrics.render()
-                }
-            })),
-        )
-        .catch_all_error(error::json_error)
-        .around(observe::observe)
 }
 
 /// Sets `callingest_projection_lag_events` from the checkpoints: how many events each

@@ -142,6 +142,7 @@ pub async fn spawn_app_on(
             url: Secret::new(database.url.clone()),
             max_connections: 10,
             acquire_timeout_ms: 2_000,
+            connect_deadline_ms: 120_000,
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         role,

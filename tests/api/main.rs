@@ -9,8 +9,10 @@ mod callbacks;
 mod contract_errors;
 mod crash;
 mod fetch;
+mod fleet_rate_limit;
 mod idempotency;
 mod ingest;
+mod instances;
 mod log_secrecy;
 mod operations;
 mod outage;
@@ -18,6 +20,7 @@ mod partners;
 mod processing;
 mod read_side;
 mod sdk;
+mod startup;
 mod support_page;
 mod transcription;
 
