@@ -68,6 +68,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
             url: Secret::new(url),
             max_connections: 16,
             acquire_timeout_ms: 5_000,
+            connect_deadline_ms: 120_000,
         },
         listen: "127.0.0.1:0".parse()?,
         // Ingest alone: processing would compete for the same two cores.

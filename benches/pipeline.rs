@@ -102,6 +102,7 @@ fn database_config(url: &str) -> DatabaseConfig {
         url: Secret::new(url),
         max_connections: 24,
         acquire_timeout_ms: 10_000,
+        connect_deadline_ms: 120_000,
     }
 }
 

@@ -2,62 +2,72 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use callingest_domain::call::RetryPolicy;
 use callingest_projections::notifications::NotificationHub;
 use callingest_projections::projector::EVENTS_CHANNEL;
 use callingest_projections::Projector;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::Server;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::callbacks::CallbackSender;
 use crate::config::{ProcessingConfig, ServeConfig};
-use crate::http::{routes, AppState};
+use crate::health::{Health, Liveness};
+use crate::http::server::HttpServer;
+use crate::http::AppState;
 use crate::jobs::{Runner, Shutdown, Step};
 use crate::processing::fetch::{FetchConfig, Fetcher};
 use crate::processing::Worker;
 use crate::transcription::spool::Spool;
 use crate::transcription::{TranscriptionWorker, TranscriptionWorkerSettings};
 
-/// A migrated service with its listener bound (for the roles that serve HTTP), ready to run.
+/// Readiness turns red when the background work has not ticked its heartbeat for this long.
+const BACKGROUND_MAX_SILENCE: Duration = Duration::from_secs(30);
+
+/// A migrated service with its listener bound and answering the probes, ready to run.
 pub struct Application {
     config: ServeConfig,
     pool: PgPool,
-    acceptor: Option<(TcpAcceptor, SocketAddr)>,
+    health: Arc<Health>,
+    http: HttpServer,
 }
 
 impl Application {
-    /// Connects to the database (creating it if needed), applies migrations and binds the
-    /// listen address (port 0 picks a free port: see [`Application::address`]).
+    /// Binds the listen address (port 0 picks a free port: see [`Application::address`]) and
+    /// answers `/healthz`, `/readyz` and `/metrics` at once, then connects to the database
+    /// (creating it if needed, retrying while it cannot be reached, up to
+    /// `CALLINGEST_DB_CONNECT_DEADLINE_MS`) and applies migrations. Every role listens.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
+        let background = config
+            .role
+            .runs_workers()
+            .then(|| Liveness::new(BACKGROUND_MAX_SILENCE));
+        let health = Arc::new(Health::starting(background));
+        let http = HttpServer::start(config.listen, health.clone(), config.role.runs_api()).await?;
+        tracing::info!(address = %http.address(), role = ?config.role, "callingest listening; preparing the database");
         let pool = crate::db::prepare(&config.database).await?;
-        let acceptor = if config.role.runs_api() {
-            let acceptor = TcpListener::bind(config.listen.to_string())
-                .into_acceptor()
-                .await
-                .with_context(|| format!("could not listen on {}", config.listen))?;
-            let address = acceptor
-                .local_addr()
-                .first()
-                .and_then(|a| a.as_socket_addr().copied())
-                .context("listener has no socket address")?;
-            Some((acceptor, address))
-        } else {
-            None
-        };
+        // The API is mounted before readiness turns green, so a load balancer that follows
+        // `/readyz` never sends a request in between.
+        if config.role.runs_api() {
+            let state = AppState::new(pool.clone(), config.admin_token.clone())
+                .with_http_config(&config.http)
+                .with_health(health.clone());
+            http.serve_api(Arc::new(state));
+        }
+        health.database_ready(pool.clone());
         Ok(Self {
             config: config.clone(),
             pool,
-            acceptor,
+            health,
+            http,
         })
     }
 
-    /// The bound HTTP address (`None` for the worker role, which serves no HTTP).
+    /// The bound HTTP address. Every role binds one, so this is always `Some`.
     pub fn address(&self) -> Option<SocketAddr> {
-        self.acceptor.as_ref().map(|(_, address)| *address)
+        Some(self.http.address())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -65,14 +75,22 @@ impl Application {
     }
 
     /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped), then drains:
-    /// the HTTP server finishes the requests in flight while the workers stop claiming and get
-    /// `CALLINGEST_SHUTDOWN_GRACE_MS` to finish (see [`Background::drain`]).
+    /// the HTTP server stops accepting and finishes the requests in flight while the workers
+    /// stop claiming and get `CALLINGEST_SHUTDOWN_GRACE_MS` to finish (see
+    /// [`Background::drain`]).
     pub async fn run(self) -> anyhow::Result<()> {
         self.config.processing.check()?;
         let background = if self.config.role.runs_workers() {
             Some(spawn_background(&self.pool, &self.config.processing)?)
         } else {
             None
+        };
+        // Readiness follows the background: ticked while every task of it runs.
+        let _watchdog = match (&background, self.health.background()) {
+            (Some(background), Some(liveness)) => {
+                Some(AbortOnDrop(vec![background.watch(liveness.clone())]))
+            }
+            _ => None,
         };
         // Dropped (this function ends by error or is itself dropped), the background aborts
         // its tasks: everything they do is durable, and leases let others finish their jobs.
@@ -82,6 +100,7 @@ impl Application {
             shutdown_signal().await;
             signal.cancel();
         })]);
+        tracing::info!(address = %self.http.address(), role = ?self.config.role, "callingest running");
         let grace = self.config.processing.shutdown_grace();
         let drained = async {
             if let Some(background) = background {
@@ -90,33 +109,15 @@ impl Application {
             }
         };
         let served = async {
-            match self.acceptor {
-                Some((acceptor, address)) => {
-                    tracing::info!(%address, role = ?self.config.role, "callingest listening");
-                    let state = AppState::new(self.pool.clone(), self.config.admin_token.clone())
-                        .with_http_config(&self.config.http);
-                    let app = routes(Arc::new(state));
-                    Server::new_with_acceptor(acceptor)
-                        .run_with_graceful_shutdown(
-                            app,
-                            stop.cancelled(),
-                            Some(std::time::Duration::from_secs(10)),
-                        )
-                        .await
-                        .context("HTTP server failed")
-                }
-                None => {
-                    tracing::info!(role = ?self.config.role, "callingest running");
-                    stop.cancelled().await;
-                    Ok(())
-                }
-            }
+            let served = self.http.serve_until(stop.cancelled()).await;
+            // The server failing by itself ends the process too.
+            stop.cancel();
+            served
         };
         let (served, ()) = tokio::join!(served, drained);
-        served?;
         self.pool.close().await;
         tracing::info!("callingest stopped");
-        Ok(())
+        served
     }
 }
 
@@ -173,6 +174,29 @@ impl Background {
             let _ = task.await;
         }
         tracing::info!("drained");
+    }
+
+    /// Ticks `liveness` every second while every task of the background runs (they all run
+    /// until drained: one that ended has failed, and readiness turns red).
+    fn watch(&self, liveness: Liveness) -> JoinHandle<()> {
+        let tasks: Vec<_> = (self.services.0.iter())
+            .chain(self.slots.0.iter())
+            .map(JoinHandle::abort_handle)
+            .collect();
+        tokio::spawn(async move {
+            let mut every_second = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every_second.tick().await;
+                if tasks.iter().all(|task| !task.is_finished()) {
+                    liveness.tick();
+                } else {
+                    tracing::error!(
+                        "a background task has stopped; this instance is no longer ready"
+                    );
+                    return;
+                }
+            }
+        })
     }
 
     /// For tests: the signal the pools watch.

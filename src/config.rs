@@ -62,11 +62,25 @@ pub struct DatabaseConfig {
         default_value_t = 2_000
     )]
     pub acquire_timeout_ms: u64,
+
+    /// How long start-up keeps retrying while PostgreSQL cannot be reached (not started yet,
+    /// restarting), with jittered exponential backoff; past it the process exits with an error.
+    /// Meanwhile `/healthz` answers 200 and `/readyz` 503.
+    #[arg(
+        long = "db-connect-deadline-ms",
+        env = "CALLINGEST_DB_CONNECT_DEADLINE_MS",
+        default_value_t = 120_000
+    )]
+    pub connect_deadline_ms: u64,
 }
 
 impl DatabaseConfig {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms)
+    }
+
+    pub fn connect_deadline(&self) -> Duration {
+        Duration::from_millis(self.connect_deadline_ms)
     }
 }
 
@@ -157,7 +171,10 @@ impl HttpConfig {
                 .max(2)
         });
         let global = global.max(1);
-        (global, self.validation_concurrency_per_partner.clamp(1, global))
+        (
+            global,
+            self.validation_concurrency_per_partner.clamp(1, global),
+        )
     }
 }
 

@@ -1,17 +1,84 @@
 //! Connecting to PostgreSQL and applying the migrations in `migrations/`.
+//!
+//! Start-up does not depend on start order: while PostgreSQL cannot be reached (not started
+//! yet, restarting, refusing connections while it recovers), [`prepare`] retries with jittered
+//! exponential backoff up to `CALLINGEST_DB_CONNECT_DEADLINE_MS`. Errors that waiting cannot
+//! fix (a wrong password, a malformed URL, a broken migration) fail at once.
+
+use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use tokio_retry::strategy::{jitter, ExponentialBackoff};
+use tokio_retry::RetryIf;
 
 use crate::config::DatabaseConfig;
 
 /// The migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// First wait between start-up attempts; it doubles up to [`STARTUP_MAX_WAIT`].
+const STARTUP_FIRST_WAIT: Duration = Duration::from_millis(100);
+/// Longest wait between start-up attempts (before jitter), so a database that comes up is
+/// noticed within seconds.
+const STARTUP_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// One failed step of getting the database ready.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("could not create the database")]
+    Create(#[source] sqlx::Error),
+    #[error("could not connect to PostgreSQL")]
+    Connect(#[source] sqlx::Error),
+    #[error("could not apply database migrations")]
+    Migrate(#[source] MigrateError),
+}
+
+impl PrepareError {
+    /// Whether waiting may fix it: the server is unreachable, starting or out of connections.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Create(err) | Self::Connect(err) => is_transient(err),
+            Self::Migrate(MigrateError::Execute(err))
+            | Self::Migrate(MigrateError::ExecuteMigration(err, _)) => is_transient(err),
+            Self::Migrate(_) => false,
+        }
+    }
+}
+
+/// Errors of an unreachable or not-yet-ready server, as opposed to errors of configuration.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P0x: shutting down / starting up / crashed;
+            // 53300: too many connections; 3D000: the database does not exist (yet: the next
+            // attempt creates it).
+            code.starts_with("08") || code.starts_with("57P0") || code == "53300" || code == "3D000"
+        }),
+        _ => false,
+    }
+}
+
+/// Waits between start-up attempts: 100 ms doubling to 5 s, each between half and all of that
+/// (jitter, so a fleet started together does not knock in step).
+pub fn startup_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBackoff::from_millis(2)
+        .factor(STARTUP_FIRST_WAIT.as_millis() as u64 / 2)
+        .max_delay(STARTUP_MAX_WAIT)
+        .map(|wait| wait / 2 + jitter(wait / 2))
+}
+
 /// Creates the configured database when it does not exist yet, so a fresh PostgreSQL needs no
-/// manual step. Without the right to create databases this only logs and carries on.
-pub async fn ensure_database(config: &DatabaseConfig) -> anyhow::Result<()> {
+/// manual step. Without the right to create databases this only logs and carries on; an
+/// unreachable server is an error (to retry).
+pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), PrepareError> {
     use sqlx::migrate::MigrateDatabase;
     let url = config.url.expose();
     match sqlx::Postgres::database_exists(url).await {
@@ -20,8 +87,9 @@ pub async fn ensure_database(config: &DatabaseConfig) -> anyhow::Result<()> {
             tracing::info!("database does not exist yet; creating it");
             sqlx::Postgres::create_database(url)
                 .await
-                .context("could not create the database")
+                .map_err(PrepareError::Create)
         }
+        Err(err) if is_transient(&err) => Err(PrepareError::Connect(err)),
         Err(err) => {
             tracing::warn!(error = %err, "could not check whether the database exists");
             Ok(())
@@ -29,20 +97,53 @@ pub async fn ensure_database(config: &DatabaseConfig) -> anyhow::Result<()> {
     }
 }
 
-/// Makes sure the database exists, connects, and applies pending migrations.
+/// Makes sure the database exists, connects, and applies pending migrations, retrying while
+/// PostgreSQL cannot be reached, for up to `config.connect_deadline()`.
 pub async fn prepare(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let deadline = config.connect_deadline();
+    let last_error: Mutex<Option<String>> = Mutex::default();
+    let attempt = || async {
+        let result = prepare_once(config).await;
+        if let Err(err) = &result {
+            let message = crate::http::ErrorChain(err).to_string();
+            if err.is_transient() {
+                metrics::counter!("callingest_database_connect_retries_total").increment(1);
+                tracing::warn!(error = %message, "database not ready yet; retrying");
+            }
+            *last_error.lock().expect("not poisoned") = Some(message);
+        }
+        result
+    };
+    let retrying = RetryIf::start(startup_backoff(), attempt, PrepareError::is_transient);
+    match tokio::time::timeout(deadline, retrying).await {
+        Ok(result) => result.map_err(anyhow::Error::from),
+        Err(_) => {
+            let last = last_error.lock().expect("not poisoned").take();
+            Err(anyhow::anyhow!(
+                "the database was not ready within {} ms (CALLINGEST_DB_CONNECT_DEADLINE_MS); last error: {}",
+                deadline.as_millis(),
+                last.unwrap_or_else(|| "none (the last attempt was still running)".into())
+            ))
+        }
+    }
+}
+
+async fn prepare_once(config: &DatabaseConfig) -> Result<PgPool, PrepareError> {
     ensure_database(config).await?;
-    let pool = connect(config).await?;
-    migrate(&pool).await?;
+    let pool = connect_pool(config).await.map_err(PrepareError::Connect)?;
+    MIGRATOR.run(&pool).await.map_err(PrepareError::Migrate)?;
     Ok(pool)
 }
 
+/// The pool of the configured database, without retrying (the caller decides).
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = config
-        .url
-        .expose()
-        .parse()
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    connect_pool(config)
+        .await
+        .context("could not connect to PostgreSQL")
+}
+
+async fn connect_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.url.expose().parse()?;
     // A session left idle inside a transaction would hold back every reader of the event log.
     let options = options.options([("idle_in_transaction_session_timeout", "60000")]);
     PgPoolOptions::new()
@@ -50,7 +151,6 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .acquire_timeout(config.acquire_timeout())
         .connect_with(options)
         .await
-        .context("could not connect to PostgreSQL")
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
@@ -58,4 +158,34 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("could not apply database migrations")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_waits_grow_with_jitter_and_stay_capped() {
+        let waits: Vec<Duration> = startup_backoff().take(12).collect();
+        // Each wait is between half and all of 100 ms × 2^n, capped at 5 s.
+        for (n, wait) in waits.iter().enumerate() {
+            let full = (STARTUP_FIRST_WAIT * 2u32.pow(n as u32)).min(STARTUP_MAX_WAIT);
+            assert!(
+                *wait >= full / 2 && *wait <= full,
+                "wait {n}: {wait:?} not within [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+        assert!(waits[11] >= STARTUP_MAX_WAIT / 2);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_worth_waiting_for_and_a_bad_url_is_not() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(PrepareError::Connect(refused).is_transient());
+        assert!(PrepareError::Connect(sqlx::Error::PoolTimedOut).is_transient());
+        let bad_url = sqlx::Error::Configuration("no host".into());
+        assert!(!PrepareError::Connect(bad_url).is_transient());
+        assert!(!PrepareError::Migrate(MigrateError::VersionMissing(1)).is_transient());
+    }
 }

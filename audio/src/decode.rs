@@ -210,7 +210,9 @@ pub(crate) fn decode_into(
             )));
         }
         let &mut (first_rate, first_channels) = layout.get_or_insert_with(|| {
-            max_frames = bounds.max_duration.map(|d| (d.as_secs_f64() * f64::from(rate)) as u64);
+            max_frames = bounds
+                .max_duration
+                .map(|d| (d.as_secs_f64() * f64::from(rate)) as u64);
             sink.start(rate, channels);
             (rate, channels)
         });

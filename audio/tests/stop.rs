@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use callingest_audio::{analyze_until, AnalysisError, RecordingFormat, Stop};
+use callingest_audio::{analyze_within, AnalysisError, Bounds, RecordingFormat, Stop};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -13,11 +13,15 @@ fn fixture(name: &str) -> PathBuf {
 #[test]
 fn a_requested_stop_ends_the_analysis_with_stopped() {
     let stop = Stop::new();
+    let bounds = Bounds {
+        max_duration: None,
+        stop: stop.clone(),
+    };
     let path = fixture("left-only.wav");
-    assert!(analyze_until(&path, RecordingFormat::Wav, &stop).is_ok());
+    assert!(analyze_within(&path, RecordingFormat::Wav, &bounds).is_ok());
     stop.request();
     assert!(matches!(
-        analyze_until(&path, RecordingFormat::Wav, &stop),
+        analyze_within(&path, RecordingFormat::Wav, &bounds),
         Err(AnalysisError::Stopped)
     ));
 }

@@ -175,6 +175,11 @@ impl ApiError {
         Self::Unavailable(body("Service temporarily unavailable, please retry"))
     }
 
+    /// A 503 that says why, without logging (probes ask often, and expect it while starting).
+    pub fn unavailable_because(message: impl Into<String>) -> Self {
+        Self::Unavailable(body(message))
+    }
+
     pub fn unavailable(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::warn!(error = %ErrorChain(cause), "database unavailable");
         Self::Unavailable(body("Service temporarily unavailable, please retry"))
@@ -192,11 +197,12 @@ impl From<IngestError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::unavailable(&err)
-            }
-            _ => Self::internal(&err),
+        // Unreachable, restarting or shutting down (a query cut by the server going away
+        // included) is 503 like a pool timeout, not 500.
+        if matches!(err, sqlx::Error::PoolClosed) || crate::db::is_transient(&err) {
+            Self::unavailable(&err)
+        } else {
+            Self::internal(&err)
         }
     }
 }

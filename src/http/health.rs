@@ -1,16 +1,17 @@
-//! Liveness and readiness probes.
+//! Liveness and readiness probes. Every role serves them, from the moment the listener is
+//! bound: an instance still waiting for its database is alive and not ready.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::error::ApiError;
-use super::{ApiTags, AppState};
+use super::ApiTags;
+use crate::health::{Health, NotReady, Readiness};
 
 pub struct HealthApi {
-    pub state: Arc<AppState>,
+    pub health: Arc<Health>,
 }
 
 #[derive(Object)]
@@ -22,6 +23,8 @@ pub struct HealthStatus {
 #[OpenApi(tag = "ApiTags::Operations")]
 impl HealthApi {
     /// Liveness: the process is up
+    ///
+    /// Answers 200 as soon as the instance listens, also while it still waits for its database.
     #[oai(path = "/healthz", method = "get", operation_id = "getHealth")]
     async fn healthz(&self) -> Json<HealthStatus> {
         Json(HealthStatus {
@@ -29,16 +32,22 @@ impl HealthApi {
         })
     }
 
-    /// Readiness: the database answers
+    /// Readiness: the instance can do its work
+    ///
+    /// 200 when the database is connected, migrated and answers, and (for instances that run
+    /// workers) the background work is alive; 503 with the reason otherwise, e.g. while the
+    /// instance waits for its database at start-up.
     #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
     async fn readyz(&self) -> Result<Json<HealthStatus>, ApiError> {
-        let ping = sqlx::query("select 1").execute(&self.state.pool);
-        match tokio::time::timeout(Duration::from_secs(2), ping).await {
-            Ok(Ok(_)) => Ok(Json(HealthStatus {
+        match self.health.readiness().await {
+            Readiness::Ready => Ok(Json(HealthStatus {
                 status: "ready".into(),
             })),
-            Ok(Err(err)) => Err(ApiError::unavailable(&err)),
-            Err(elapsed) => Err(ApiError::unavailable(&elapsed)),
+            // Logged: an outage of a running instance is worth a line.
+            Readiness::NotReady(reason @ NotReady::DatabaseUnreachable(_)) => {
+                Err(ApiError::unavailable(&reason))
+            }
+            Readiness::NotReady(reason) => Err(ApiError::unavailable_because(reason.to_string())),
         }
     }
 }

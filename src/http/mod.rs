@@ -1,5 +1,6 @@
 //! The HTTP API: one poem-openapi service merged from one module per area, plus the
-//! operational routes (`/metrics`, `/docs`, `/openapi.json`).
+//! operational routes (`/docs`, `/openapi.json`; `/metrics` and the probes are served by
+//! [`server::HttpServer`] for every role).
 
 mod admin;
 mod admin_projections;
@@ -16,24 +17,26 @@ mod rate_limit;
 mod raw_json;
 mod schema;
 pub mod serde_json_body;
+pub mod server;
 mod support;
 mod validation_gate;
 
 use std::sync::Arc;
 
-use poem::endpoint::{make, make_sync};
+use poem::endpoint::make_sync;
 use poem::{get, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
 
-pub use error::{ApiError, ErrorBody, ErrorChain};
 pub use body_limit::SMALL_BODY_BYTES;
+pub use error::{ApiError, ErrorBody, ErrorChain};
 pub use ingest::MAX_BODY_BYTES;
 
 use callingest_domain::call::Call;
 
 use crate::config::{HttpConfig, Secret};
 use crate::event_store::Store;
+use crate::health::Health;
 use crate::ingest::IngestService;
 
 /// What handlers share.
@@ -47,6 +50,8 @@ pub struct AppState {
     pub validation: validation_gate::ValidationGate,
     pub trusted_proxies: client_addr::TrustedProxies,
     pub login_throttle: login_throttle::LoginThrottle,
+    /// What `/healthz` and `/readyz` report.
+    pub health: Arc<Health>,
 }
 
 impl AppState {
@@ -55,8 +60,9 @@ impl AppState {
         Self {
             ingest: IngestService::new(pool.clone()),
             calls: crate::event_store::store(pool.clone()),
+            rate_limits: rate_limit::PartnerRateLimits::new(&pool),
+            health: Arc::new(Health::connected(pool.clone())),
             pool,
-            rate_limits: Default::default(),
             admin_token,
             validation: validation_gate::ValidationGate::new(global, per_partner),
             trusted_proxies: Default::default(),
@@ -70,6 +76,11 @@ impl AppState {
         self.validation = validation_gate::ValidationGate::new(global, per_partner);
         self.trusted_proxies = client_addr::TrustedProxies::new(config.trusted_proxies.clone());
         self
+    }
+
+    /// Probes report `health` (the instance's own, with its background heartbeat).
+    pub fn with_health(self, health: Arc<Health>) -> Self {
+        Self { health, ..self }
     }
 }
 
@@ -107,7 +118,9 @@ fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         admin_projections::AdminProjectionsApi {
             state: state.clone(),
         },
-        health::HealthApi { state },
+        health::HealthApi {
+            health: state.health.clone(),
+        },
     );
     OpenApiService::new(apis, "callingest", env!("CARGO_PKG_VERSION")).description(
         "Batch call ingestion for partners of the call-analytics platform: submit call \
@@ -124,13 +137,12 @@ pub fn openapi_json() -> String {
     api_service(Arc::new(AppState::new(pool, None))).spec()
 }
 
-/// Every route of the service.
+/// The routes of the partner and support API (the probes included, for the spec). Served
+/// behind [`server::HttpServer`], which adds `/metrics`, JSON errors and request logging.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
-    let pool = state.pool.clone();
     let service = api_service(state.clone());
     let spec = service.spec();
     let docs = service.swagger_ui();
-    let metrics = crate::telemetry::metrics_handle();
     Route::new()
         .nest("/", service)
         .nest("/docs", docs)
@@ -143,25 +155,11 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                     .body(spec.clone())
             })),
         )
-        .at(
-            "/metrics",
-            get(make(move |_| {
-                let (metrics, pool) = (metrics.clone(), pool.clone());
-                async move {
-                    record_projection_lag(&pool).await;
-                    record_parked_events(&pool).await;
-                    crate::jobs::record_queue_metrics(&pool).await;
-                    metrics.render()
-                }
-            })),
-        )
         .around(body_limit::limit_body)
-        .catch_all_error(error::json_error)
-        .around(observe::observe)
 }
 
 /// Sets `callingest_projection_parked_events`: events each projection has parked.
-async fn record_parked_events(pool: &PgPool) {
+pub(crate) async fn record_parked_events(pool: &PgPool) {
     let gauge = callingest_projections::parking::record_parked_gauge(pool);
     match tokio::time::timeout(std::time::Duration::from_secs(1), gauge).await {
         Ok(Ok(())) => {}

@@ -18,6 +18,7 @@ async fn database() -> (TestDatabase, PgPool) {
         url: Secret::new(database.url.clone()),
         max_connections: 4,
         acquire_timeout_ms: 5_000,
+        connect_deadline_ms: 10_000,
     })
     .await
     .expect("the database migrates");
@@ -117,10 +118,13 @@ async fn every_pool_takes_turns_on_its_own() {
     .execute(&pool)
     .await
     .unwrap();
-    let delivered: Vec<String> = [claim(&pool, &CALLBACKS).await, claim(&pool, &CALLBACKS).await]
-        .into_iter()
-        .flatten()
-        .collect();
+    let delivered: Vec<String> = [
+        claim(&pool, &CALLBACKS).await,
+        claim(&pool, &CALLBACKS).await,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     assert!(delivered.contains(&"a:cb-1".to_owned()), "{delivered:?}");
 }
 

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use callingest::app::Application;
-use callingest::config::{
-    DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig,
-};
+use callingest::config::{DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -138,8 +136,14 @@ pub async fn spawn_app_on(
     rate_limit_per_minute: u32,
     processing: ProcessingConfig,
 ) -> TestApp {
-    spawn_app_with_http(server_url, role, rate_limit_per_minute, processing, Default::default())
-        .await
+    spawn_app_with_http(
+        server_url,
+        role,
+        rate_limit_per_minute,
+        processing,
+        Default::default(),
+    )
+    .await
 }
 
 /// [`spawn_app_on`] with HTTP settings of its own (trusted proxies, validation bounds).
@@ -160,6 +164,7 @@ pub async fn spawn_app_with_http(
             url: Secret::new(database.url.clone()),
             max_connections: 10,
             acquire_timeout_ms: 2_000,
+            connect_deadline_ms: 120_000,
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         role,
