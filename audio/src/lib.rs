@@ -194,7 +194,10 @@ pub fn analyze_up_to(
 /// A limit as partners read it: "600 minutes", "1 minute", "0.05 minutes".
 fn in_minutes(limit: Duration) -> String {
     let secs = limit.as_secs();
-    match (secs / 60, secs % 60 == 0 && limit.subsec_nanos() == 0) {
+    match (
+        secs / 60,
+        secs.is_multiple_of(60) && limit.subsec_nanos() == 0,
+    ) {
         (1, true) => "1 minute".to_owned(),
         (minutes, true) => format!("{minutes} minutes"),
         _ => format!("{:.2} minutes", limit.as_secs_f64() / 60.0),

@@ -41,7 +41,7 @@ pub(crate) fn sanitize_f64(s: f64) -> f32 {
 #[inline]
 fn is_ordinary(s: f32) -> bool {
     let a = s.abs();
-    a == 0.0 || (a >= f32::MIN_POSITIVE && a <= 1.0)
+    a == 0.0 || (f32::MIN_POSITIVE..=1.0).contains(&a)
 }
 
 /// Counts the invalid (NaN or infinite) samples of a stream and makes float planes ordinary.

@@ -285,8 +285,8 @@ fn analytics(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-
     use super::*;
+    use callingest_audio::{Analysis, AnalysisError};
 
     const RETRY: RetryPolicy = RetryPolicy {
         max_attempts: 5,
@@ -337,5 +337,58 @@ mod tests {
                 None
             );
         }
+    }
+
+    fn measured(mean_dbfs: f64) -> Analysis {
+        Analysis {
+            duration_ms: 1_000,
+            sample_rate: 8_000,
+            channels: 1,
+            codec: "pcm_f32le".into(),
+            agent_talk_ms: 0,
+            customer_talk_ms: None,
+            silence_ratio: 1.0,
+            longest_silence_ms: 1_000,
+            overlap_ms: 0,
+            mean_dbfs,
+            peak_dbfs: 0.0,
+            clipping_ratio: 1.0,
+        }
+    }
+
+    #[test]
+    fn figures_the_call_would_refuse_fail_it_with_a_reason_instead() {
+        let reason =
+            analytics(Ok(Ok(measured(f64::INFINITY))), RecordingFormat::Wav).expect_err("refused");
+        assert_eq!(
+            reason,
+            "recording holds invalid samples (mean_dbfs could not be measured)"
+        );
+        let figures = analytics(Ok(Ok(measured(-20.0))), RecordingFormat::Wav).unwrap();
+        assert_eq!(figures.mean_dbfs, Some(-20.0));
+    }
+
+    #[test]
+    fn refusals_of_the_audio_crate_are_the_reason_as_they_stand() {
+        let too_long = AnalysisError::TooLong {
+            limit: DEFAULT_MAX_RECORDING,
+        };
+        assert_eq!(
+            analytics(Ok(Err(too_long)), RecordingFormat::Mp3).unwrap_err(),
+            "recording longer than 600 minutes"
+        );
+        let invalid = AnalysisError::InvalidSamples {
+            invalid: 8_000,
+            total: 8_000,
+        };
+        assert_eq!(
+            analytics(Ok(Err(invalid)), RecordingFormat::Wav).unwrap_err(),
+            "recording holds invalid samples (8000 of 8000 samples are NaN or infinite)"
+        );
+        let undecodable = AnalysisError::Undecodable("wav: no audio could be decoded".into());
+        assert_eq!(
+            analytics(Ok(Err(undecodable)), RecordingFormat::Wav).unwrap_err(),
+            "recording could not be decoded as wav: undecodable audio: wav: no audio could be decoded"
+        );
     }
 }

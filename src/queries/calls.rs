@@ -110,8 +110,12 @@ pub struct CallView {
     /// Time both sides talk at once.
     #[oai(nullable)]
     pub overlap_ms: Option<i64>,
+    /// RMS level over all samples, in dBFS (-120 to 0). Null before the analysis, and also
+    /// after it when unknown: calls analysed before levels were always finite numbers.
     #[oai(nullable)]
     pub mean_dbfs: Option<f64>,
+    /// Largest sample, in dBFS (-120 to 0; beyond full scale saturates at 0). Null as for
+    /// `mean_dbfs`.
     #[oai(nullable)]
     pub peak_dbfs: Option<f64>,
     /// Share of samples at full scale.

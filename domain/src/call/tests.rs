@@ -386,7 +386,8 @@ fn an_analysis_needs_a_fetched_recording() {
 
 #[test]
 fn an_analysis_with_a_figure_that_is_not_a_finite_number_is_refused() {
-    let cases: [(&str, fn(&mut AudioAnalytics)); 6] = [
+    type Spoil = fn(&mut AudioAnalytics);
+    let cases: [(&str, Spoil); 6] = [
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::INFINITY)),
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::NAN)),
         ("peak_dbfs", |a| a.peak_dbfs = Some(f64::NEG_INFINITY)),
