@@ -2,12 +2,12 @@
 //! the later events of its call are held behind it, every other call goes on, and a retry
 //! applies them in order once the cause is gone.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use callingest::config::Role;
 use serde_json::{json, Value};
 use sqlx::ConnectOptions;
+use tokio::process::Command;
 
 use crate::helpers::{batch, spawn_app_with, test_processing, TestApp, ADMIN_TOKEN};
 use crate::processing::{final_row, item, RecordingServer};
@@ -21,11 +21,14 @@ fn database_url(app: &TestApp) -> String {
 }
 
 /// Runs the real binary against the app's database; returns its stdout (asserting success).
-fn callingest(app: &TestApp, args: &[&str]) -> String {
+/// Awaited, not blocking: the app's projectors share this test's runtime, and one frozen in
+/// the middle of a page would hold the checkpoint lock the command waits for.
+async fn callingest(app: &TestApp, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_callingest"))
         .args(args)
         .env("DATABASE_URL", database_url(app))
         .output()
+        .await
         .expect("callingest runs");
     assert!(
         output.status.success(),
@@ -170,7 +173,8 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
 
     // Listed by the CLI, as JSON and as a table.
     let listed: Vec<Value> =
-        serde_json::from_str(&callingest(&app, &["projections", "failures", "--json"])).unwrap();
+        serde_json::from_str(&callingest(&app, &["projections", "failures", "--json"]).await)
+            .unwrap();
     assert_eq!(listed.len(), 6, "{listed:?}");
     assert!(listed.iter().all(|p| p["aggregate_id"] == bad));
     let first = &listed[0];
@@ -181,7 +185,8 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
     let table = callingest(
         &app,
         &["projections", "failures", "--projection", "read_models"],
-    );
+    )
+    .await;
     assert_eq!(table.lines().count(), 3, "{table}");
     assert!(table.contains("CallAccepted") && table.contains("failed: "));
     assert!(table.contains(&format!("held behind {}", first["global_position"])));
@@ -246,7 +251,7 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
     }
 
     // The code still cannot read it: a retry keeps every row.
-    let retried = callingest(&app, &["projections", "retry", "read_models"]);
+    let retried = callingest(&app, &["projections", "retry", "read_models"]).await;
     let retried: Value = serde_json::from_str(retried.trim()).unwrap();
     assert_eq!(
         retried,
@@ -293,7 +298,7 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    callingest(&app, &["projections", "rebuild", "read_models"]);
+    callingest(&app, &["projections", "rebuild", "read_models"]).await;
     wait_until_parked(&app, bad, &expected).await;
     let reparked: Vec<String> = sqlx::query_scalar(
         "select distinct projection from projection_failure where failed_at > $1",
@@ -370,7 +375,7 @@ async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let retried = callingest(&app, &["projections", "retry", "read_models"]);
+    let retried = callingest(&app, &["projections", "retry", "read_models"]).await;
     let retried: Value = serde_json::from_str(retried.trim()).unwrap();
     assert_eq!(
         retried,
@@ -391,7 +396,7 @@ async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
     assert_eq!(completed, 2);
     // Listing now finds nothing.
     assert_eq!(
-        callingest(&app, &["projections", "failures"]).trim(),
+        callingest(&app, &["projections", "failures"]).await.trim(),
         "no parked events"
     );
 }
