@@ -69,7 +69,11 @@ fn open_item(id: &str) -> String {
 /// `{"data":[` + `repeat` as many times as fits in 5 MiB with `last` + `]}`.
 fn data_of(repeat: &str, last: &str) -> Vec<u8> {
     let room = FIVE_MIB - "{\"data\":[]}".len() - last.len();
-    format!("{{\"data\":[{}{last}]}}", repeat.repeat(room / repeat.len())).into_bytes()
+    format!(
+        "{{\"data\":[{}{last}]}}",
+        repeat.repeat(room / repeat.len())
+    )
+    .into_bytes()
 }
 
 /// Every shape, its expected status, and whether it is accepted (stored: a fresh call id each
@@ -91,8 +95,10 @@ fn shapes(run: usize) -> Vec<(&'static str, Vec<u8>, u16)> {
         })
         .collect();
     let broken: Vec<Value> = (0..50)
-        .map(|i| json!({"call": {"id": "", "start_time": i}, "agent": [], "customer": 7,
-                        "metadata": {"": [1]}, "custom_fields": [{}, 3]}))
+        .map(|i| {
+            json!({"call": {"id": "", "start_time": i}, "agent": [], "customer": 7,
+                        "metadata": {"": [1]}, "custom_fields": [{}, 3]})
+        })
         .collect();
     vec![
         ("empty items", data_of("{},", "{}"), 422),
@@ -127,7 +133,11 @@ fn shapes(run: usize) -> Vec<(&'static str, Vec<u8>, u16)> {
             .into_bytes(),
             422,
         ),
-        ("NUL characters everywhere", data_of("\"\\u0000\",", "1"), 422),
+        (
+            "NUL characters everywhere",
+            data_of("\"\\u0000\",", "1"),
+            422,
+        ),
         (
             "50 items breaking every rule",
             json!({ "data": broken }).to_string().into_bytes(),
@@ -258,7 +268,11 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
         stop.store(true, Ordering::Relaxed);
         watcher.await?;
         let growth = memory("VmHWM").saturating_sub(rss_before);
-        let check = if answered == status { "" } else { "  UNEXPECTED" };
+        let check = if answered == status {
+            ""
+        } else {
+            "  UNEXPECTED"
+        };
         println!(
             "  {name:<55} {answered} {:>8.1} ms  /healthz max {:>6.1} ms  peak RSS +{:>6.1} MiB{check}",
             elapsed.as_secs_f64() * 1000.0,

@@ -155,7 +155,10 @@ impl HttpConfig {
                 .max(2)
         });
         let global = global.max(1);
-        (global, self.validation_concurrency_per_partner.clamp(1, global))
+        (
+            global,
+            self.validation_concurrency_per_partner.clamp(1, global),
+        )
     }
 }
 

@@ -26,7 +26,10 @@ fn limit_for(path: &str) -> Option<usize> {
 /// Middleware (for `EndpointExt::around`) applying the limit of each route.
 pub async fn limit_body<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> Result<Response> {
     let Some(limit) = limit_for(request.uri().path()) else {
-        return endpoint.call(request).await.map(IntoResponse::into_response);
+        return endpoint
+            .call(request)
+            .await
+            .map(IntoResponse::into_response);
     };
     let declared = request
         .header("content-length")

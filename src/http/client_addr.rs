@@ -82,9 +82,7 @@ impl TrustedProxies {
 /// IPv4 addresses seen through an IPv6 socket (`::ffff:a.b.c.d`) as plain IPv4.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -111,9 +109,15 @@ mod tests {
 
     #[test]
     fn forwarding_headers_of_untrusted_peers_are_ignored() {
-        let sent = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
+        let sent = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let none = TrustedProxies::default();
-        assert_eq!(none.client_ip_of(ip("203.0.113.9"), &sent), ip("203.0.113.9"));
+        assert_eq!(
+            none.client_ip_of(ip("203.0.113.9"), &sent),
+            ip("203.0.113.9")
+        );
         assert!(!none.forwarded_https(Some(ip("203.0.113.9")), &sent));
         let other = proxies(&["10.0.0.0/8"]);
         assert!(!other.forwarded_https(Some(ip("203.0.113.9")), &sent));
@@ -128,7 +132,10 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         // The spoofable leftmost entry is not believed: the nearest untrusted hop is.
-        assert_eq!(trusted.client_ip_of(ip("10.0.0.2"), &sent), ip("203.0.113.1"));
+        assert_eq!(
+            trusted.client_ip_of(ip("10.0.0.2"), &sent),
+            ip("203.0.113.1")
+        );
         assert!(trusted.forwarded_https(Some(ip("10.0.0.2")), &sent));
         let plain = headers(&[("x-forwarded-proto", "http")]);
         assert!(!trusted.forwarded_https(Some(ip("10.0.0.2")), &plain));

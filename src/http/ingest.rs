@@ -12,8 +12,8 @@ use poem_openapi::{Enum, Object, OpenApi};
 use super::auth::authenticate_partner;
 use super::error::ApiError;
 use super::raw_json::UncheckedJson;
-use super::validation_gate::GateRefusal;
 use super::schema::BatchCallRequest;
+use super::validation_gate::GateRefusal;
 use super::{ApiTags, AppState};
 use crate::ingest::{CallOutcome, Receipt, RequestContext, Submission};
 
@@ -131,9 +131,9 @@ impl IngestApi {
                     ApiError::validation_queue_full(partner.rate_limit_per_minute)
                 }
                 GateRefusal::Busy => ApiError::busy(),
-                GateRefusal::Failed => ApiError::internal(&std::io::Error::other(
-                    "batch validation panicked",
-                )),
+                GateRefusal::Failed => {
+                    ApiError::internal(&std::io::Error::other("batch validation panicked"))
+                }
             })?
             .map_err(|rejection| match rejection {
                 BatchRejection::NotJson(reason) => {

@@ -88,7 +88,9 @@ mod tests {
             assert!(throttle.check(address, start).is_ok());
             throttle.record_failure(address, start);
         }
-        let wait = throttle.check(address, start + Duration::from_secs(60)).unwrap_err();
+        let wait = throttle
+            .check(address, start + Duration::from_secs(60))
+            .unwrap_err();
         assert_eq!(wait, WINDOW - Duration::from_secs(60));
         assert!(throttle.check(other, start).is_ok());
         assert!(throttle.check(address, start + WINDOW).is_ok());
@@ -105,7 +107,9 @@ mod tests {
         assert!(throttle
             .check("2001:db8:1:2:ffff::1".parse().unwrap(), now)
             .is_err());
-        assert!(throttle.check("2001:db8:1:3::1".parse().unwrap(), now).is_ok());
+        assert!(throttle
+            .check("2001:db8:1:3::1".parse().unwrap(), now)
+            .is_ok());
     }
 
     #[test]

@@ -25,8 +25,8 @@ use poem::{get, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
 
-pub use error::{ApiError, ErrorBody, ErrorChain};
 pub use body_limit::SMALL_BODY_BYTES;
+pub use error::{ApiError, ErrorBody, ErrorChain};
 pub use ingest::MAX_BODY_BYTES;
 
 use callingest_domain::call::Call;

@@ -117,7 +117,10 @@ async fn login(
         );
         answer.headers_mut().insert(
             "retry-after",
-            wait_secs.to_string().parse().expect("digits are a valid header"),
+            wait_secs
+                .to_string()
+                .parse()
+                .expect("digits are a valid header"),
         );
         return answer;
     }

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use callingest::app::Application;
-use callingest::config::{
-    DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig,
-};
+use callingest::config::{DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -134,8 +132,14 @@ pub async fn spawn_app_on(
     rate_limit_per_minute: u32,
     processing: ProcessingConfig,
 ) -> TestApp {
-    spawn_app_with_http(server_url, role, rate_limit_per_minute, processing, Default::default())
-        .await
+    spawn_app_with_http(
+        server_url,
+        role,
+        rate_limit_per_minute,
+        processing,
+        Default::default(),
+    )
+    .await
 }
 
 /// [`spawn_app_on`] with HTTP settings of its own (trusted proxies, validation bounds).

@@ -136,7 +136,11 @@ fn bombs() -> Vec<(&'static str, Vec<u8>, u16)> {
     let long_key = format!("{{\"data\":[{{\"{key}\":[{}0]}}]}}", "0,".repeat(1_400_000));
     let deep = {
         let levels = (FIVE_MIB - 20) / 2;
-        format!("{{\"data\":[{}{}]}}", "[".repeat(levels), "]".repeat(levels))
+        format!(
+            "{{\"data\":[{}{}]}}",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
     };
     let wide = {
         let members: Vec<String> = (0..370_000).map(|i| format!("\"k{i:07}\":0")).collect();
@@ -163,7 +167,11 @@ fn bombs() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("deep arrays", deep.into_bytes(), 400),
         ("a wide object", wide.into_bytes(), 422),
         ("many metadata keys", metadata.into_bytes(), 422),
-        ("NUL characters everywhere", data_of("\"\\u0000\",", "1"), 422),
+        (
+            "NUL characters everywhere",
+            data_of("\"\\u0000\",", "1"),
+            422,
+        ),
         ("items of wrong types", data_of("[],", "[]"), 422),
         (
             "one valid item carrying a huge unknown field",
@@ -198,7 +206,12 @@ async fn validation_bombs_are_answered_quickly_in_bounded_memory_while_healthz_s
         .unwrap();
     // Warm up: the first request pays for connections and lazy set-up.
     let response = service
-        .post_batch(&client, batch(vec![item_with_id("warm-up")]).to_string().into_bytes())
+        .post_batch(
+            &client,
+            batch(vec![item_with_id("warm-up")])
+                .to_string()
+                .into_bytes(),
+        )
         .await;
     assert_eq!(response.status(), 200);
 
@@ -234,7 +247,10 @@ async fn validation_bombs_are_answered_quickly_in_bounded_memory_while_healthz_s
         );
         if answered == 422 {
             let errors = answer["errors"].as_array().unwrap();
-            assert!(!errors.is_empty() && errors.len() <= 100, "{name}: {answer}");
+            assert!(
+                !errors.is_empty() && errors.len() <= 100,
+                "{name}: {answer}"
+            );
         }
     }
 }
@@ -245,7 +261,12 @@ async fn more_than_a_hundred_broken_rules_are_cut_short_and_say_so() {
     let client = reqwest::Client::new();
     // 50 empty items break three rules each.
     let response = service
-        .post_batch(&client, json!({"data": vec![json!({}); 50]}).to_string().into_bytes())
+        .post_batch(
+            &client,
+            json!({"data": vec![json!({}); 50]})
+                .to_string()
+                .into_bytes(),
+        )
         .await;
     assert_eq!(response.status(), 422);
     let answer = json_body(response).await;
@@ -258,7 +279,10 @@ async fn more_than_a_hundred_broken_rules_are_cut_short_and_say_so() {
     );
 
     let response = service
-        .post_batch(&client, json!({"data": vec![json!({}); 2]}).to_string().into_bytes())
+        .post_batch(
+            &client,
+            json!({"data": vec![json!({}); 2]}).to_string().into_bytes(),
+        )
         .await;
     let answer = json_body(response).await;
     assert_eq!(answer["errors"].as_array().unwrap().len(), 6);
@@ -334,7 +358,11 @@ async fn send_huge(
             .expect("a sized answer");
         if body.len() >= length {
             let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-            break (status, serde_json::from_str(&body[..length]).unwrap(), sent.load(Ordering::Relaxed));
+            break (
+                status,
+                serde_json::from_str(&body[..length]).unwrap(),
+                sent.load(Ordering::Relaxed),
+            );
         }
     };
     writing.abort();
@@ -354,7 +382,10 @@ async fn oversized_bodies_are_refused_unread_before_authentication() {
     let too_large = json!({"success": false, "message": "Request body is larger than 65536 bytes"});
     let rss_before = service.memory_kib("VmRSS");
     for (path, headers) in [
-        ("/api/v1/admin/partners", "Content-Type: application/json\r\n"),
+        (
+            "/api/v1/admin/partners",
+            "Content-Type: application/json\r\n",
+        ),
         (
             "/support/login",
             "Content-Type: application/x-www-form-urlencoded\r\n",

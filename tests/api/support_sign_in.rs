@@ -37,7 +37,10 @@ async fn sign_in(app: &TestApp, token: &str, headers: &[(&str, &str)]) -> reqwes
 }
 
 fn cookie(response: &reqwest::Response) -> String {
-    response.headers()["set-cookie"].to_str().unwrap().to_owned()
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -76,7 +79,11 @@ async fn failed_sign_ins_are_throttled_per_source_address() {
         .unwrap();
     assert!(wait > 0 && wait <= 15 * 60, "{wait}");
     assert!(refused.headers().get("set-cookie").is_none());
-    assert!(refused.text().await.unwrap().contains("Too many failed sign-ins"));
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many failed sign-ins"));
 
     // Another client behind the same proxy is not held back.
     let other = sign_in(&app, ADMIN_TOKEN, &[("x-forwarded-for", "198.51.100.8")]).await;

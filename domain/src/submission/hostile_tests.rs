@@ -83,9 +83,15 @@ fn a_long_key_over_many_zeros_is_kept_whole_only_if_valid() {
     assert_eq!(errors.errors.len(), 3);
 
     let item = item_text("c1");
-    let good = format!("{{\"data\":[{},\"{key}\":[{zeros}]}}]}}", &item[..item.len() - 1]);
+    let good = format!(
+        "{{\"data\":[{},\"{key}\":[{zeros}]}}]}}",
+        &item[..item.len() - 1]
+    );
     let calls = validate_batch_json(good.as_bytes()).unwrap();
-    assert_eq!(calls[0].extra[&key].to_value().as_array().unwrap().len(), 200_000);
+    assert_eq!(
+        calls[0].extra[&key].to_value().as_array().unwrap().len(),
+        200_000
+    );
 }
 
 #[test]
@@ -113,7 +119,10 @@ fn nesting_is_bounded_wherever_it_is() {
     for (body, field) in [
         (format!("{{\"other\":{},\"data\":[]}}", deep(200)), "data"),
         (format!("{{\"data\":{{\"x\":{}}}}}", deep(200)), "data"),
-        (format!("{{\"data\":[{}{}]}}", "{},".repeat(60), deep(200)), "data"),
+        (
+            format!("{{\"data\":[{}{}]}}", "{},".repeat(60), deep(200)),
+            "data",
+        ),
         (deep(100_000), ""),
     ] {
         assert_eq!(invalid(body.as_bytes()).errors[0].field, field);

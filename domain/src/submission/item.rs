@@ -9,8 +9,8 @@ use serde_json::Map;
 use super::errors::{Errors, Path};
 use super::raw::{self, kind, Kind, Raw};
 use super::{
-    ExtraFields, Agent, CallDetails, CustomField, Customer, NewCall, MAX_CUSTOM_FIELDS, MAX_METADATA_KEY_CHARS,
-    MAX_METADATA_PAIRS, MAX_VALUE_CHARS,
+    Agent, CallDetails, CustomField, Customer, ExtraFields, NewCall, MAX_CUSTOM_FIELDS,
+    MAX_METADATA_KEY_CHARS, MAX_METADATA_PAIRS, MAX_VALUE_CHARS,
 };
 use crate::values::{
     CallId, E164Number, EmailAddress, ExternalId, HttpsUrl, RecordingUrl, ShortText, UtcTimestamp,
@@ -78,7 +78,14 @@ pub(crate) fn check_item<'de>(
     let call = parse_call(&path, call, errors);
     let agent = parse_agent(&path, agent, errors);
     let customer = parse_customer(&path, customer, errors);
-    let callback_url = parsed(&path, "callback_url", callback_url, false, HttpsUrl::parse, errors);
+    let callback_url = parsed(
+        &path,
+        "callback_url",
+        callback_url,
+        false,
+        HttpsUrl::parse,
+        errors,
+    );
     let metadata = parse_metadata(&path, metadata, errors);
     let custom_fields = parse_custom_fields(&path, custom_fields, errors);
 
@@ -185,8 +192,22 @@ fn parse_call<'de>(
         RecordingUrl::parse,
         errors,
     );
-    let start_time = parsed(&path, "start_time", start_time, true, UtcTimestamp::parse, errors);
-    let end_time = parsed(&path, "end_time", end_time, true, UtcTimestamp::parse, errors);
+    let start_time = parsed(
+        &path,
+        "start_time",
+        start_time,
+        true,
+        UtcTimestamp::parse,
+        errors,
+    );
+    let end_time = parsed(
+        &path,
+        "end_time",
+        end_time,
+        true,
+        UtcTimestamp::parse,
+        errors,
+    );
     let contact_number = parsed(
         &path,
         "contact_number",
@@ -298,7 +319,9 @@ fn parse_metadata<'de>(
                 if raw::string(value).chars().count() > MAX_VALUE_CHARS {
                     errors.report(
                         path.field(key),
-                        format_args!("metadata values must be at most {MAX_VALUE_CHARS} characters"),
+                        format_args!(
+                            "metadata values must be at most {MAX_VALUE_CHARS} characters"
+                        ),
                     );
                 }
             }
@@ -331,7 +354,9 @@ fn parse_custom_fields(
     if count > MAX_CUSTOM_FIELDS {
         errors.report(
             path,
-            format_args!("custom_fields must have at most {MAX_CUSTOM_FIELDS} entries, got {count}"),
+            format_args!(
+                "custom_fields must have at most {MAX_CUSTOM_FIELDS} entries, got {count}"
+            ),
         );
         return Vec::new();
     }
@@ -350,7 +375,14 @@ fn parse_custom_fields(
             parse_internal_name,
             errors,
         );
-        let value = parsed(&field_path, "value", value, true, parse_custom_value, errors);
+        let value = parsed(
+            &field_path,
+            "value",
+            value,
+            true,
+            parse_custom_value,
+            errors,
+        );
         if let (Some(internal_name), Some(value)) = (name, value) {
             parsed_fields.push(CustomField {
                 internal_name,

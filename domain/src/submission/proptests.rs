@@ -37,8 +37,14 @@ fn leaf() -> impl Strategy<Value = Value> {
         "\\PC{0,12}".prop_map(Value::from),
         "[a\u{0}]{1,3}".prop_map(Value::from),
         prop::sample::select(vec![
-            "", "call-1", "+1234567890", "2023-01-01T10:00:00Z", "2023-01-01T10:30:00Z",
-            "https://example.com/a.mp3", "https://partner.example/cb", "a@example.com",
+            "",
+            "call-1",
+            "+1234567890",
+            "2023-01-01T10:00:00Z",
+            "2023-01-01T10:30:00Z",
+            "https://example.com/a.mp3",
+            "https://partner.example/cb",
+            "a@example.com",
         ])
         .prop_map(Value::from),
     ]
@@ -136,7 +142,11 @@ fn to_wire(call: &NewCall) -> Value {
 fn check(body: &[u8]) -> Result<(), TestCaseError> {
     let started = Instant::now();
     let result = validate_batch_json(body);
-    prop_assert!(started.elapsed() < TIME_BOUND, "took {:?}", started.elapsed());
+    prop_assert!(
+        started.elapsed() < TIME_BOUND,
+        "took {:?}",
+        started.elapsed()
+    );
     match result {
         Ok(calls) => {
             prop_assert!(!calls.is_empty() && calls.len() <= MAX_CALLS_PER_BATCH);
@@ -222,6 +232,9 @@ proptest! {
 fn the_generated_valid_item_is_valid() {
     let body = serde_json::to_vec(&json!({"data": [valid_item("c")]})).unwrap();
     let calls = validate_batch_json(&body).unwrap();
-    assert_eq!(calls[0].metadata, *valid_item("c")["metadata"].as_object().unwrap());
+    assert_eq!(
+        calls[0].metadata,
+        *valid_item("c")["metadata"].as_object().unwrap()
+    );
     check(&body).unwrap();
 }

@@ -66,7 +66,8 @@ mod tests {
 
     #[test]
     fn kept_text_is_written_as_is_and_read_back_from_a_tree() {
-        let raw = RawJson::new(RawValue::from_string("{\"b\": [1, 2], \"a\": 1e2}".into()).unwrap());
+        let raw =
+            RawJson::new(RawValue::from_string("{\"b\": [1, 2], \"a\": 1e2}".into()).unwrap());
         let wrapped = json!({"x": 1});
         let text = serde_json::to_string(&vec![raw.clone()]).unwrap();
         assert_eq!(text, "[{\"b\": [1, 2], \"a\": 1e2}]");

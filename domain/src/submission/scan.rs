@@ -62,9 +62,8 @@ struct PathText<'a, 'de> {
 impl fmt::Display for PathText<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.prefix)?;
-        let key = |f: &mut fmt::Formatter<'_>, key: &str| {
-            write!(f, ".{}", key.replace('\0', "\\u0000"))
-        };
+        let key =
+            |f: &mut fmt::Formatter<'_>, key: &str| write!(f, ".{}", key.replace('\0', "\\u0000"));
         for segment in self.stack {
             match segment {
                 Segment::Index(index) => write!(f, "[{index}]")?,
