@@ -284,9 +284,9 @@ fn analytics(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
     use super::*;
     use callingest_audio::{Analysis, AnalysisError};
+    use std::time::Duration;
 
     const RETRY: RetryPolicy = RetryPolicy {
         max_attempts: 5,
