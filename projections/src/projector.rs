@@ -97,6 +97,15 @@ impl Projector {
     /// Applies one page; returns how many events it read (0: caught up). Events the projection
     /// cannot apply are parked (see [`crate::parking`]) rather than failing the page.
     pub async fn step(&self) -> Result<usize, ProjectionError> {
+        match self.step_as(Attempt::Whole).await {
+            // Somewhere in the page is an event that cannot be applied: read the page again in
+            // a fresh transaction and find it.
+            Err(err) if err.lies_in_the_data() => self.step_as(Attempt::Bisect).await,
+            outcome => outcome,
+        }
+    }
+
+    async fn step_as(&self, how: Attempt) -> Result<usize, ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
         // Locking the checkpoint row serialises pages with a concurrent `reset` or `retry`.
@@ -124,7 +133,7 @@ impl Projector {
             tx.rollback().await?;
             return Ok(0);
         };
-        let parked = self.apply_or_park(&mut tx, &events).await?;
+        let parked = self.apply_or_park(&mut tx, &events, how).await?;
         sqlx::query(
             "update projection_checkpoint
              set tx_id = $2::text::xid8, global_position = $3, updated_at = now()
@@ -140,17 +149,20 @@ impl Projector {
         Ok(events.len())
     }
 
-    /// Applies a page, skipping what must wait and parking what fails.
+    /// Applies a page, skipping what must wait behind a parked event and, when bisecting,
+    /// parking what fails.
     ///
-    /// The fast path is one attempt at the whole page inside a savepoint. When it fails for a
-    /// reason that lies in the data, the page is bisected: each half is attempted in order,
-    /// failing halves split again, until the events that fail alone are found (a handful of
-    /// attempts per culprit rather than one per event). A single event that fails is parked,
-    /// and so is every later event of its aggregate, whose events are held behind it.
+    /// [`Attempt::Whole`] is the fast path: the page in one go, no savepoint; any failure fails
+    /// the transaction. [`Attempt::Bisect`] attempts the page inside a savepoint and, when that
+    /// fails for a reason that lies in the data, each half in log order, failing halves split
+    /// again, until the events that fail alone are found (about 2·log₂(page) attempts per
+    /// culprit rather than one per event). A single event that fails is parked, and so is every
+    /// later event of its aggregate, held behind it.
     async fn apply_or_park(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
+        how: Attempt,
     ) -> Result<Vec<Parked>, ProjectionError> {
         let name = self.projection.name();
         let mut heads = parking::parked_aggregates(conn, name).await?;
@@ -177,6 +189,21 @@ impl Projector {
                 owned = kept;
                 &owned
             };
+            if how == Attempt::Whole {
+                for (event, head) in &held {
+                    parking::park(conn, name, event, Some(head.global_position), &head.error)
+                        .await?;
+                }
+                if !to_apply.is_empty() {
+                    self.projection.apply_page(conn, to_apply).await?;
+                }
+                parked.extend(held.into_iter().map(|(event, head)| Parked {
+                    event: event.clone(),
+                    held_behind: Some(head.global_position),
+                    error: head.error,
+                }));
+                continue;
+            }
             match self.attempt(conn, to_apply, &held).await? {
                 Ok(()) => parked.extend(held.into_iter().map(|(event, head)| Parked {
                     event: event.clone(),
@@ -422,6 +449,13 @@ async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<(), sqlx
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// How a page is applied: whole (the fast path), or bisected to find what fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Whole,
+    Bisect,
 }
 
 /// An event a page parked: failed (`held_behind` `None`) or held behind a failed one.
