@@ -66,6 +66,13 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a failed query means the database is unavailable right now (answered 503 with
+/// `Retry-After`) rather than a fault of ours (500): the one classifier of the HTTP layer and
+/// ingest alike.
+pub fn means_unavailable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::PoolClosed) || is_transient(err)
+}
+
 /// Waits between start-up attempts: 100 ms doubling to 5 s, each between half and all of that
 /// (jitter, so a fleet started together does not knock in step).
 pub fn startup_backoff() -> impl Iterator<Item = Duration> {

@@ -199,7 +199,7 @@ impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         // Unreachable, restarting or shutting down (a query cut by the server going away
         // included) is 503 like a pool timeout, not 500.
-        if matches!(err, sqlx::Error::PoolClosed) || crate::db::is_transient(&err) {
+        if crate::db::means_unavailable(&err) {
             Self::unavailable(&err)
         } else {
             Self::internal(&err)

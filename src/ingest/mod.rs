@@ -74,11 +74,10 @@ pub enum IngestError {
 
 impl IngestError {
     fn from_sqlx(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable(Box::new(err))
-            }
-            other => Self::Store(Box::new(other)),
+        if crate::db::means_unavailable(&err) {
+            Self::Unavailable(Box::new(err))
+        } else {
+            Self::Store(Box::new(err))
         }
     }
 }
