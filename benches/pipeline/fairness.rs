@@ -64,7 +64,8 @@ async fn compare(pool: Pool) -> anyhow::Result<()> {
         |q: f64| waits[((waits.len() as f64 * q).ceil() as usize).clamp(1, waits.len()) - 1];
     println!(
         "fairness, {}: A's {} calls started after p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
-         B's backlog {:.1} jobs/s alone, {:.1} jobs/s beside A ({:+.1} %)",
+         B's backlog {:.1} jobs/s alone, {:.1} jobs/s beside A ({:+.1} %); the pool, A and B \
+         together: {:.1} jobs/s ({:+.1} %)",
         pool.name(),
         waits.len(),
         quantile(0.5),
@@ -72,7 +73,9 @@ async fn compare(pool: Pool) -> anyhow::Result<()> {
         waits.last().copied().unwrap_or(0.0),
         alone.b_throughput,
         shared.b_throughput,
-        (shared.b_throughput / alone.b_throughput - 1.0) * 100.0
+        (shared.b_throughput / alone.b_throughput - 1.0) * 100.0,
+        shared.pool_throughput,
+        (shared.pool_throughput / alone.pool_throughput - 1.0) * 100.0
     );
     Ok(())
 }
@@ -82,6 +85,9 @@ struct BacklogRun {
     a_waits: Vec<f64>,
     /// B's jobs finished per second while A was submitting.
     b_throughput: f64,
+    /// All jobs (A's and B's) finished per second in the same window: what fairness costs the
+    /// pool itself, apart from the share A's calls take.
+    pool_throughput: f64,
 }
 
 async fn backlog_run(pool_kind: Pool, with_a: bool) -> anyhow::Result<BacklogRun> {
@@ -159,15 +165,19 @@ async fn backlog_run(pool_kind: Pool, with_a: bool) -> anyhow::Result<BacklogRun
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let b_done: i64 = sqlx::query_scalar(
-        "select count(*) from events where aggregate_id like 'b:%' and event_type = $1
-         and recorded_at between $2 and $3",
-    )
-    .bind(pool_kind.done())
-    .bind(window_start)
-    .bind(window_end)
-    .fetch_one(&pool)
-    .await?;
+    let done_in_window = |like: &'static str| {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from events where aggregate_id like $1 and event_type = $2
+             and recorded_at between $3 and $4",
+        )
+        .bind(like)
+        .bind(pool_kind.done())
+        .bind(window_start)
+        .bind(window_end)
+        .fetch_one(&pool)
+    };
+    let b_done = done_in_window("b:%").await?;
+    let all_done = done_in_window("%").await?;
     let b_total: i64 = sqlx::query_scalar(
         "select count(*) from events where aggregate_id like 'b:%' and event_type = $1",
     )
@@ -193,6 +203,7 @@ async fn backlog_run(pool_kind: Pool, with_a: bool) -> anyhow::Result<BacklogRun
     Ok(BacklogRun {
         a_waits,
         b_throughput: b_done as f64 / seconds,
+        pool_throughput: all_done as f64 / seconds,
     })
 }
 
