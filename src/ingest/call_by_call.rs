@@ -63,7 +63,9 @@ fn store_error<E: std::error::Error + Send + Sync + 'static>(
         AggregateError::DatabaseConnectionError(e) => IngestError::Unavailable(e),
         // postgres-es reports a query cut by the server going away as an unexpected error: the
         // database error inside decides.
-        other if caused_by_unavailable_database(&other) => IngestError::Unavailable(Box::new(other)),
+        other if caused_by_unavailable_database(&other) => {
+            IngestError::Unavailable(Box::new(other))
+        }
         other => IngestError::Store(Box::new(other)),
     }
 }
