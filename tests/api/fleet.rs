@@ -1,6 +1,6 @@
 //! A fleet of real processes (issue 11, item 7): API and worker instances of the built binary on
 //! one database, as an operator deploys them, with every setting at its default except what
-//! loopback hosts need. Crashes, rolling restarts, a noisy partner, fleet-wide rate limits and
+//! loopback hosts need. Crashes, rolling restarts, a noisy partner and
 //! the worker's operations endpoints.
 //!
 //! The tests that measure time run alone after the suite (`scripts/test --test api --
