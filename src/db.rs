@@ -92,9 +92,13 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), PrepareError
         Ok(true) => Ok(()),
         Ok(false) => {
             tracing::info!("database does not exist yet; creating it");
-            sqlx::Postgres::create_database(url)
-                .await
-                .map_err(PrepareError::Create)
+            match sqlx::Postgres::create_database(url).await {
+                Ok(()) => Ok(()),
+                // Another instance (or a command such as `partner create`) created it at the
+                // same moment: what we wanted.
+                Err(_) if matches!(sqlx::Postgres::database_exists(url).await, Ok(true)) => Ok(()),
+                Err(err) => Err(PrepareError::Create(err)),
+            }
         }
         Err(err) if is_transient(&err) => Err(PrepareError::Connect(err)),
         Err(err) => {
