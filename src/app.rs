@@ -90,7 +90,7 @@ impl Application {
             }
         };
         let served = async {
-            match self.acceptor {
+            let served = match self.acceptor {
                 Some((acceptor, address)) => {
                     tracing::info!(%address, role = ?self.config.role, "callingest listening");
                     let state = AppState::new(self.pool.clone(), self.config.admin_token.clone());
@@ -109,7 +109,10 @@ impl Application {
                     stop.cancelled().await;
                     Ok(())
                 }
-            }
+            };
+            // A server that failed drains the workers too, rather than leave them waiting.
+            stop.cancel();
+            served
         };
         let (served, ()) = tokio::join!(served, drained);
         served?;
