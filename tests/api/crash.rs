@@ -85,7 +85,6 @@ async fn killing_the_service_under_load_loses_and_doubles_nothing() {
             "CALLINGEST_EXTRA_CA_FILE",
             ca.ca_file().to_str().unwrap().into(),
         ),
-        ("CALLINGEST_JOB_LEASE_MS", "3000".into()),
         ("CALLINGEST_FETCH_BACKOFF_BASE_MS", "100".into()),
         ("CALLINGEST_CALLBACK_BACKOFF_BASE_MS", "200".into()),
         ("CALLINGEST_CALLBACK_TIMEOUT_MS", "3000".into()),
