@@ -106,6 +106,18 @@ fn database_config(url: &str) -> DatabaseConfig {
     }
 }
 
+/// The service on `url`, listening on a free loopback port.
+fn serve_config(url: &str, role: Role, processing: ProcessingConfig) -> ServeConfig {
+    ServeConfig {
+        database: database_config(url),
+        listen: "127.0.0.1:0".parse().expect("a literal address"),
+        role,
+        processing,
+        admin_token: None,
+        http: Default::default(),
+    }
+}
+
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
@@ -293,15 +305,31 @@ fn history_events() -> Vec<CallEvent> {
 
 /// Starts a loopback recording server serving the left-only WAV fixture at `/a.wav`.
 async fn recording_server() -> anyhow::Result<String> {
-    let bytes = std::fs::read(FIXTURE)?;
+    slow_recording_server(FIXTURE, Duration::ZERO).await
+}
+
+/// Serves `file` at `/r.wav` (or `/r.mp3`), answering each request after `delay`.
+async fn slow_recording_server(file: &str, delay: Duration) -> anyhow::Result<String> {
+    let bytes = std::fs::read(file)?;
     let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
     let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+    let name = if file.ends_with(".mp3") {
+        "r.mp3"
+    } else {
+        "r.wav"
+    };
     let route = poem::Route::new().at(
-        "/a.wav",
-        poem::get(poem::endpoint::make_sync(move |_| bytes.clone())),
+        format!("/{name}"),
+        poem::get(poem::endpoint::make(move |_| {
+            let bytes = bytes.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                bytes
+            }
+        })),
     );
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(route));
-    Ok(format!("http://127.0.0.1:{port}/a.wav"))
+    Ok(format!("http://127.0.0.1:{port}/{name}"))
 }
 
 /// Part 2: latencies through the running service at 100 calls/s for 5 s.
@@ -315,14 +343,7 @@ async fn latency() -> anyhow::Result<()> {
         extra_ca_file: Some(ca.ca_file().to_owned()),
         ..ProcessingConfig::default()
     };
-    let config = ServeConfig {
-        database: database_config(&db.url),
-        listen: "127.0.0.1:0".parse()?,
-        role: Role::All,
-        processing,
-        admin_token: None,
-        http: Default::default(),
-    };
+    let config = serve_config(&db.url, Role::All, processing);
     let app = Application::build(&config).await?;
     let pool = app.pool().clone();
     let server = tokio::spawn(app.run());
@@ -598,14 +619,7 @@ struct ListingPage {
 
 async fn listing(rows: i64) -> anyhow::Result<()> {
     let db = fresh_database().await?;
-    let config = ServeConfig {
-        database: database_config(&db.url),
-        listen: "127.0.0.1:0".parse()?,
-        role: Role::Api,
-        processing: ProcessingConfig::default(),
-        admin_token: None,
-        http: Default::default(),
-    };
+    let config = serve_config(&db.url, Role::Api, ProcessingConfig::default());
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");
     let pool = app.pool().clone();

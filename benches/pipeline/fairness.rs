@@ -120,14 +120,7 @@ async fn backlog_run(pool_kind: Pool, with_a: bool) -> anyhow::Result<BacklogRun
             .ok()
             .map(Into::into);
     }
-    let config = ServeConfig {
-        database: database_config(&db.url),
-        listen: "127.0.0.1:0".parse()?,
-        role: Role::All,
-        processing,
-        admin_token: None,
-        http: Default::default(),
-    };
+    let config = serve_config(&db.url, Role::All, processing);
     let app = Application::build(&config).await?;
     let pool = app.pool().clone();
     let server = tokio::spawn(app.run());
@@ -215,30 +208,6 @@ async fn started_count(pool: &PgPool, like: &str, event_type: &str) -> anyhow::R
     .bind(event_type)
     .fetch_one(pool)
     .await?)
-}
-
-/// Serves `file` at `/r`, answering each request after `delay`.
-async fn slow_recording_server(file: &str, delay: Duration) -> anyhow::Result<String> {
-    let bytes = std::fs::read(file)?;
-    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
-    let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
-    let name = if file.ends_with(".mp3") {
-        "r.mp3"
-    } else {
-        "r.wav"
-    };
-    let route = poem::Route::new().at(
-        format!("/{name}"),
-        poem::get(poem::endpoint::make(move |_| {
-            let bytes = bytes.clone();
-            async move {
-                tokio::time::sleep(delay).await;
-                bytes
-            }
-        })),
-    );
-    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(route));
-    Ok(format!("http://127.0.0.1:{port}/{name}"))
 }
 
 /// Claims over `rows` queued fetch jobs spread over `partners` partners: the plans of the two

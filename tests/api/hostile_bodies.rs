@@ -3,7 +3,7 @@
 //! they are read, whoever sends them. Run against the real binary, whose memory can be read
 //! from `/proc` apart from the test's own.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{batch, item_with_id, json_body, TestDatabase, BATCH_PATH};
+use crate::instances::Instance;
 
 /// Generous for an unoptimised build on a busy machine; the benchmark measures the real
 /// figures (benches/validation.rs).
@@ -23,7 +24,7 @@ const PEAK_GROWTH_BOUND_KIB: u64 = 128 * 1024;
 
 /// `callingest serve --role api` on a fresh database, with one partner.
 struct Service {
-    child: Child,
+    instance: Instance,
     base: String,
     api_key: String,
     _database: TestDatabase,
@@ -32,34 +33,19 @@ struct Service {
 impl Service {
     async fn start() -> Self {
         let database = TestDatabase::create().await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_callingest"))
-            .arg("serve")
-            .env("DATABASE_URL", &database.url)
-            .env("CALLINGEST_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CALLINGEST_ROLE", "api")
-            .env("CALLINGEST_ADMIN_TOKEN", "hostile-admin-token")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "callingest did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let instance = Instance::start(
+            &database.url,
+            "api",
+            &[("CALLINGEST_ADMIN_TOKEN", "hostile-admin-token")],
+        );
+        instance
+            .wait_for(
+                &reqwest::Client::new(),
+                "/readyz",
+                200,
+                Duration::from_secs(30),
+            )
+            .await;
         let created = Command::new(env!("CARGO_BIN_EXE_callingest"))
             .args(["partner", "create", "--id", "partner-a"])
             .env("DATABASE_URL", &database.url)
@@ -67,8 +53,8 @@ impl Service {
             .unwrap();
         let credentials: Value = serde_json::from_slice(&created.stdout).unwrap();
         Self {
-            child,
-            base,
+            base: instance.address.clone(),
+            instance,
             api_key: credentials["api_key"].as_str().unwrap().to_owned(),
             _database: database,
         }
@@ -80,7 +66,8 @@ impl Service {
 
     /// A `/proc/<pid>/status` figure of the service, in KiB.
     fn memory_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.instance.pid())).unwrap();
         status
             .lines()
             .find_map(|line| line.strip_prefix(field))
@@ -91,7 +78,7 @@ impl Service {
 
     /// Starts a new peak-memory measurement (writing 5 to `clear_refs` resets `VmHWM`).
     fn reset_peak(&self) -> u64 {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").unwrap();
+        std::fs::write(format!("/proc/{}/clear_refs", self.instance.pid()), "5").unwrap();
         self.memory_kib("VmRSS")
     }
 
@@ -107,13 +94,6 @@ impl Service {
             .send()
             .await
             .unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

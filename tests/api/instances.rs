@@ -46,6 +46,11 @@ impl Instance {
         }
     }
 
+    /// The process id, to read its `/proc` figures.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
