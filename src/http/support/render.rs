@@ -1,253 +1,30 @@
-//! `/support`: a read-only HTML page for support staff to look up one call — its summary from
-//! the read model and its timeline of events — behind the admin token.
-//!
-//! A browser cannot send the `Authorization: Bearer` header the JSON admin API wants, so the
-//! page signs in with a form: `POST /support/login` checks the token and sets a session cookie
-//! that proves knowledge of the token without containing it (see [`session_value`]). Every
-//! value printed comes from partners or events and goes through [`escape_html`].
+//! The HTML of the support page: escaping, the sign-in and lookup pages, the call summary
+//! and its timeline. Every value printed comes from partners or events and goes through
+//! [`escape_html`].
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use hmac::{Hmac, Mac};
 use poem::http::StatusCode;
-use poem::web::{Data, Form, Query};
-use poem::{get, handler, post, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
-use sha2::Sha256;
+use poem::Response;
 
-use super::auth::token_matches;
-use super::error::ApiError;
-use super::AppState;
-use crate::config::Secret;
-use crate::queries::calls::{get_call, CallView};
-use crate::queries::history::{call_history, CallEventView};
+use super::Lookup;
+use crate::queries::calls::CallView;
+use crate::queries::history::CallEventView;
 
-/// The session cookie. Its path keeps it away from the partner API.
-const COOKIE_NAME: &str = "callingest_support";
-const COOKIE_PATH: &str = "/support";
-/// How long a sign-in lasts; rotating the admin token ends every session at once.
-const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
-/// What the session MAC is computed over, besides the expiry: a fixed label so the MAC cannot
-/// be mistaken for any other use of the admin token as a key.
-const SESSION_LABEL: &str = "callingest support session v1";
-
-/// The routes under `/support`.
-pub fn routes(state: Arc<AppState>) -> impl Endpoint {
-    Route::new()
-        .at("/", get(page))
-        .at("/login", post(login))
-        .at("/logout", post(logout))
-        .data(state)
-}
-
-/// What `GET /support` is asked to show; both fields are needed for a lookup.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-struct Lookup {
-    partner: String,
-    call: String,
-}
-
-impl Lookup {
-    /// `(partner, call)` when both are given (surrounding blanks ignored).
-    fn target(&self) -> Option<(&str, &str)> {
-        let (partner, call) = (self.partner.trim(), self.call.trim());
-        (!partner.is_empty() && !call.is_empty()).then_some((partner, call))
-    }
-}
-
-/// The sign-in form. `partner` and `call` carry a lookup through the sign-in, so a link to a
-/// call still lands on that call.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-struct Login {
-    token: String,
-    partner: String,
-    call: String,
-}
-
-#[handler]
-async fn page(
-    state: Data<&Arc<AppState>>,
-    request: &Request,
-    Query(lookup): Query<Lookup>,
-) -> Response {
-    if !has_valid_session(&state, request) {
-        return html(StatusCode::OK, &login_page(&lookup, None));
-    }
-    let Some((partner, call)) = lookup.target() else {
-        return html(StatusCode::OK, &call_page(&lookup, None));
-    };
-    let view = match get_call(&state.pool, partner, call).await {
-        Ok(view) => view,
-        Err(err) => return ApiError::from(err).into_response(),
-    };
-    let events = match call_history(&state.pool, &format!("{partner}:{call}"), true).await {
-        Ok(events) => events,
-        Err(err) => return ApiError::from(err).into_response(),
-    };
-    html(StatusCode::OK, &call_page(&lookup, Some((view, events))))
-}
-
-#[handler]
-async fn login(
-    state: Data<&Arc<AppState>>,
-    request: &Request,
-    Form(form): Form<Login>,
-) -> Response {
-    let lookup = Lookup {
-        partner: form.partner,
-        call: form.call,
-    };
-    let source = state.trusted_proxies.client_ip(request);
-    let now = Instant::now();
-    if let Some(wait) = source.and_then(|ip| state.login_throttle.check(ip, now).err()) {
-        tracing::warn!("support sign-in refused: too many failed sign-ins from this address");
-        let wait_secs = wait.as_secs().max(1);
-        let mut answer = html(
-            StatusCode::TOO_MANY_REQUESTS,
-            &login_page(
-                &lookup,
-                Some(&format!(
-                    "Too many failed sign-ins from your address. Try again in {wait_secs} seconds."
-                )),
-            ),
-        );
-        answer.headers_mut().insert(
-            "retry-after",
-            wait_secs
-                .to_string()
-                .parse()
-                .expect("digits are a valid header"),
-        );
-        return answer;
-    }
-    let refused = |reason: &str| {
-        tracing::warn!("support sign-in refused: {reason}");
-        if let Some(ip) = source {
-            state.login_throttle.record_failure(ip, now);
-        }
-        html(
-            StatusCode::FORBIDDEN,
-            &login_page(&lookup, Some("Wrong token.")),
-        )
-    };
-    let Some(token) = state.admin_token.as_ref() else {
-        return refused("no admin token is configured");
-    };
-    if !token_matches(&form.token, token) {
-        return refused("wrong token");
-    }
-    if let Some(ip) = source {
-        state.login_throttle.record_success(ip);
-    }
-    let expires = unix_now() + SESSION_TTL.as_secs();
-    let cookie = format!(
-        "{COOKIE_NAME}={}; Path={COOKIE_PATH}; Max-Age={}; HttpOnly; SameSite=Strict{}",
-        session_value(token, expires),
-        SESSION_TTL.as_secs(),
-        secure_attribute(&state, request),
-    );
-    Response::builder()
-        .status(StatusCode::SEE_OTHER)
-        .header("location", page_location(&lookup))
-        .header("set-cookie", cookie)
-        .header("cache-control", "no-store")
-        .finish()
-}
-
-#[handler]
-fn logout(state: Data<&Arc<AppState>>, request: &Request) -> Response {
-    Response::builder()
-        .status(StatusCode::SEE_OTHER)
-        .header("location", COOKIE_PATH)
-        .header(
-            "set-cookie",
-            format!(
-                "{COOKIE_NAME}=; Path={COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Strict{}",
-                secure_attribute(&state, request)
-            ),
-        )
-        .finish()
-}
-
-/// `; Secure` when the browser reached us over HTTPS (directly, or through a trusted proxy
-/// that says so), so the cookie never travels in clear text afterwards. Not over plain HTTP,
-/// where a browser would refuse to store it and the page would be unusable.
-fn secure_attribute(state: &AppState, request: &Request) -> &'static str {
-    if state.trusted_proxies.is_https(request) {
-        "; Secure"
-    } else {
-        ""
-    }
-}
-
-/// `{expires}.{hex HMAC-SHA256(key = admin token, SESSION_LABEL + expires)}`: only someone who
-/// knows the token can make one, the token cannot be recovered from it, it stops working when
-/// it expires or when the token changes, and the server keeps no session state.
-fn session_value(token: &Secret, expires: u64) -> String {
-    format!(
-        "{expires}.{}",
-        hex::encode(session_mac(token, expires).finalize().into_bytes())
-    )
-}
-
-fn session_mac(token: &Secret, expires: u64) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(token.expose().as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(SESSION_LABEL.as_bytes());
-    mac.update(b"\n");
-    mac.update(expires.to_string().as_bytes());
-    mac
-}
-
-/// Whether `value` is a session made with `token` that has not expired at `now`.
-fn session_is_valid(token: &Secret, value: &str, now: u64) -> bool {
-    let Some((expires, signature)) = value.split_once('.') else {
-        return false;
-    };
-    let (Ok(expires), Ok(signature)) = (expires.parse::<u64>(), hex::decode(signature)) else {
-        return false;
-    };
-    // `verify_slice` compares in constant time.
-    now < expires && session_mac(token, expires).verify_slice(&signature).is_ok()
-}
-
-fn has_valid_session(state: &AppState, request: &Request) -> bool {
-    let Some(token) = state.admin_token.as_ref() else {
-        return false;
-    };
-    let now = unix_now();
-    request
-        .headers()
-        .get_all("cookie")
-        .iter()
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE_NAME)
-        .any(|(_, value)| session_is_valid(token, value, now))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
-}
+/// Where the page is served.
+pub const SUPPORT_PATH: &str = "/support";
 
 /// `/support`, with the lookup in the query when there is one. Always a path on this service,
 /// so the sign-in cannot be used to redirect anywhere else.
-fn page_location(lookup: &Lookup) -> String {
+pub fn page_location(lookup: &Lookup) -> String {
     match lookup.target() {
         Some((partner, call)) => format!(
-            "{COOKIE_PATH}?partner={}&call={}",
+            "{SUPPORT_PATH}?partner={}&call={}",
             percent_encode(partner),
             percent_encode(call)
         ),
-        None => COOKIE_PATH.to_owned(),
+        None => SUPPORT_PATH.to_owned(),
     }
 }
 
@@ -281,7 +58,7 @@ pub fn escape_html(value: &str) -> String {
 }
 
 /// An HTML answer that is never cached, never framed and runs no script.
-fn html(status: StatusCode, body: &str) -> Response {
+pub fn html(status: StatusCode, body: &str) -> Response {
     Response::builder()
         .status(status)
         .content_type("text/html; charset=utf-8")
@@ -326,7 +103,7 @@ fn document(body: &str) -> String {
     )
 }
 
-fn login_page(lookup: &Lookup, error: Option<&str>) -> String {
+pub fn login_page(lookup: &Lookup, error: Option<&str>) -> String {
     let mut body = String::from("<h1>callingest support</h1>");
     if let Some(error) = error {
         let _ = write!(body, "<p class=\"error\">{}</p>", escape_html(error));
@@ -348,7 +125,10 @@ fn login_page(lookup: &Lookup, error: Option<&str>) -> String {
 
 /// The lookup form and, when a lookup was made, its result: `None` for no lookup, else the
 /// call as the read model holds it (if it does) and its events.
-fn call_page(lookup: &Lookup, result: Option<(Option<CallView>, Vec<CallEventView>)>) -> String {
+pub fn call_page(
+    lookup: &Lookup,
+    result: Option<(Option<CallView>, Vec<CallEventView>)>,
+) -> String {
     let mut body = String::from(
         "<div class=\"header\"><h1>callingest support</h1>\
          <form method=\"post\" action=\"/support/logout\"><button type=\"submit\">Sign out</button>\
@@ -444,7 +224,10 @@ fn summary(body: &mut String, call: &CallView) {
         ("mean dBFS", opt(&call.mean_dbfs)),
         ("peak dBFS", opt(&call.peak_dbfs)),
         ("clipping ratio", opt(&call.clipping_ratio)),
-        ("callback status", opt(&call.callback_status)),
+        (
+            "callback status",
+            opt(&call.callback_status.map(|s| s.as_str())),
+        ),
         ("callback attempts", call.callback_attempts.to_string()),
         (
             "callback last status code",
@@ -511,34 +294,6 @@ mod tests {
     }
 
     #[test]
-    fn a_session_made_with_the_token_is_valid_until_it_expires() {
-        let token = Secret::new("the-token");
-        let value = session_value(&token, 1_000);
-        assert!(session_is_valid(&token, &value, 999));
-        assert!(!session_is_valid(&token, &value, 1_000));
-        assert!(!value.contains("the-token"));
-    }
-
-    #[test]
-    fn a_session_is_refused_after_the_token_changes_or_when_tampered_with() {
-        let token = Secret::new("the-token");
-        let value = session_value(&token, 1_000);
-        assert!(!session_is_valid(&Secret::new("other-token"), &value, 0));
-        let later = value.replacen("1000.", "9999.", 1);
-        assert!(!session_is_valid(&token, &later, 0));
-        assert!(!session_is_valid(&token, "garbage", 0));
-        assert!(!session_is_valid(&token, "1000.zz", 0));
-    }
-
-    #[test]
-    fn only_the_exact_token_matches() {
-        let token = Secret::new("the-token");
-        assert!(token_matches("the-token", &token));
-        assert!(!token_matches("the-toke", &token));
-        assert!(!token_matches("", &token));
-    }
-
-    #[test]
     fn the_sign_in_redirect_stays_on_the_support_page() {
         let lookup = Lookup {
             partner: "p a".into(),
@@ -549,5 +304,20 @@ mod tests {
             "/support?partner=p%20a&call=%2F%2Fevil.example%2F%3Fx%3D%3Cy%3E%26z"
         );
         assert_eq!(page_location(&Lookup::default()), "/support");
+    }
+
+    #[test]
+    fn values_sent_back_in_the_forms_are_escaped() {
+        let lookup = Lookup {
+            partner: "\"><script>".into(),
+            call: "c".into(),
+        };
+        for page in [login_page(&lookup, Some("<b>")), call_page(&lookup, None)] {
+            assert!(
+                !page.contains("<script>") && !page.contains("<b>"),
+                "{page}"
+            );
+            assert!(page.contains("&quot;&gt;&lt;script&gt;"));
+        }
     }
 }
