@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::app::Application;
 use crate::config::{DatabaseConfig, ServeConfig};
 use crate::partners::{self, DEFAULT_RATE_LIMIT_PER_MINUTE};
+use crate::rebuild_progress;
 
 #[derive(Debug, Parser)]
 #[command(name = "callingest", version, about = "Batch call ingestion service")]
@@ -81,7 +82,8 @@ pub enum CallCommand {
 pub enum ProjectionsCommand {
     /// Empty a projection (all of them without NAME) and replay it from the events alone.
     /// Safe while the service runs: pages are serialised on the projection's checkpoint row.
-    /// Prints one JSON line per projection with the events replayed and the rate.
+    /// Prints one JSON line per projection with the events replayed and the rate; reports
+    /// progress (events done, rate, time left) on stderr every second while it runs.
     Rebuild {
         /// `read_models`, `processing_jobs`, `callback_deliveries` or `transcripts`.
         name: Option<String>,
@@ -243,10 +245,35 @@ async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow:
             .reset()
             .await
             .with_context(|| format!("could not reset {name}"))?;
-        let events = projector
-            .catch_up()
+        // The log's size when the replay starts: the denominator of the progress lines.
+        let (total,): (i64,) = sqlx::query_as("select count(*) from events")
+            .fetch_one(pool)
             .await
-            .with_context(|| format!("could not replay {name}"))?;
+            .context("could not count the events")?;
+        let total = total as u64;
+        let mut events = 0usize;
+        let mut last_report = std::time::Instant::now();
+        loop {
+            let applied = projector
+                .step()
+                .await
+                .with_context(|| format!("could not replay {name}"))?;
+            if applied == 0 {
+                break;
+            }
+            events += applied;
+            if last_report.elapsed() >= rebuild_progress::REPORT_EVERY {
+                last_report = std::time::Instant::now();
+                eprintln!(
+                    "{}",
+                    rebuild_progress::progress_line(name, events as u64, total, started.elapsed())
+                );
+            }
+        }
+        eprintln!(
+            "{}",
+            rebuild_progress::progress_line(name, events as u64, total, started.elapsed())
+        );
         let seconds = started.elapsed().as_secs_f64();
         let summary = serde_json::json!({
             "projection": name,
