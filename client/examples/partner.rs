@@ -5,14 +5,17 @@
 use callingest_client::types::{
     AgentInfo, BatchCallRequest, CallInfo, CallStatus, CallSubmission, CustomerInfo,
 };
-use callingest_client::{Client, Error};
+use callingest_client::{partner_client, Error};
 use chrono::{DateTime, Utc};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let api = Client::new(&std::env::var("CALLINGEST_URL")?);
-    let partner = std::env::var("CALLINGEST_PARTNER")?;
-    let key = std::env::var("CALLINGEST_API_KEY")?;
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Credentials are given once; every request of this client carries them.
+    let api = partner_client(
+        &std::env::var("CALLINGEST_URL")?,
+        &std::env::var("CALLINGEST_PARTNER")?,
+        &std::env::var("CALLINGEST_API_KEY")?,
+    )?;
 
     // Builders check what the schema states (lengths, patterns) before anything is sent.
     // Every `extra` map (fields outside the contract, kept by the service) must be given.
@@ -42,8 +45,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let submitted = api
         .submit_batch_call()
-        .x_partner_id(&partner)
-        .x_api_key(&key)
         .x_tenant_id("tenant1")
         .x_sub_tenant_id("subtenant1")
         .body(BatchCallRequest { data: vec![call] })
@@ -61,13 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(other) => return Err(other.into()),
     }
 
-    let call = api
-        .get_call()
-        .x_partner_id(&partner)
-        .x_api_key(&key)
-        .call_id("call123")
-        .send()
-        .await?;
+    let call = api.get_call().call_id("call123").send().await?;
     match call.status {
         CallStatus::Completed => println!("{:?} ms recorded", call.recording_duration_ms),
         status => println!("call123 is {status}"),

@@ -2,23 +2,22 @@
 
 use std::sync::Arc;
 
-use callingest_domain::call::{call_aggregate_id, CallCommand, CallError};
+use callingest_domain::call::{call_aggregate_id, CallCommand};
 use callingest_domain::values::{CallId, PartnerId};
 use chrono::{DateTime, Utc};
-use cqrs_es::AggregateError;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::auth::authorize_admin;
+use super::auth::AdminAuth;
 use super::calls::{call_page, CallHistory, CallPage};
 use super::error::ApiError;
 use super::serde_json_body::SerdeJson;
 use super::{ApiTags, AppState};
 use crate::callbacks::webhook_id;
 use crate::event_store::execute;
-use crate::partners::{self, PartnerCredentials, PartnerError};
+use crate::partners::{self, PartnerCredentials};
 use crate::queries::calls::{CallFilter, CallStatus};
 use crate::queries::history;
 
@@ -93,17 +92,6 @@ pub enum PartnerCreated {
     Created(Json<PartnerCredentialsBody>),
 }
 
-fn partner_error(err: PartnerError) -> ApiError {
-    match err {
-        PartnerError::InvalidId(_) | PartnerError::InvalidRateLimit | PartnerError::InvalidName => {
-            ApiError::bad_request(err.to_string())
-        }
-        PartnerError::AlreadyExists(_) => ApiError::conflict(err.to_string()),
-        PartnerError::NotFound(_) => ApiError::not_found(),
-        PartnerError::Database(db) => db.into(),
-    }
-}
-
 #[OpenApi(tag = "ApiTags::Support")]
 impl AdminApi {
     /// Get any call's full event history
@@ -117,11 +105,10 @@ impl AdminApi {
     )]
     async fn call_events(
         &self,
-        request: &Request,
+        _admin: AdminAuth,
         partner_id: Path<String>,
         call_id: Path<String>,
     ) -> Result<Json<CallHistory>, ApiError> {
-        authorize_admin(&self.state, request)?;
         let (Ok(partner), Ok(call)) = (PartnerId::parse(&partner_id.0), CallId::parse(&call_id.0))
         else {
             return Err(ApiError::not_found());
@@ -149,7 +136,7 @@ impl AdminApi {
     #[allow(clippy::too_many_arguments)]
     async fn search_calls(
         &self,
-        request: &Request,
+        _admin: AdminAuth,
         partner_id: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
         status: Query<Option<CallStatus>>,
@@ -160,7 +147,6 @@ impl AdminApi {
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
     ) -> Result<SerdeJson<CallPage>, ApiError> {
-        authorize_admin(&self.state, request)?;
         let filter = CallFilter {
             partner_id: partner_id.0,
             status: status.0,
@@ -180,10 +166,9 @@ impl AdminApi {
     )]
     async fn create_partner(
         &self,
-        request: &Request,
+        _admin: AdminAuth,
         body: Json<NewPartner>,
     ) -> Result<PartnerCreated, ApiError> {
-        authorize_admin(&self.state, request)?;
         let rate = body
             .0
             .rate_limit_per_minute
@@ -195,8 +180,7 @@ impl AdminApi {
             rate,
             "support",
         )
-        .await
-        .map_err(partner_error)?;
+        .await?;
         Ok(PartnerCreated::Created(Json(credentials.into())))
     }
 
@@ -210,13 +194,11 @@ impl AdminApi {
     )]
     async fn rotate_api_key(
         &self,
-        request: &Request,
+        _admin: AdminAuth,
         partner_id: Path<String>,
     ) -> Result<Json<PartnerCredentialsBody>, ApiError> {
-        authorize_admin(&self.state, request)?;
-        let credentials = partners::rotate_api_key(&self.state.pool, &partner_id.0, "support")
-            .await
-            .map_err(partner_error)?;
+        let credentials =
+            partners::rotate_api_key(&self.state.pool, &partner_id.0, "support").await?;
         Ok(Json(credentials.into()))
     }
 
@@ -228,14 +210,11 @@ impl AdminApi {
     )]
     async fn rotate_signing_secret(
         &self,
-        request: &Request,
+        _admin: AdminAuth,
         partner_id: Path<String>,
     ) -> Result<Json<SigningSecretBody>, ApiError> {
-        authorize_admin(&self.state, request)?;
         let signing_secret =
-            partners::rotate_signing_secret(&self.state.pool, &partner_id.0, "support")
-                .await
-                .map_err(partner_error)?;
+            partners::rotate_signing_secret(&self.state.pool, &partner_id.0, "support").await?;
         Ok(Json(SigningSecretBody {
             partner_id: partner_id.0,
             signing_secret,
@@ -256,13 +235,13 @@ impl AdminApi {
     )]
     async fn redeliver_callback(
         &self,
+        _admin: AdminAuth,
         request: &Request,
         /// The partner that owns the call.
         partner_id: Path<String>,
         /// The partner's call id.
         call_id: Path<String>,
     ) -> Result<RedeliveryResponse, ApiError> {
-        authorize_admin(&self.state, request)?;
         let (Ok(partner), Ok(call)) = (PartnerId::parse(&partner_id.0), CallId::parse(&call_id.0))
         else {
             return Err(ApiError::not_found());
@@ -273,19 +252,12 @@ impl AdminApi {
             at: chrono::Utc::now(),
         };
         let metadata = super::ingest::request_context(request).event_metadata();
-        match execute(&self.state.calls, &id, command, &metadata).await {
-            Ok(_) => Ok(RedeliveryResponse::Scheduled(Json(RedeliveryScheduled {
-                success: true,
-                partner_id: partner.to_string(),
-                call_id: call.to_string(),
-                webhook_id: webhook_id(&id),
-            }))),
-            Err(AggregateError::UserError(CallError::NotAccepted)) => Err(ApiError::not_found()),
-            Err(AggregateError::UserError(refusal)) => Err(ApiError::conflict(refusal.to_string())),
-            Err(AggregateError::DatabaseConnectionError(err)) => {
-                Err(ApiError::unavailable(err.as_ref()))
-            }
-            Err(other) => Err(ApiError::internal(&other)),
-        }
+        execute(&self.state.calls, &id, command, &metadata).await?;
+        Ok(RedeliveryResponse::Scheduled(Json(RedeliveryScheduled {
+            success: true,
+            partner_id: partner.to_string(),
+            call_id: call.to_string(),
+            webhook_id: webhook_id(&id),
+        })))
     }
 }

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::auth::authorize_admin;
+use super::auth::AdminAuth;
 use super::error::ApiError;
 use super::{ApiTags, AppState};
 use callingest_projections::parking::{self, ParkedEvent};
@@ -116,14 +115,13 @@ impl AdminProjectionsApi {
     )]
     async fn list_failures(
         &self,
-        request: &Request,
+        _admin: AdminAuth,
         /// Only this projection's.
         projection: Query<Option<String>>,
         /// At most this many, 1 to 1,000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> Result<Json<ProjectionFailures>, ApiError> {
-        authorize_admin(&self.state, request)?;
         if let Some(name) = projection.0.as_deref() {
             projections_named(Some(name))?;
         }
@@ -152,18 +150,16 @@ impl AdminProjectionsApi {
     )]
     async fn retry_failures(
         &self,
-        request: &Request,
+        _admin: AdminAuth,
         /// Only this projection's.
         projection: Query<Option<String>>,
     ) -> Result<Json<ProjectionRetries>, ApiError> {
-        authorize_admin(&self.state, request)?;
         let mut projections = Vec::new();
         for projection in projections_named(projection.0.as_deref())? {
             let name = projection.name();
             let outcome = Projector::new(self.state.pool.clone(), projection)
                 .retry()
-                .await
-                .map_err(|err| ApiError::internal(&err))?;
+                .await?;
             projections.push(ProjectionRetry {
                 projection: name.to_owned(),
                 applied: outcome.applied,

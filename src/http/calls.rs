@@ -6,17 +6,18 @@ use std::sync::Arc;
 use callingest_domain::call::call_aggregate_id;
 use callingest_domain::values::CallId;
 use chrono::{DateTime, Utc};
-use poem::Request;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
-use super::auth::authenticate_partner;
+use super::auth::PartnerAuth;
 use super::error::ApiError;
 use super::serde_json_body::SerdeJson;
 use super::{ApiTags, AppState};
-use crate::queries::calls::{self, BatchView, CallFilter, CallStatus, CallView, Cursor};
+use crate::queries::calls::{
+    self, BatchView, CallFilter, CallStatus, CallView, Cursor, TranscriptionStatus,
+};
 use crate::queries::history::{self, CallEventView};
 use crate::queries::transcripts::{self, TranscriptView};
 
@@ -91,13 +92,10 @@ impl CallsApi {
     )]
     async fn get_call(
         &self,
-        request: &Request,
-        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
-        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        PartnerAuth(partner): PartnerAuth,
         /// Your call id.
         call_id: Path<String>,
     ) -> Result<Json<CallView>, ApiError> {
-        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         calls::get_call(&self.state.pool, partner.id.as_str(), &call_id.0)
             .await?
             .map(Json)
@@ -116,9 +114,7 @@ impl CallsApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_calls(
         &self,
-        request: &Request,
-        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
-        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        PartnerAuth(partner): PartnerAuth,
         status: Query<Option<CallStatus>>,
         tenant_id: Query<Option<String>>,
         sub_tenant_id: Query<Option<String>>,
@@ -133,7 +129,6 @@ impl CallsApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<SerdeJson<CallPage>, ApiError> {
-        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let filter = CallFilter {
             partner_id: Some(partner.id.to_string()),
             status: status.0,
@@ -156,13 +151,10 @@ impl CallsApi {
     )]
     async fn get_batch(
         &self,
-        request: &Request,
-        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
-        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        PartnerAuth(partner): PartnerAuth,
         /// The `batch_id` answered when the batch was submitted.
         batch_id: Path<String>,
     ) -> Result<Json<BatchView>, ApiError> {
-        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let Ok(batch_id) = batch_id.0.parse::<Uuid>() else {
             return Err(ApiError::not_found());
         };
@@ -183,13 +175,10 @@ impl CallsApi {
     )]
     async fn get_call_events(
         &self,
-        request: &Request,
-        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
-        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        PartnerAuth(partner): PartnerAuth,
         /// Your call id.
         call_id: Path<String>,
     ) -> Result<Json<CallHistory>, ApiError> {
-        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let id = CallId::parse(&call_id.0).map_err(|_| ApiError::not_found())?;
         let events = history::call_history(
             &self.state.pool,
@@ -219,13 +208,10 @@ impl CallsApi {
     )]
     async fn get_call_transcript(
         &self,
-        request: &Request,
-        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
-        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        PartnerAuth(partner): PartnerAuth,
         /// Your call id.
         call_id: Path<String>,
     ) -> Result<Json<TranscriptView>, ApiError> {
-        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let pool = &self.state.pool;
         let partner_id = partner.id.as_str();
         if let Some(transcript) = transcripts::get_transcript(pool, partner_id, &call_id.0).await? {
@@ -240,12 +226,15 @@ impl CallsApi {
             .await?
             .ok_or_else(ApiError::not_found)?;
         Err(ApiError::not_found_because(
-            match call.transcription_status.as_deref() {
-                Some("unavailable") => {
+            match call.transcription_status {
+                Some(TranscriptionStatus::Unavailable) => {
                     "This call has no transcript: transcription failed".to_owned()
                 }
                 Some(status) => {
-                    format!("This call has no transcript yet: transcription is {status}")
+                    format!(
+                        "This call has no transcript yet: transcription is {}",
+                        status.as_str()
+                    )
                 }
                 None if call.completed_at.is_some() || call.failed_at.is_some() => {
                     "This call has no transcript: none was made".to_owned()

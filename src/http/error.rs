@@ -5,7 +5,14 @@ use callingest_domain::submission::{ValidationErrors, MAX_LISTED_ERRORS};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
+use callingest_domain::call::CallError;
+use callingest_projections::ProjectionError;
+use cqrs_es::AggregateError;
+
+use crate::error_chain::caused_by_unavailable_database;
+pub use crate::error_chain::ErrorChain;
 use crate::ingest::IngestError;
+use crate::partners::PartnerError;
 
 /// Body of every 4xx and 5xx answer.
 #[derive(Debug, Clone, Object)]
@@ -186,6 +193,29 @@ impl ApiError {
     }
 }
 
+// Every error of the layers below becomes an answer here, and only here. Database errors are
+// 503 when the one classifier (`crate::db::means_unavailable`, applied to the whole chain) says
+// the database is unavailable right now, 500 otherwise.
+
+impl ApiError {
+    /// 503 or 500 for a failure of storage, by the one classifier.
+    fn storage_failure(err: &(dyn std::error::Error + 'static)) -> Self {
+        if caused_by_unavailable_database(err) {
+            Self::unavailable(err)
+        } else {
+            Self::internal(err)
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        // Unreachable, restarting or shutting down (a query cut by the server going away
+        // included) is 503 like a pool timeout, not 500.
+        Self::storage_failure(&err)
+    }
+}
+
 impl From<IngestError> for ApiError {
     fn from(err: IngestError) -> Self {
         match &err {
@@ -195,30 +225,34 @@ impl From<IngestError> for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
-        // Unreachable, restarting or shutting down (a query cut by the server going away
-        // included) is 503 like a pool timeout, not 500.
-        if crate::db::means_unavailable(&err) {
-            Self::unavailable(&err)
-        } else {
-            Self::internal(&err)
+impl From<PartnerError> for ApiError {
+    fn from(err: PartnerError) -> Self {
+        match err {
+            PartnerError::InvalidId(_)
+            | PartnerError::InvalidRateLimit
+            | PartnerError::InvalidName => Self::bad_request(err.to_string()),
+            PartnerError::AlreadyExists(_) => Self::conflict(err.to_string()),
+            PartnerError::NotFound(_) => Self::not_found(),
+            PartnerError::Database(db) => db.into(),
         }
     }
 }
 
-/// Formats an error with all its sources: `outer: inner: root`.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+impl From<ProjectionError> for ApiError {
+    fn from(err: ProjectionError) -> Self {
+        Self::storage_failure(&err)
+    }
+}
 
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
+impl From<AggregateError<CallError>> for ApiError {
+    fn from(err: AggregateError<CallError>) -> Self {
+        match err {
+            // A command for a call never accepted: as if it did not exist.
+            AggregateError::UserError(CallError::NotAccepted) => Self::not_found(),
+            AggregateError::UserError(refusal) => Self::conflict(refusal.to_string()),
+            AggregateError::DatabaseConnectionError(err) => Self::unavailable(err.as_ref()),
+            other => Self::storage_failure(&other),
         }
-        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
-use super::auth::authenticate_partner;
+use super::auth::PartnerAuth;
 use super::error::ApiError;
 use super::raw_json::UncheckedJson;
 use super::schema::BatchCallRequest;
@@ -93,13 +93,8 @@ impl IngestApi {
     )]
     async fn submit_batch_call(
         &self,
+        PartnerAuth(partner): PartnerAuth,
         request: &Request,
-        /// Your partner id.
-        #[oai(name = "x-partner-id")]
-        partner_id: Header<Option<String>>,
-        /// Your API key (or send `Authorization: Bearer <key>`).
-        #[oai(name = "x-api-key")]
-        api_key: Header<Option<String>>,
         /// Tenant the calls belong to. Required.
         #[oai(name = "x-tenant-id")]
         tenant_id: Header<Option<String>>,
@@ -108,7 +103,6 @@ impl IngestApi {
         sub_tenant_id: Header<Option<String>>,
         body: UncheckedJson<BatchCallRequest>,
     ) -> Result<Json<BatchAccepted>, ApiError> {
-        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let tenant_id = tenant_header("x-tenant-id", tenant_id.0, "Tenant ID is required")?;
         let sub_tenant_id = tenant_header(
             "x-sub-tenant-id",

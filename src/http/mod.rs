@@ -16,6 +16,7 @@ mod observe;
 mod rate_limit;
 mod raw_json;
 mod schema;
+mod security;
 pub mod serde_json_body;
 pub mod server;
 mod support;
@@ -134,19 +135,25 @@ pub fn openapi_json() -> String {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://spec-only.invalid/none")
         .expect("a static URL parses");
-    api_service(Arc::new(AppState::new(pool, None))).spec()
+    document(&api_service(Arc::new(AppState::new(pool, None))))
+}
+
+/// The document of `service`, with the security requirements it must state (see
+/// [`security`]).
+fn document(service: &OpenApiService<Apis, ()>) -> String {
+    security::require_partner_id_with_each_key(&service.spec())
 }
 
 /// The routes of the partner and support API (the probes included, for the spec). Served
 /// behind [`server::HttpServer`], which adds `/metrics`, JSON errors and request logging.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let service = api_service(state.clone());
-    let spec = service.spec();
+    let spec = document(&service);
     let docs = service.swagger_ui();
     Route::new()
         .nest("/", service)
         .nest("/docs", docs)
-        .nest("/support", support::routes(state))
+        .nest("/support", support::routes(state.clone()))
         .at(
             "/openapi.json",
             get(make_sync(move |_| {
@@ -156,6 +163,8 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             })),
         )
         .around(body_limit::limit_body)
+        // For the credential extractors (`auth::PartnerAuth`, `auth::AdminAuth`).
+        .data(state)
 }
 
 /// Sets `callingest_projection_parked_events`: events each projection has parked.

@@ -109,7 +109,7 @@ impl BatchAppender {
                 calls: outcomes,
             })),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
-            Err(e) => Err(IngestError::from_sqlx(e)),
+            Err(e) => Err(IngestError::from(e)),
         }
     }
 
@@ -123,7 +123,7 @@ impl BatchAppender {
         .bind(ids)
         .fetch_all(&self.pool)
         .await
-        .map_err(IngestError::from_sqlx)?;
+        .map_err(IngestError::from)?;
         let mut loaded: HashMap<String, Loaded> = HashMap::new();
         for (id, sequence, payload) in rows {
             let event: CallEvent =

@@ -63,23 +63,6 @@ fn store_error<E: std::error::Error + Send + Sync + 'static>(
         AggregateError::DatabaseConnectionError(e) => IngestError::Unavailable(e),
         // postgres-es reports a query cut by the server going away as an unexpected error: the
         // database error inside decides.
-        other if caused_by_unavailable_database(&other) => {
-            IngestError::Unavailable(Box::new(other))
-        }
-        other => IngestError::Store(Box::new(other)),
+        other => IngestError::classify(other),
     }
-}
-
-fn caused_by_unavailable_database(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(err) = source {
-        if err
-            .downcast_ref::<sqlx::Error>()
-            .is_some_and(crate::db::means_unavailable)
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }

@@ -73,12 +73,20 @@ pub enum IngestError {
 }
 
 impl IngestError {
-    fn from_sqlx(err: sqlx::Error) -> Self {
-        if crate::db::means_unavailable(&err) {
+    /// `Unavailable` when a database error in `err`'s chain says so (the one classifier,
+    /// [`crate::db::means_unavailable`]), `Store` otherwise.
+    fn classify(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if crate::error_chain::caused_by_unavailable_database(&err) {
             Self::Unavailable(Box::new(err))
         } else {
             Self::Store(Box::new(err))
         }
+    }
+}
+
+impl From<sqlx::Error> for IngestError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::classify(err)
     }
 }
 

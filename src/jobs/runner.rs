@@ -167,7 +167,7 @@ impl Runner {
                 Ok(JobOutcome::Processed) => continue,
                 Ok(JobOutcome::EmptyQueue) => None,
                 Err(err) => {
-                    tracing::error!(error = %crate::http::ErrorChain(&err), pool = self.queue.name, "job failed");
+                    tracing::error!(error = %crate::error_chain::ErrorChain(&err), pool = self.queue.name, "job failed");
                     Some(POLL_INTERVAL)
                 }
             };
@@ -286,7 +286,7 @@ impl Runner {
             }
         }
         if let Err(err) = &recorded {
-            tracing::warn!(error = %crate::http::ErrorChain(err), "could not record why the step stopped");
+            tracing::warn!(error = %crate::error_chain::ErrorChain(err), "could not record why the step stopped");
         }
         if why == GiveUp::Drained && !matches!(recorded, Err(JobError::LeaseLost { .. })) {
             claim::release(&self.pool, self.queue, &job.claim).await?;

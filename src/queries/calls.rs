@@ -39,6 +39,56 @@ impl CallStatus {
     }
 }
 
+/// Where the callback of a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize)]
+#[oai(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackStatus {
+    /// Due: the next attempt is scheduled.
+    Pending,
+    /// The callback URL answered 2xx.
+    Delivered,
+    /// Every attempt failed.
+    Abandoned,
+}
+
+/// Where the transcript of a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize)]
+#[oai(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum TranscriptionStatus {
+    /// Waiting for a transcription worker (also between attempts).
+    Pending,
+    Transcribing,
+    /// See `/calls/{call_id}/transcript`.
+    Available,
+    /// Transcription failed; the call completed without a transcript.
+    Unavailable,
+}
+
+impl CallbackStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl TranscriptionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Transcribing => "transcribing",
+            Self::Available => "available",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 // Listings answer it as `SerdeJson`: serde must write what `ToJSON` would (tested below).
 /// A call with its processing state, analytics and callback state.
 #[derive(Debug, Clone, Object, sqlx::FromRow, serde::Serialize)]
@@ -123,7 +173,7 @@ pub struct CallView {
     pub clipping_ratio: Option<f64>,
     /// `pending`, `delivered` or `abandoned`; none without a `callback_url`.
     #[oai(nullable)]
-    pub callback_status: Option<String>,
+    pub callback_status: Option<CallbackStatus>,
     pub callback_attempts: i32,
     #[oai(nullable)]
     pub callback_last_status_code: Option<i32>,
@@ -134,7 +184,7 @@ pub struct CallView {
     /// `unavailable` (transcription failed; the call completed without one); none when no
     /// transcript was due.
     #[oai(nullable)]
-    pub transcription_status: Option<String>,
+    pub transcription_status: Option<TranscriptionStatus>,
     pub transcription_attempts: i32,
     #[oai(nullable)]
     pub transcript_word_count: Option<i64>,
@@ -397,11 +447,11 @@ mod serialisation_tests {
             mean_dbfs: filled.then_some(-20.25),
             peak_dbfs: filled.then_some(-1e-9),
             clipping_ratio: filled.then_some(0.0),
-            callback_status: filled.then(|| "delivered".into()),
+            callback_status: filled.then_some(CallbackStatus::Delivered),
             callback_attempts: 1,
             callback_last_status_code: filled.then_some(200),
             callback_delivered_at: some("2024-05-01T12:31:03.000001Z"),
-            transcription_status: None,
+            transcription_status: filled.then_some(TranscriptionStatus::Available),
             transcription_attempts: 0,
             transcript_word_count: filled.then_some(12),
         }

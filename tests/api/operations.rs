@@ -1,4 +1,5 @@
 use serde_json::Value;
+use sqlx::ConnectOptions;
 
 use crate::helpers::{batch, item_with_id, spawn_app};
 
@@ -124,4 +125,44 @@ async fn metrics_count_requests_and_accepted_calls() {
             "{name} missing from /metrics:\n{metrics}"
         );
     }
+}
+
+/// `projections rebuild` says how far it is on stderr (events done of those in the log, rate,
+/// time left) and keeps stdout to its one JSON summary per projection.
+#[tokio::test]
+async fn rebuilding_a_projection_reports_progress_on_stderr() {
+    let app = spawn_app().await;
+    let items = (0..3)
+        .map(|n| item_with_id(&format!("rebuild-{n}")))
+        .collect();
+    assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+    let total = app.event_count().await;
+    assert!(total >= 3);
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
+        .args(["projections", "rebuild", "read_models"])
+        .env(
+            "DATABASE_URL",
+            app.pool.connect_options().to_url_lossy().to_string(),
+        )
+        .output()
+        .await
+        .expect("callingest runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let progress = stderr
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("read_models: "))
+        .unwrap_or_else(|| panic!("no progress line in {stderr:?}"));
+    let (done, rest) = progress["read_models: ".len()..]
+        .split_once('/')
+        .expect("done/total");
+    assert!(done.parse::<i64>().unwrap() <= total, "{progress}");
+    assert!(rest.starts_with(&format!("{total} events (")), "{progress}");
+    assert!(progress.contains(" events/s, about "), "{progress}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("one JSON line on stdout");
+    assert_eq!(summary["projection"], "read_models");
 }

@@ -15,7 +15,7 @@ use callingest_client::{Client, Error};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, test_processing, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, test_processing, TestApp, ADMIN_TOKEN};
 use crate::processing::RecordingServer;
 
 fn time(text: &str) -> DateTime<Utc> {
@@ -59,19 +59,21 @@ fn batch(calls: Vec<CallSubmission>) -> BatchCallRequest {
     BatchCallRequest { data: calls }
 }
 
-/// The client as a partner would build it, pointed at the test app.
+/// The client as a partner would build it, pointed at the test app: credentials given once.
 fn client(app: &TestApp) -> Client {
-    Client::new(&app.address)
+    client_of(app, &app.partner)
+}
+
+fn client_of(app: &TestApp, partner: &PartnerCredentials) -> Client {
+    callingest_client::partner_client(&app.address, &partner.partner_id, &partner.api_key)
+        .expect("credentials that are header values")
 }
 
 async fn submit(
     sdk: &Client,
-    partner: &PartnerCredentials,
     body: BatchCallRequest,
 ) -> Result<types::BatchAccepted, Error<types::ErrorBody>> {
     sdk.submit_batch_call()
-        .x_partner_id(&partner.partner_id)
-        .x_api_key(&partner.api_key)
         .x_tenant_id("tenant1")
         .x_sub_tenant_id("subtenant1")
         .body(body)
@@ -80,14 +82,8 @@ async fn submit(
         .map(|answer| answer.into_inner())
 }
 
-async fn get_call(
-    sdk: &Client,
-    partner: &PartnerCredentials,
-    call_id: &str,
-) -> Result<CallView, Error<types::ErrorBody>> {
+async fn get_call(sdk: &Client, call_id: &str) -> Result<CallView, Error<types::ErrorBody>> {
     sdk.get_call()
-        .x_partner_id(&partner.partner_id)
-        .x_api_key(&partner.api_key)
         .call_id(call_id)
         .send()
         .await
@@ -95,10 +91,10 @@ async fn get_call(
 }
 
 /// Polls `getCall` (bounded) until the call has finished, one way or the other.
-async fn until_finished(sdk: &Client, partner: &PartnerCredentials, call_id: &str) -> CallView {
+async fn until_finished(sdk: &Client, call_id: &str) -> CallView {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let call = get_call(sdk, partner, call_id).await;
+        let call = get_call(sdk, call_id).await;
         match call {
             Ok(call) if matches!(call.status, CallStatus::Completed | CallStatus::Failed) => {
                 return call
@@ -131,7 +127,6 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
     let app = spawn_app_with(Role::All, 600, test_processing()).await;
     let recordings = RecordingServer::start().await;
     let sdk = client(&app);
-    let partner = &app.partner;
 
     let mut call = submission("sdk-1", &recordings.url("/files/left-only.wav"));
     call.metadata = HashMap::from([
@@ -150,13 +145,13 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
     call.call
         .extra
         .insert("direction".to_owned(), json!("inbound"));
-    let accepted = submit(&sdk, partner, batch(vec![call])).await.unwrap();
+    let accepted = submit(&sdk, batch(vec![call])).await.unwrap();
     assert!(accepted.success);
     assert_eq!(accepted.calls.len(), 1);
     assert_eq!(accepted.calls[0].id, "sdk-1");
     assert_eq!(accepted.calls[0].status, CallReceiptStatus::Accepted);
 
-    let call = until_finished(&sdk, partner, "sdk-1").await;
+    let call = until_finished(&sdk, "sdk-1").await;
     assert_eq!(call.status, CallStatus::Completed, "{call:?}");
     assert_eq!(call.batch_id.to_string(), accepted.batch_id);
     assert_eq!(
@@ -177,8 +172,6 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
 
     let history = sdk
         .get_call_events()
-        .x_partner_id(&partner.partner_id)
-        .x_api_key(&partner.api_key)
         .call_id("sdk-1")
         .send()
         .await
@@ -220,8 +213,6 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
 
     let batch = sdk
         .get_batch()
-        .x_partner_id(&partner.partner_id)
-        .x_api_key(&partner.api_key)
         .batch_id(&accepted.batch_id)
         .send()
         .await
@@ -246,13 +237,9 @@ async fn resubmitting_a_call_through_the_client_answers_duplicate() {
     let app = spawn_app().await;
     let sdk = client(&app);
     let call = || submission("sdk-dup", "https://recordings.invalid/sdk-dup.mp3");
-    submit(&sdk, &app.partner, batch(vec![call()]))
-        .await
-        .unwrap();
+    submit(&sdk, batch(vec![call()])).await.unwrap();
 
-    let again = submit(&sdk, &app.partner, batch(vec![call()]))
-        .await
-        .unwrap();
+    let again = submit(&sdk, batch(vec![call()])).await.unwrap();
 
     assert_eq!(again.calls[0].status, CallReceiptStatus::Duplicate);
 }
@@ -261,26 +248,21 @@ async fn resubmitting_a_call_through_the_client_answers_duplicate() {
 async fn listing_with_a_small_limit_pages_through_every_call_exactly_once() {
     let app = spawn_app_with(Role::All, 600, test_processing()).await;
     let sdk = client(&app);
-    let partner = &app.partner;
     // A recording the server does not have: each call fails at once, all listing needs.
     let recordings = RecordingServer::start().await;
     let missing = recordings.url("/files/missing.wav");
     let ids: Vec<String> = (0..7).map(|n| format!("page-{n}")).collect();
     let calls = ids.iter().map(|id| submission(id, &missing)).collect();
-    submit(&sdk, partner, batch(calls)).await.unwrap();
+    submit(&sdk, batch(calls)).await.unwrap();
     for id in &ids {
-        until_finished(&sdk, partner, id).await;
+        until_finished(&sdk, id).await;
     }
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
     loop {
-        let mut request = sdk
-            .list_calls()
-            .x_partner_id(&partner.partner_id)
-            .x_api_key(&partner.api_key)
-            .limit(3);
+        let mut request = sdk.list_calls().limit(3);
         if let Some(cursor) = &cursor {
             request = request.cursor(cursor);
         }
@@ -304,8 +286,6 @@ async fn listing_with_a_small_limit_pages_through_every_call_exactly_once() {
     // Filters are typed too: every call failed, none completed.
     let completed = sdk
         .list_calls()
-        .x_partner_id(&partner.partner_id)
-        .x_api_key(&partner.api_key)
         .status(CallStatus::Completed)
         .send()
         .await
@@ -323,7 +303,7 @@ async fn a_batch_breaking_field_rules_is_a_typed_422_with_every_field_path() {
     call.call.end_time = time("2023-01-01T09:00:00Z");
     call.agent.email = Some("not-an-email".parse().unwrap());
 
-    let (status, body) = error_answer(submit(&sdk, &app.partner, batch(vec![call])).await);
+    let (status, body) = error_answer(submit(&sdk, batch(vec![call])).await);
 
     assert_eq!(status, 422);
     assert!(!body.success);
@@ -351,17 +331,16 @@ async fn a_batch_breaking_field_rules_is_a_typed_422_with_every_field_path() {
 #[tokio::test]
 async fn a_wrong_api_key_is_a_typed_403() {
     let app = spawn_app().await;
-    let sdk = client(&app);
     let mut partner = app.partner.clone();
     partner.api_key = "not-the-key".to_owned();
+    let sdk = client_of(&app, &partner);
 
     let submitted = submit(
         &sdk,
-        &partner,
         batch(vec![submission("k1", "https://recordings.invalid/k1.mp3")]),
     )
     .await;
-    let read = get_call(&sdk, &partner, "k1").await;
+    let read = get_call(&sdk, "k1").await;
 
     for (status, body) in [error_answer(submitted), error_answer(read)] {
         assert_eq!(status, 403);
@@ -375,20 +354,11 @@ async fn a_wrong_api_key_is_a_typed_403() {
 async fn an_unknown_call_or_batch_is_a_typed_404() {
     let app = spawn_app().await;
     let sdk = client(&app);
-    let partner = &app.partner;
 
-    let call = get_call(&sdk, partner, "never-sent").await;
-    let events = sdk
-        .get_call_events()
-        .x_partner_id(&partner.partner_id)
-        .x_api_key(&partner.api_key)
-        .call_id("never-sent")
-        .send()
-        .await;
+    let call = get_call(&sdk, "never-sent").await;
+    let events = sdk.get_call_events().call_id("never-sent").send().await;
     let batch = sdk
         .get_batch()
-        .x_partner_id(&partner.partner_id)
-        .x_api_key(&partner.api_key)
         .batch_id(uuid::Uuid::new_v4().to_string())
         .send()
         .await;
@@ -401,4 +371,115 @@ async fn an_unknown_call_or_batch_is_a_typed_404() {
         assert_eq!(status, 404);
         assert_eq!(body.message, "Not found");
     }
+}
+
+#[tokio::test]
+async fn support_staff_give_the_admin_token_once_for_several_operations() {
+    let app = spawn_app().await;
+    let support = callingest_client::admin_client(&app.address, ADMIN_TOKEN).unwrap();
+
+    let created = support
+        .create_partner()
+        .body(types::NewPartner {
+            id: "acme".parse().unwrap(),
+            name: None,
+            rate_limit_per_minute: None,
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let rotated = support
+        .rotate_partner_api_key()
+        .partner_id("acme")
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let found = support
+        .search_calls()
+        .partner_id("acme")
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(created.partner_id, "acme");
+    assert_ne!(rotated.api_key, created.api_key);
+    assert!(found.calls.is_empty() && found.next_cursor.is_none());
+    // The rotated key is the one that works, given once to the partner's client.
+    let acme = PartnerCredentials {
+        api_key: rotated.api_key,
+        ..created_credentials(created)
+    };
+    let call = submission("acme-1", "https://recordings.invalid/acme-1.mp3");
+    submit(&client_of(&app, &acme), batch(vec![call]))
+        .await
+        .unwrap();
+    // A client without the token is refused with the contract's 403, not a 401.
+    let stranger = callingest_client::admin_client(&app.address, "not-the-token").unwrap();
+    let (status, body) = error_answer(stranger.search_calls().send().await);
+    assert_eq!((status, body.message.as_str()), (403, "Forbidden"));
+}
+
+fn created_credentials(created: types::PartnerCredentialsBody) -> PartnerCredentials {
+    PartnerCredentials {
+        partner_id: created.partner_id,
+        api_key: created.api_key,
+        signing_secret: created.signing_secret,
+    }
+}
+
+/// The document declares the credentials once: partner operations need the partner id with
+/// either key, support operations the admin token, probes nothing; no operation lists the
+/// credentials as parameters of its own.
+#[tokio::test]
+async fn the_served_document_declares_the_credentials_as_security_schemes() {
+    let app = spawn_app().await;
+    let spec: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let schemes = &spec["components"]["securitySchemes"];
+    assert_eq!(
+        schemes["partnerId"],
+        json!({"type": "apiKey", "in": "header", "name": "x-partner-id",
+               "description": schemes["partnerId"]["description"]})
+    );
+    assert_eq!(schemes["apiKey"]["name"], "x-api-key");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["adminToken"]["scheme"], "bearer");
+    let partner = json!([{"partnerId": [], "apiKey": []}, {"partnerId": [], "bearer": []}]);
+    let admin = json!([{"adminToken": []}]);
+    let mut checked = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let expected = if path.starts_with("/api/v1/partner/") {
+                &partner
+            } else if path.starts_with("/api/v1/admin/") {
+                &admin
+            } else {
+                &serde_json::Value::Null
+            };
+            assert_eq!(&operation["security"], expected, "{method} {path}");
+            let parameters = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                parameters
+                    .iter()
+                    .all(|p| !["x-partner-id", "x-api-key"].contains(&p["name"].as_str().unwrap())),
+                "{method} {path} lists a credential as a parameter"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 14, "{checked} operations");
 }
