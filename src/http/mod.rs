@@ -19,6 +19,7 @@ mod schema;
 mod security;
 pub mod serde_json_body;
 pub mod server;
+mod status_schema;
 mod support;
 mod validation_gate;
 

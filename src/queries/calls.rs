@@ -39,9 +39,8 @@ impl CallStatus {
     }
 }
 
-/// Where the callback of a call is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize)]
-#[oai(rename_all = "lowercase")]
+/// Where the callback of a call is; none (null) for a call without a `callback_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum CallbackStatus {
@@ -53,9 +52,9 @@ pub enum CallbackStatus {
     Abandoned,
 }
 
-/// Where the transcript of a call is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize)]
-#[oai(rename_all = "lowercase")]
+/// Where the transcript of a call is; none (null) when no transcript was due (no engine
+/// configured, or the call failed before its analysis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum TranscriptionStatus {
@@ -69,6 +68,8 @@ pub enum TranscriptionStatus {
 }
 
 impl CallbackStatus {
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Delivered, Self::Abandoned];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -79,6 +80,13 @@ impl CallbackStatus {
 }
 
 impl TranscriptionStatus {
+    pub const ALL: [Self; 4] = [
+        Self::Pending,
+        Self::Transcribing,
+        Self::Available,
+        Self::Unavailable,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -171,7 +179,8 @@ pub struct CallView {
     /// Share of samples at full scale.
     #[oai(nullable)]
     pub clipping_ratio: Option<f64>,
-    /// `pending`, `delivered` or `abandoned`; none without a `callback_url`.
+    // Documented by its schema (`crate::http::status_schema`): a description here would make
+    // poem-openapi wrap it in an `allOf`.
     #[oai(nullable)]
     pub callback_status: Option<CallbackStatus>,
     pub callback_attempts: i32,
@@ -180,9 +189,7 @@ pub struct CallView {
     #[oai(nullable)]
     #[serde(serialize_with = "rfc3339::option")]
     pub callback_delivered_at: Option<DateTime<Utc>>,
-    /// `pending`, `transcribing`, `available` (see `/calls/{call_id}/transcript`) or
-    /// `unavailable` (transcription failed; the call completed without one); none when no
-    /// transcript was due.
+    // Documented by its schema, as `callback_status`.
     #[oai(nullable)]
     pub transcription_status: Option<TranscriptionStatus>,
     pub transcription_attempts: i32,
