@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use callingest_domain::call::call_aggregate_id;
+use callingest_domain::values::{CallId, PartnerId};
 use clap::{Parser, Subcommand};
 
 use crate::app::Application;
@@ -354,8 +356,12 @@ async fn print_history(
     call: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let events =
-        crate::queries::history::call_history(pool, &format!("{partner}:{call}"), true).await?;
+    // Ids no partner could have sent name no call.
+    let aggregate_id = match (PartnerId::parse(partner), CallId::parse(call)) {
+        (Ok(partner), Ok(call)) => call_aggregate_id(&partner, &call),
+        _ => anyhow::bail!("no call {call} of partner {partner}"),
+    };
+    let events = crate::queries::history::call_history(pool, &aggregate_id, true).await?;
     if events.is_empty() {
         anyhow::bail!("no call {call} of partner {partner}");
     }

@@ -11,7 +11,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::AdminAuth;
-use super::calls::{call_page, CallHistory, CallPage};
+use super::calls::{call_history_of, call_page, CallHistory, CallPage};
 use super::error::ApiError;
 use super::serde_json_body::SerdeJson;
 use super::{ApiTags, AppState};
@@ -19,7 +19,6 @@ use crate::callbacks::webhook_id;
 use crate::event_store::execute;
 use crate::partners::{self, PartnerCredentials};
 use crate::queries::calls::{CallFilter, CallStatus};
-use crate::queries::history;
 
 pub struct AdminApi {
     pub state: Arc<AppState>,
@@ -109,20 +108,8 @@ impl AdminApi {
         partner_id: Path<String>,
         call_id: Path<String>,
     ) -> Result<Json<CallHistory>, ApiError> {
-        let (Ok(partner), Ok(call)) = (PartnerId::parse(&partner_id.0), CallId::parse(&call_id.0))
-        else {
-            return Err(ApiError::not_found());
-        };
-        let events =
-            history::call_history(&self.state.pool, &call_aggregate_id(&partner, &call), true)
-                .await?;
-        if events.is_empty() {
-            return Err(ApiError::not_found());
-        }
-        Ok(Json(CallHistory {
-            call_id: call.to_string(),
-            events,
-        }))
+        let partner = PartnerId::parse(&partner_id.0).map_err(|_| ApiError::not_found())?;
+        call_history_of(&self.state.pool, &partner, &call_id.0, true).await
     }
 
     /// Search all calls

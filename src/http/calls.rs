@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use callingest_domain::call::call_aggregate_id;
-use callingest_domain::values::CallId;
+use callingest_domain::values::{CallId, PartnerId};
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -54,6 +54,26 @@ pub(super) async fn call_page(
     Ok(SerdeJson(CallPage {
         calls,
         next_cursor: next.map(|c| c.encode()),
+    }))
+}
+
+/// The events of `partner`'s call `call_id`, oldest first, with the metadata of the requests
+/// that wrote them for support only; 404 for a call with none (never sent, or another's).
+pub(super) async fn call_history_of(
+    pool: &sqlx::PgPool,
+    partner: &PartnerId,
+    call_id: &str,
+    with_metadata: bool,
+) -> Result<Json<CallHistory>, ApiError> {
+    let call = CallId::parse(call_id).map_err(|_| ApiError::not_found())?;
+    let events =
+        history::call_history(pool, &call_aggregate_id(partner, &call), with_metadata).await?;
+    if events.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(CallHistory {
+        call_id: call.to_string(),
+        events,
     }))
 }
 
@@ -179,20 +199,7 @@ impl CallsApi {
         /// Your call id.
         call_id: Path<String>,
     ) -> Result<Json<CallHistory>, ApiError> {
-        let id = CallId::parse(&call_id.0).map_err(|_| ApiError::not_found())?;
-        let events = history::call_history(
-            &self.state.pool,
-            &call_aggregate_id(&partner.id, &id),
-            false,
-        )
-        .await?;
-        if events.is_empty() {
-            return Err(ApiError::not_found());
-        }
-        Ok(Json(CallHistory {
-            call_id: id.to_string(),
-            events,
-        }))
+        call_history_of(&self.state.pool, &partner.id, &call_id.0, false).await
     }
 
     /// Get the transcript of one of your calls

@@ -1,6 +1,7 @@
 //! A call's transcript as the `transcript` and `transcript_segment` read models hold it.
 
-use callingest_domain::call::{Speaker, TranscriptProduced};
+use callingest_domain::call::{call_aggregate_id, Speaker, TranscriptProduced};
+use callingest_domain::values::{CallId, PartnerId};
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 use sqlx::PgPool;
@@ -86,12 +87,16 @@ pub async fn transcript_from_events(
     partner_id: &str,
     call_id: &str,
 ) -> Result<Option<TranscriptView>, sqlx::Error> {
+    let (Ok(partner_id), Ok(call_id)) = (PartnerId::parse(partner_id), CallId::parse(call_id))
+    else {
+        return Ok(None);
+    };
     let payload: Option<serde_json::Value> = sqlx::query_scalar(
         "select payload -> 'TranscriptProduced' from events
          where aggregate_type = 'Call' and aggregate_id = $1 and event_type = 'TranscriptProduced'
          order by sequence desc limit 1",
     )
-    .bind(format!("{partner_id}:{call_id}"))
+    .bind(call_aggregate_id(&partner_id, &call_id))
     .fetch_optional(pool)
     .await?;
     let Some(payload) = payload else {
@@ -100,7 +105,7 @@ pub async fn transcript_from_events(
     let produced: TranscriptProduced =
         serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Some(TranscriptView {
-        call_id: call_id.to_owned(),
+        call_id: call_id.to_string(),
         text: callingest_projections::transcripts::transcript_text(&produced),
         segments: produced
             .segments
