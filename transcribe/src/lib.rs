@@ -11,6 +11,7 @@
 //! is attributed to a speaker without diarisation.
 
 pub mod openai;
+mod pack;
 mod pcm;
 mod speech;
 mod wer;
