@@ -11,7 +11,6 @@
 //! is attributed to a speaker without diarisation.
 
 pub mod openai;
-mod pack;
 mod pcm;
 mod speech;
 mod wer;
