@@ -208,9 +208,10 @@ async fn a_silent_side_produces_no_segments() {
 #[tokio::test]
 async fn quantised_models_load_and_transcribe() {
     let dir = tempfile::tempdir().unwrap();
-    for weights in ["q8_0", "q5_1", "f16"] {
+    for weights in ["q8_0", "q5_1"] {
         let path = fetched_model(weights);
-        let engine = WhisperEngine::load(&path, 2).expect("model loads");
+        // One thread: the other tests of this binary run beside it on two cores.
+        let engine = WhisperEngine::load(&path, 1).expect("model loads");
         assert_eq!(engine.model(), format!("ggml-tiny.en-{weights}"));
         let mut total = 0.0;
         for sentence in &SENTENCES[..2] {
