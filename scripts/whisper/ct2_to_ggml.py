@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert a Whisper model from CTranslate2 format to a whisper.cpp ggml file.
 
-Usage: ct2_to_ggml.py MODEL_DIR OUT_FILE
+Usage: ct2_to_ggml.py MODEL_DIR OUT_FILE [f16|q8_0|q5_1]
 
 MODEL_DIR holds CTranslate2's `model.bin` (binary format version 6, spec `WhisperSpec`) and
 `vocabulary.txt` (one GPT-2 byte-level token per line). Needs Python 3.11 and numpy only.
@@ -15,6 +15,12 @@ Layout written, as whisper.cpp's `whisper_model_load` reads it (all little-endia
   i32 n_dims, i32 name length, i32 type (0 = f32, 1 = f16), i32 dims (innermost first),
   name bytes, data. whisper.cpp looks tensors up by name, so their order is free, but it
   checks each tensor's type and shape against what it allocated.
+
+Weight types (the last argument, default f16): `q8_0` and `q5_1` store the big matrices (every
+2-D weight and the token embedding) in ggml's 32-value blocks, as whisper.cpp's own `quantize`
+tool writes them; the conv kernels stay f16 and biases, norms and positional embeddings f32,
+which is what whisper.cpp's loader allocates for a quantised model. q8_0 halves the weights
+that every encoder and decoder step reads, which is most of the CPU time on a tiny model.
 """
 
 from __future__ import annotations
@@ -30,8 +36,22 @@ import numpy as np
 GGML_MAGIC = 0x67676D6C
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1
-# hparams.ftype: the type of the big weight matrices; 1 = all f16 (the usual "f16" model).
-GGML_FTYPE_F16 = 1
+GGML_TYPE_Q5_1 = 7
+GGML_TYPE_Q8_0 = 8
+# Values of ggml_type that may appear in a tensor header below.
+GGML_BLOCK_TYPES = (GGML_TYPE_Q5_1, GGML_TYPE_Q8_0)
+# Values per block for both block encodings.
+QK = 32
+# hparams.ftype: the type of the big weight matrices (ggml_ftype); 1 = all f16. Quantised
+# types are stored as ftype + GGML_QNT_VERSION * 1000, which whisper.cpp splits again.
+GGML_QNT_VERSION = 2
+GGML_QNT_VERSION_FACTOR = 1000
+# Weight type name → (ggml_type of the big matrices, hparams.ftype as stored).
+WEIGHT_TYPES = {
+    "f16": (GGML_TYPE_F16, 1),
+    "q8_0": (GGML_TYPE_Q8_0, 7 + GGML_QNT_VERSION * GGML_QNT_VERSION_FACTOR),
+    "q5_1": (GGML_TYPE_Q5_1, 9 + GGML_QNT_VERSION * GGML_QNT_VERSION_FACTOR),
+}
 
 CT2_SUPPORTED_VERSION = 6
 # CTranslate2's DataType enum, in its on-disk numbering.
@@ -353,7 +373,7 @@ def whisper_tensors(model: Ct2Model) -> list[tuple[str, np.ndarray, int]]:
     return t
 
 
-def hparams(model: Ct2Model) -> list[int]:
+def hparams(model: Ct2Model, weight_type: str = "f16") -> list[int]:
     """whisper.cpp's hparams, in file order, derived from the tensors themselves."""
     n_vocab, n_text_state = model["decoder/embeddings/weight"].shape
     n_audio_ctx, n_audio_state = model["encoder/position_encodings/encodings"].shape
@@ -370,30 +390,108 @@ def hparams(model: Ct2Model) -> list[int]:
         model.scalar("decoder/num_heads"),
         _count_layers(model, "decoder"),
         n_mels,
-        GGML_FTYPE_F16,
+        WEIGHT_TYPES[weight_type][1],
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# ggml block encodings (ggml-quants.c's reference quantisers, vectorised)
+
+
+def _blocks(array: np.ndarray) -> np.ndarray:
+    """The values as f32 rows of QK; ggml blocks run along the innermost dimension."""
+    x = np.ascontiguousarray(array, dtype="<f4")
+    if x.shape[-1] % QK:
+        raise ConversionError(f"rows of {x.shape[-1]} values do not split into blocks of {QK}")
+    return x.reshape(-1, QK)
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    # C's roundf, which ggml uses; numpy's round goes half to even.
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize_q8_0(array: np.ndarray) -> bytes:
+    """block_q8_0 per 32 values: f16 scale d = max|x| / 127, then 32 x int8 round(x / d)."""
+    x = _blocks(array)
+    d = np.abs(x).max(axis=1) / 127.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+    q = _round_half_away(x * inv[:, None]).astype(np.int8)
+    out = np.empty(len(x), dtype=[("d", "<f2"), ("qs", "i1", QK)])
+    out["d"], out["qs"] = d.astype("<f2"), q
+    return out.tobytes()
+
+
+def quantize_q5_1(array: np.ndarray) -> bytes:
+    """block_q5_1 per 32 values: f16 step d = (max - min) / 31 and f16 min m, then the 5-bit
+    codes round((x - m) / d): their fifth bits packed into a u32 (bit j for value j), their low
+    four bits two per byte (value j low nibble, value j + 16 high nibble)."""
+    x = _blocks(array)
+    lo, hi = x.min(axis=1), x.max(axis=1)
+    d = (hi - lo) / 31.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+    # (uint8_t)(v + 0.5f) in C: truncation of a non-negative value.
+    q = np.floor((x - lo[:, None]) * inv[:, None] + 0.5).astype(np.uint32)
+    qs = ((q[:, : QK // 2] & 0x0F) | ((q[:, QK // 2 :] & 0x0F) << 4)).astype(np.uint8)
+    qh = (((q >> 4) & 1) << np.arange(QK, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
+    out = np.empty(len(x), dtype=[("d", "<f2"), ("m", "<f2"), ("qh", "<u4"), ("qs", "u1", QK // 2)])
+    out["d"], out["m"], out["qh"], out["qs"] = d.astype("<f2"), lo.astype("<f2"), qh, qs
+    return out.tobytes()
+
+
+def dequantize(data: bytes, ggml_type: int) -> np.ndarray:
+    """Values of a block-encoded tensor, flat (for tests and checks)."""
+    if ggml_type == GGML_TYPE_Q8_0:
+        b = np.frombuffer(data, dtype=[("d", "<f2"), ("qs", "i1", QK)])
+        return (b["d"].astype(np.float32)[:, None] * b["qs"]).reshape(-1)
+    if ggml_type == GGML_TYPE_Q5_1:
+        b = np.frombuffer(data, dtype=[("d", "<f2"), ("m", "<f2"), ("qh", "<u4"), ("qs", "u1", QK // 2)])
+        low = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.uint32)
+        high = (b["qh"][:, None] >> np.arange(QK, dtype=np.uint32)) & 1
+        q = (low | (high << 4)).astype(np.float32)
+        return (b["d"].astype(np.float32)[:, None] * q + b["m"].astype(np.float32)[:, None]).reshape(-1)
+    raise ValueError(f"ggml type {ggml_type} is not a block encoding")
 
 
 # ---------------------------------------------------------------------------------------------
 # ggml writer
 
 
+def _encode(array: np.ndarray, ggml_type: int) -> bytes:
+    if ggml_type == GGML_TYPE_Q8_0:
+        return quantize_q8_0(array)
+    if ggml_type == GGML_TYPE_Q5_1:
+        return quantize_q5_1(array)
+    return np.ascontiguousarray(array, dtype="<f2" if ggml_type == GGML_TYPE_F16 else "<f4").tobytes()
+
+
 def _write_tensor(out: BinaryIO, name: str, array: np.ndarray, ggml_type: int) -> None:
-    data = np.ascontiguousarray(array, dtype="<f2" if ggml_type == GGML_TYPE_F16 else "<f4")
     encoded = name.encode("utf-8")
     # ggml lists dimensions innermost first: the reverse of numpy's C-order shape.
-    dims = list(reversed(data.shape))
+    dims = list(reversed(array.shape))
     out.write(struct.pack("<iii", len(dims), len(encoded), ggml_type))
     out.write(struct.pack(f"<{len(dims)}i", *dims))
     out.write(encoded)
-    out.write(data.tobytes())
+    out.write(_encode(array, ggml_type))
 
 
-def write_ggml(out: BinaryIO, model: Ct2Model, vocabulary: list[str]) -> int:
-    """Writes the ggml file; returns the number of tensors written."""
+def _weight_type(name: str, array: np.ndarray, ggml_type: int, weight_type: int) -> int:
+    """The type a tensor is stored in for a model of `weight_type`: whisper.cpp allocates its
+    2-D matrices in the model's weight type and keeps conv kernels f16 (they are 3-D)."""
+    if ggml_type == GGML_TYPE_F16 and array.ndim == 2:
+        return weight_type
+    return ggml_type
+
+
+def write_ggml(out: BinaryIO, model: Ct2Model, vocabulary: list[str], weight_type: str = "f16") -> int:
+    """Writes the ggml file with its big matrices in `weight_type` (a key of WEIGHT_TYPES);
+    returns the number of tensors written."""
     if model.spec != "WhisperSpec":
         raise ConversionError(f"model.bin holds a {model.spec}, not a WhisperSpec")
-    hp = hparams(model)
+    if weight_type not in WEIGHT_TYPES:
+        raise ConversionError(f"weight type {weight_type!r}, expected one of {', '.join(WEIGHT_TYPES)}")
+    matrix_type = WEIGHT_TYPES[weight_type][0]
+    hp = hparams(model, weight_type)
     n_mels = hp[9]
     out.write(struct.pack("<I", GGML_MAGIC))
     out.write(struct.pack("<11i", *hp))
@@ -412,25 +510,26 @@ def write_ggml(out: BinaryIO, model: Ct2Model, vocabulary: list[str]) -> int:
 
     tensors = whisper_tensors(model)
     for name, array, ggml_type in tensors:
-        _write_tensor(out, name, array, ggml_type)
+        _write_tensor(out, name, array, _weight_type(name, array, ggml_type, matrix_type))
     return len(tensors)
 
 
-def convert(model_dir: Path, out_path: Path) -> int:
+def convert(model_dir: Path, out_path: Path, weight_type: str = "f16") -> int:
     with open(model_dir / "model.bin", "rb") as f:
         model = read_ct2(f)
     vocabulary = read_vocabulary(model_dir / "vocabulary.txt")
     with open(out_path, "wb") as out:
-        return write_ggml(out, model, vocabulary)
+        return write_ggml(out, model, vocabulary, weight_type)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) not in (3, 4):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     model_dir, out_path = Path(argv[1]), Path(argv[2])
+    weight_type = argv[3] if len(argv) == 4 else "f16"
     try:
-        n = convert(model_dir, out_path)
+        n = convert(model_dir, out_path, weight_type)
     except (ConversionError, OSError) as e:
         print(f"ct2_to_ggml: {e}", file=sys.stderr)
         return 1

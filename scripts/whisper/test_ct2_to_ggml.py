@@ -135,14 +135,68 @@ def read_ggml(data: bytes):
         n_dims, name_len, ttype = struct.unpack("<iii", head)
         dims = u(f"{n_dims}i")
         name = f.read(name_len).decode()
-        dtype = "<f2" if ttype == 1 else "<f4"
         count = int(np.prod(dims))
-        arr = np.frombuffer(f.read(count * np.dtype(dtype).itemsize), dtype)
+        if ttype in conv.GGML_BLOCK_TYPES:
+            # ggml_type_size per block of 32 values: q8_0 34 bytes, q5_1 24.
+            block = {conv.GGML_TYPE_Q8_0: 34, conv.GGML_TYPE_Q5_1: 24}[ttype]
+            arr = conv.dequantize(f.read(count // 32 * block), ttype)
+        else:
+            dtype = "<f2" if ttype == 1 else "<f4"
+            arr = np.frombuffer(f.read(count * np.dtype(dtype).itemsize), dtype)
         tensors[name] = (ttype, dims, arr.reshape(tuple(reversed(dims))))
+    if f.read(1):
+        raise AssertionError("bytes left after the last tensor")
     return magic, hp, filters, tokens, tensors
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+class BlockEncodingTest(unittest.TestCase):
+    """The byte layouts of ggml-common.h and the rounding of ggml-quants.c's reference code."""
+
+    def test_q8_0_block_is_an_f16_scale_and_32_rounded_int8(self):
+        x = np.arange(32, dtype=np.float32) - 15.5  # -15.5 .. 15.5
+        data = conv.quantize_q8_0(x)
+        self.assertEqual(len(data), 34)
+        d = np.frombuffer(data[:2], "<f2")[0]
+        self.assertEqual(d, np.float16(15.5 / 127))
+        qs = np.frombuffer(data[2:], "i1")
+        # C's roundf: x / d = +-127 at the ends; halves round away from zero.
+        self.assertEqual(qs[0], -127)
+        self.assertEqual(qs[-1], 127)
+        expected = np.sign(x) * np.floor(np.abs(x * np.float32(127 / 15.5)) + 0.5)
+        np.testing.assert_array_equal(qs, expected.astype(np.int8))
+        np.testing.assert_allclose(conv.dequantize(data, conv.GGML_TYPE_Q8_0), x, atol=0.07)
+
+    def test_q8_0_of_zeros_decodes_to_zeros(self):
+        data = conv.quantize_q8_0(np.zeros(64, np.float32))
+        np.testing.assert_array_equal(conv.dequantize(data, conv.GGML_TYPE_Q8_0), np.zeros(64))
+
+    def test_q5_1_packs_low_nibbles_in_pairs_and_fifth_bits_in_a_word(self):
+        # Codes 0..31 exactly: min 0, step 1.
+        x = np.arange(32, dtype=np.float32)
+        data = conv.quantize_q5_1(x)
+        self.assertEqual(len(data), 24)
+        d, m = np.frombuffer(data[:4], "<f2")
+        self.assertEqual((d, m), (1.0, 0.0))
+        (qh,) = struct.unpack("<I", data[4:8])
+        # Values 16..31 have the fifth bit set: bits 16..31 of qh.
+        self.assertEqual(qh, 0xFFFF0000)
+        qs = np.frombuffer(data[8:], "u1")
+        # Byte j: value j in the low nibble, value j + 16 in the high one.
+        np.testing.assert_array_equal(qs, [j | (j << 4) for j in range(16)])
+        np.testing.assert_array_equal(conv.dequantize(data, conv.GGML_TYPE_Q5_1), x)
+
+    def test_q5_1_round_trip_stays_within_half_a_step(self):
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal(32 * 50).astype(np.float32)
+        back = conv.dequantize(conv.quantize_q5_1(x), conv.GGML_TYPE_Q5_1)
+        blocks = x.reshape(-1, 32)
+        step = (blocks.max(axis=1) - blocks.min(axis=1)) / 31
+        err = np.abs(back - x).reshape(-1, 32).max(axis=1)
+        # Half a step, plus the f16 rounding of min and step.
+        self.assertTrue(np.all(err <= step * 0.5 + np.abs(blocks).max(axis=1) * 2e-3))
 
 
 class MelFilterTest(unittest.TestCase):
@@ -266,11 +320,11 @@ class Ct2ReaderTest(unittest.TestCase):
 
 
 class ConversionTest(unittest.TestCase):
-    def convert(self, variables):
+    def convert(self, variables, weight_type="f16"):
         model = conv.read_ct2(io.BytesIO(write_ct2(variables)))
         vocab = [f"t{i}" for i in range(9)] + ["<|endoftext|>", "<|startoftranscript|>", "<|en|>"]
         out = io.BytesIO()
-        conv.write_ggml(out, model, vocab)
+        conv.write_ggml(out, model, vocab, weight_type)
         return read_ggml(out.getvalue())
 
     def test_synthetic_whisper_converts_to_the_layout_whisper_cpp_loads(self):
@@ -315,6 +369,38 @@ class ConversionTest(unittest.TestCase):
         np.testing.assert_array_equal(
             tensors["decoder.ln.weight"][2], v["decoder/layer_norm/gamma"].astype("<f4")
         )
+
+    def test_quantised_models_block_encode_the_matrices_only(self):
+        # Rows must hold whole blocks of 32 values: a 32-wide model.
+        v = synthetic_whisper(state=32)
+        for weight_type, ttype, ftype, tolerance in [
+            ("q8_0", conv.GGML_TYPE_Q8_0, 2007, 1 / 127),
+            ("q5_1", conv.GGML_TYPE_Q5_1, 2009, 1 / 31),
+        ]:
+            with self.subTest(weight_type):
+                _, hp, _, _, tensors = self.convert(v, weight_type)
+                self.assertEqual(hp[10], ftype)
+                for name, (t, dims, arr) in tensors.items():
+                    if name.startswith("encoder.conv") and name.endswith(".weight"):
+                        self.assertEqual(t, 1, name)  # whisper.cpp keeps conv kernels f16
+                    elif name.endswith(".weight") and arr.ndim == 2:
+                        self.assertEqual(t, ttype, name)
+                    else:
+                        self.assertEqual(t, 0, name)
+                q = tensors["decoder.blocks.1.mlp.0.weight"][2]
+                ref = v["decoder/layer_1/ffn/linear_0/weight"].astype(np.float32)
+                self.assertEqual(q.shape, ref.shape)
+                # Within one step of the block's scale, plus f16 rounding of the scale.
+                span = np.abs(ref).max() * 2
+                self.assertLess(np.abs(q - ref).max(), span * tolerance)
+
+    def test_rows_that_do_not_fill_blocks_are_refused(self):
+        with self.assertRaises(conv.ConversionError):
+            self.convert(synthetic_whisper(state=8), "q8_0")
+
+    def test_unknown_weight_types_are_refused(self):
+        with self.assertRaises(conv.ConversionError):
+            self.convert(synthetic_whisper(), "q3_k")
 
     def test_a_non_zero_key_bias_is_refused_rather_than_dropped(self):
         v = synthetic_whisper()

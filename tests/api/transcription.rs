@@ -405,7 +405,12 @@ mod with_whisper {
         assert_eq!(response.status(), 200);
         let transcript: Value = response.json().await.unwrap();
         assert_eq!(transcript["engine"], "whisper");
-        assert_eq!(transcript["model"], "ggml-tiny.en");
+        // The model is named after its file: ggml-tiny.en-q8_0 by default.
+        let model = speech::model_path();
+        assert_eq!(
+            transcript["model"].as_str(),
+            model.file_stem().and_then(|s| s.to_str())
+        );
         assert_eq!(transcript["language"], "en");
         assert_two_sided_transcript(&transcript);
         assert_eq!(call["transcript_word_count"], transcript["word_count"]);

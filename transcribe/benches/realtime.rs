@@ -1,22 +1,35 @@
-//! How much faster than real time Whisper tiny.en transcribes a two-speaker call on ONE thread.
+//! How much faster than real time Whisper tiny.en transcribes a call on ONE thread, and how
+//! well (WER per channel).
 //!
-//! Builds a 60 s stereo call from espeak-ng sentences (agent on the left, customer on the
-//! right, taking turns), transcribes it with the default engine settings and, for comparison,
-//! with full 30 s audio contexts, and prints wall time, × realtime and WER against the text.
+//! Calls, built from espeak-ng sentences (agent on the left, customer on the right, taking
+//! turns): `support` (60 s, the original benchmark call), `billing` (about a minute, other
+//! sentences), `long` (10 minutes, turns separated by realistic silences of 0.5-6 s), and
+//! `opening` (5.6 s mono clip speaking from its first sample). Every call is transcribed with
+//! the default engine settings and the variants asked for, timing decode + resample +
+//! transcription (what a worker spends between `TranscriptionStarted` and
+//! `TranscriptProduced`).
 //!
 //!     scripts/ensure-whisper-deps
-//!     CARGO_TARGET_DIR=... cargo bench -p callingest-transcribe --features whisper --bench realtime
+//!     /work/bin/cargo-slot --quiet bench -p callingest-transcribe --features whisper --bench realtime
 //!
-//! Model: `CALLINGEST_WHISPER_MODEL`, else fetched into target/whisper/ like the tests.
+//! Environment:
+//! - `CALLINGEST_WHISPER_MODEL`: the ggml file (else fetched into target/whisper/ like the
+//!   tests); `BENCH_MODELS`: several ggml files, comma-separated, benchmarked in turn.
+//! - `BENCH_CALLS`: calls to run, comma-separated (default `support,billing,long,opening`).
+//! - `BENCH_VARIANTS`: engine variants besides `default`, comma-separated: `full-ctx` (full
+//!   30 s audio contexts, as reference Whisper; slow). Default: none.
+//! - `BENCH_POOL=N`: also transcribe N copies of the first call as a pool would, for each
+//!   threads-per-call × calls-at-once setting that fits two cores, and print calls per minute.
+//! - `BENCH_VERBOSE=1` prints every segment.
+//! - `BENCH_AUDIO_DIR`: keep the calls there (`<call>.wav`) with `references.tsv` (call,
+//!   seconds, channel index, reference text), for scripts/bench-side-by-side.
 //!
-//! Measured (2-core VM, otherwise idle, 1 thread): default 5.9-6.0 s for the 60 s call =
-//! 10.0-10.1x realtime, WER 0.059; full 30 s audio contexts 30 s = 2.0x, WER 0.074. Tried and
-//! not adopted: flash attention (10.6x but WER 0.169); no temperature fallback (10.9x, same WER
-//! here, but loses whisper.cpp's recovery from repetition loops on hard audio).
+//! Figures: see README.md, "Transcription speed and accuracy".
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use callingest_audio::RecordingFormat;
@@ -24,11 +37,10 @@ use callingest_transcribe::whisper::WhisperEngine;
 use callingest_transcribe::{load_channels, word_error_rate, Speaker, Transcriber, SAMPLE_RATE};
 use common::{model_path, place, samples, speak, write_wav};
 
-const CALL_SECONDS: f64 = 60.0;
 const THREADS: usize = 1;
 
 /// Turns of a support call, agent first, alternating.
-const TURNS: &[&str] = &[
+const SUPPORT: &[&str] = &[
     "Good morning, thank you for calling the support line, my name is Sarah, how can I help?",
     "Hello, I am having trouble logging into my account since yesterday evening.",
     "I am sorry to hear that. Could you tell me the email address on the account?",
@@ -43,93 +55,267 @@ const TURNS: &[&str] = &[
     "Goodbye.",
 ];
 
-fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let total = samples(CALL_SECONDS);
-    let gap = samples(0.6);
+/// Turns of a billing call (different words and rhythm), agent first, alternating.
+const BILLING: &[&str] = &[
+    "Hi, you are through to billing, this is Mark speaking.",
+    "Hi Mark, my last invoice shows a charge I do not recognise.",
+    "Let me look into that for you. Which month is the invoice for?",
+    "It is the one from October, there is an extra forty dollars on it.",
+    "I see it. That is the installation fee for the second router you ordered.",
+    "Oh, I forgot about the router. Can the fee be split over three months?",
+    "Yes, I can spread it over your next three bills at no extra cost.",
+    "Perfect, please do that. Will I get a new invoice by email?",
+    "You will receive an updated invoice within two working days.",
+    "Thanks for sorting that out so quickly.",
+    "My pleasure. Is there anything else on your account I can check?",
+    "No, that is all for today, thank you.",
+];
+
+/// Speaks from the first sample: the words Whisper used to lose (issue 15).
+const OPENING: &str =
+    "hello this is a test call about pricing for the premium plan and the discount you offered";
+
+struct Call {
+    name: &'static str,
+    wav: PathBuf,
+    seconds: f64,
+    /// Reference text per speaker on the call.
+    references: Vec<(Speaker, String)>,
+}
+
+/// A stereo call of `seconds` from `turns` (repeated as needed), `gap(i)` seconds of silence
+/// after turn `i`.
+fn stereo_call(
+    name: &'static str,
+    dir: &Path,
+    turns: &[&str],
+    seconds: f64,
+    gap: impl Fn(usize) -> f64,
+) -> Call {
+    let total = samples(seconds);
     let mut left = vec![0.0f32; total];
     let mut right = vec![0.0f32; total];
-    let (mut agent_ref, mut customer_ref, mut all_ref) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut agent, mut customer) = (Vec::new(), Vec::new());
     let mut at = samples(0.5);
-    for (i, text) in TURNS.iter().cycle().enumerate() {
-        let clip = speak(text, dir.path());
+    for (i, text) in turns.iter().cycle().enumerate() {
+        let clip = speak(text, dir);
         if at + clip.len() + samples(0.5) > total {
             break;
         }
         let (plane, reference) = if i % 2 == 0 {
-            (&mut left, &mut agent_ref)
+            (&mut left, &mut agent)
         } else {
-            (&mut right, &mut customer_ref)
+            (&mut right, &mut customer)
         };
         place(plane, at, &clip);
         reference.push(*text);
-        all_ref.push(*text);
-        at += clip.len() + gap;
+        at += clip.len() + samples(gap(i));
     }
-    let wav = dir.path().join("call.wav");
+    let wav = dir.join(format!("{name}.wav"));
     write_wav(&wav, &[left, right]);
-    let audio_seconds = total as f64 / f64::from(SAMPLE_RATE);
-    println!(
-        "call: {audio_seconds:.1} s stereo, {} turns ({} words), threads: {THREADS}",
-        all_ref.len(),
-        all_ref
-            .iter()
-            .map(|t| t.split_whitespace().count())
-            .sum::<usize>()
-    );
+    Call {
+        name,
+        wav,
+        seconds: total as f64 / f64::from(SAMPLE_RATE),
+        references: vec![
+            (Speaker::Agent, agent.join(" ")),
+            (Speaker::Customer, customer.join(" ")),
+        ],
+    }
+}
 
-    let model = model_path();
-    let t0 = Instant::now();
-    let engine = WhisperEngine::load(&model, THREADS).expect("model loads");
-    println!(
-        "model load: {:.2} s ({})",
-        t0.elapsed().as_secs_f64(),
-        model.display()
-    );
+fn opening_call(dir: &Path) -> Call {
+    let clip = speak(OPENING, dir);
+    // Drop espeak-ng's few milliseconds of lead-in: speech from sample 0.
+    let first = clip.iter().position(|v| v.abs() > 1e-3).unwrap_or(0);
+    let clip = clip[first..].to_vec();
+    let wav = dir.join("opening.wav");
+    let seconds = clip.len() as f64 / f64::from(SAMPLE_RATE);
+    write_wav(&wav, &[clip]);
+    Call {
+        name: "opening",
+        wav,
+        seconds,
+        references: vec![(Speaker::Mono, OPENING.to_string())],
+    }
+}
+
+fn calls(dir: &Path) -> Vec<Call> {
+    let wanted = std::env::var("BENCH_CALLS").unwrap_or("support,billing,long,opening".into());
+    wanted
+        .split(',')
+        .map(|name| match name.trim() {
+            "support" => stereo_call("support", dir, SUPPORT, 60.0, |_| 0.6),
+            "billing" => stereo_call("billing", dir, BILLING, 62.0, |i| {
+                0.3 + (i % 3) as f64 * 0.4
+            }),
+            // Pauses of 0.5 to 6 s (thinking, looking things up, hold), deterministic.
+            "long" => stereo_call("long", dir, &[SUPPORT, BILLING].concat(), 600.0, |i| {
+                0.5 + ((i * 7919) % 23) as f64 / 4.0
+            }),
+            "opening" => opening_call(dir),
+            other => panic!("unknown call {other:?} in BENCH_CALLS"),
+        })
+        .collect()
+}
+
+fn variant(model: &Path, name: &str) -> WhisperEngine {
+    let engine = WhisperEngine::load(model, THREADS).expect("model loads");
+    match name {
+        "default" => engine,
+        "full-ctx" => engine.with_trimmed_audio_ctx(false),
+        other => panic!("unknown variant {other:?} in BENCH_VARIANTS"),
+    }
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("BENCH_AUDIO_DIR").map_or(tmp.path().to_path_buf(), PathBuf::from);
+    std::fs::create_dir_all(&dir).unwrap();
+    let calls = calls(&dir);
+    write_references(&dir, &calls);
+    let models: Vec<PathBuf> = match std::env::var("BENCH_MODELS") {
+        Ok(list) => list.split(',').map(PathBuf::from).collect(),
+        Err(_) => vec![model_path()],
+    };
+    let mut variants = vec!["default".to_string()];
+    if let Ok(list) = std::env::var("BENCH_VARIANTS") {
+        variants.extend(list.split(',').map(|v| v.trim().to_string()));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-
-    for (label, engine) in [
-        ("default (trimmed audio_ctx)", engine),
-        (
-            "full 30 s audio_ctx",
-            WhisperEngine::load(&model, THREADS)
-                .unwrap()
-                .with_trimmed_audio_ctx(false),
-        ),
-    ] {
+    println!("threads: {THREADS}");
+    for call in &calls {
+        let words: usize = call
+            .references
+            .iter()
+            .map(|(_, r)| r.split_whitespace().count())
+            .sum();
+        println!("call {}: {:.1} s, {words} words", call.name, call.seconds);
+    }
+    for model in &models {
         let t0 = Instant::now();
-        let channels = load_channels(&wav, RecordingFormat::Wav).unwrap();
-        let decode_s = t0.elapsed().as_secs_f64();
-        let t = rt
-            .block_on(engine.transcribe(channels))
-            .expect("transcribes");
-        let wall = t0.elapsed().as_secs_f64();
-        let side = |who: Speaker| {
-            t.segments
+        drop(WhisperEngine::load(model, THREADS).expect("model loads"));
+        println!(
+            "\nmodel {} (load {:.2} s)",
+            model.display(),
+            t0.elapsed().as_secs_f64()
+        );
+        for name in &variants {
+            let engine = variant(model, name);
+            for call in &calls {
+                run(&rt, &engine, name, call);
+            }
+        }
+        if let Some(n) = std::env::var("BENCH_POOL")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            for (threads, concurrency) in [(1, 1), (2, 1), (1, 2), (2, 2)] {
+                pool(model, &calls[0], n, threads, concurrency);
+            }
+        }
+    }
+}
+
+/// Transcribes `n` copies of `call`, `concurrency` at a time with `threads` each (what the
+/// service's pool does with CALLINGEST_WHISPER_THREADS and CALLINGEST_TRANSCRIBE_CONCURRENCY).
+fn pool(model: &Path, call: &Call, n: usize, threads: usize, concurrency: usize) {
+    let engine = std::sync::Arc::new(WhisperEngine::load(model, threads).expect("model loads"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    rt.block_on(async {
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut jobs = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (engine, permits, wav) = (engine.clone(), permits.clone(), call.wav.clone());
+            jobs.spawn(async move {
+                let _permit = permits.acquire_owned().await.unwrap();
+                let channels =
+                    tokio::task::spawn_blocking(move || load_channels(&wav, RecordingFormat::Wav))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                engine.transcribe(channels).await.expect("transcribes");
+            });
+        }
+        while let Some(done) = jobs.join_next().await {
+            done.unwrap();
+        }
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    println!(
+        "  pool: {n} x {} with {threads} thread(s) per call, {concurrency} at once: {wall:.1} s, \
+         {:.1} calls/minute, {:.0} call-minutes per hour",
+        call.name,
+        n as f64 * 60.0 / wall,
+        n as f64 * call.seconds * 60.0 / wall
+    );
+}
+
+/// `references.tsv`: one line per channel of every call.
+fn write_references(dir: &Path, calls: &[Call]) {
+    let mut tsv = String::new();
+    for call in calls {
+        for (i, (_, reference)) in call.references.iter().enumerate() {
+            tsv += &format!("{}\t{:.3}\t{i}\t{reference}\n", call.name, call.seconds);
+        }
+    }
+    std::fs::write(dir.join("references.tsv"), tsv).unwrap();
+}
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat: on a shared
+/// machine the CPU a call costs is steadier than its wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ, 100 on Linux
+}
+
+fn run(rt: &tokio::runtime::Runtime, engine: &WhisperEngine, variant: &str, call: &Call) {
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let channels = load_channels(&call.wav, RecordingFormat::Wav).unwrap();
+    let t = rt
+        .block_on(engine.transcribe(channels))
+        .expect("transcribes");
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let wers: Vec<String> = call
+        .references
+        .iter()
+        .map(|(who, reference)| {
+            let heard = t
+                .segments
                 .iter()
-                .filter(|s| s.channel == who)
+                .filter(|s| s.channel == *who)
                 .map(|s| s.text.as_str())
                 .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let wer_all = word_error_rate(&all_ref.join(" "), &t.text());
-        let wer_agent = word_error_rate(&agent_ref.join(" "), &side(Speaker::Agent));
-        let wer_customer = word_error_rate(&customer_ref.join(" "), &side(Speaker::Customer));
-        println!(
-            "{label}: {wall:.2} s wall (decode+resample {decode_s:.3} s), {:.1}x realtime, \
-             WER {wer_all:.3} (agent {wer_agent:.3}, customer {wer_customer:.3}), {} segments",
-            audio_seconds / wall,
-            t.segments.len()
-        );
-        if std::env::var_os("BENCH_VERBOSE").is_some() {
-            for s in &t.segments {
-                println!(
-                    "  {:?} {:>6}-{:>6} ms  {}",
-                    s.channel, s.start_ms, s.end_ms, s.text
-                );
-            }
+                .join(" ");
+            format!("{who:?} {:.3}", word_error_rate(reference, &heard))
+        })
+        .collect();
+    println!(
+        "  {variant:<12} {:<8} {wall:6.2} s {:6.1}x realtime (CPU {cpu:6.2} s, {:6.1}x)  WER {}  ({} segments)",
+        call.name,
+        call.seconds / wall,
+        call.seconds / cpu,
+        wers.join(", "),
+        t.segments.len()
+    );
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        for s in &t.segments {
+            println!(
+                "    {:?} {:>6}-{:>6} ms  {}",
+                s.channel, s.start_ms, s.end_ms, s.text
+            );
         }
     }
 }

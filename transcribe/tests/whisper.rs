@@ -13,7 +13,7 @@ use callingest_transcribe::whisper::WhisperEngine;
 use callingest_transcribe::{
     load_channels, word_error_rate, ChannelAudio, Speaker, Transcriber, Transcript,
 };
-use common::{model_path, noise, place, samples, speak, write_wav};
+use common::{fetched_model, model_path, noise, place, samples, speak, write_wav};
 
 /// Highest word error rate accepted on a clean synthetic sentence. Measured with tiny.en
 /// (converted by scripts/whisper/ct2_to_ggml.py) on these sentences: 0.154, 0.071, 0.0, 0.0
@@ -201,6 +201,38 @@ async fn a_silent_side_produces_no_segments() {
     .await;
     assert!(t.segments.is_empty(), "{:?}", t.segments);
     assert_eq!(t.word_count(), 0);
+}
+
+/// The block-encoded weights scripts/whisper/ct2_to_ggml.py writes load in whisper.cpp and
+/// transcribe as well as the published f16 ones (a wrong block layout gives noise: WER near 1).
+#[tokio::test]
+async fn quantised_models_load_and_transcribe() {
+    let dir = tempfile::tempdir().unwrap();
+    for weights in ["q8_0", "q5_1"] {
+        let path = fetched_model(weights);
+        // One thread: the other tests of this binary run beside it on two cores.
+        let engine = WhisperEngine::load(&path, 1).expect("model loads");
+        assert_eq!(engine.model(), format!("ggml-tiny.en-{weights}"));
+        let mut total = 0.0;
+        for sentence in &SENTENCES[..2] {
+            let t = engine
+                .transcribe(vec![ChannelAudio {
+                    speaker: Speaker::Mono,
+                    samples: speak(sentence, dir.path()),
+                }])
+                .await
+                .expect("transcription succeeds");
+            let wer = word_error_rate(sentence, &t.text());
+            eprintln!("{weights}: WER {wer:.3}: {}", t.text());
+            total += wer;
+        }
+        // Measured: q8_0 0.112 (as f16), q5_1 0.266 (5 bits lose words on a tiny model).
+        assert!(
+            total / 2.0 <= MAX_WER,
+            "{weights}: mean WER {:.3}",
+            total / 2.0
+        );
+    }
 }
 
 #[test]

