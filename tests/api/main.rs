@@ -8,6 +8,7 @@ mod callback_receiver;
 mod callbacks;
 mod contract_errors;
 mod crash;
+mod failover;
 mod fair_claims;
 mod fetch;
 mod fleet;
