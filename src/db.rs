@@ -8,6 +8,7 @@
 //! The URL may list several hosts (libpq's syntax, see [`target`]); the pool follows the one
 //! that matches `target_session_attrs` across failovers (see [`follower`]).
 
+pub mod derived;
 pub mod follower;
 pub mod session;
 pub mod target;

@@ -35,9 +35,7 @@ pub struct Follower {
     name: &'static str,
     target: Target,
     current: AtomicUsize,
-    started: Instant,
-    /// Milliseconds from `started` to the last switch of host, plus one (0: never switched).
-    switched_at: AtomicU64,
+    switched: SwitchClock,
     wake: Notify,
     last_state: Mutex<Option<NodeState>>,
 }
@@ -58,8 +56,7 @@ impl Follower {
             name,
             target,
             current: AtomicUsize::new(0),
-            started: Instant::now(),
-            switched_at: AtomicU64::new(0),
+            switched: SwitchClock::default(),
             wake: Notify::new(),
             last_state: Mutex::new(None),
         })
@@ -150,15 +147,7 @@ impl Follower {
     /// Whether a pooled connection of this age was opened before the last switch of host (so
     /// it may lead to the demoted node): the pool then closes it instead of handing it out.
     pub fn is_stale(&self, age: Duration) -> bool {
-        match self.switched_at.load(Ordering::Relaxed) {
-            0 => false,
-            at => {
-                age > self
-                    .started
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(at - 1))
-            }
-        }
+        self.switched.is_older(age)
     }
 
     /// The `after_connect` check of every new connection: one that does not match (the node
@@ -242,8 +231,7 @@ impl Follower {
     fn switch(&self, pool: &PgPool, before: usize, index: usize, state: NodeState) {
         pool.set_connect_options(self.target.hosts()[index].clone());
         self.use_host(index, state);
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        self.switched_at.store(now, Ordering::Relaxed);
+        self.switched.mark();
         metrics::counter!("callingest_database_failovers_total", "pool" => self.name).increment(1);
         tracing::warn!(
             pool = self.name,
@@ -265,10 +253,66 @@ impl Follower {
     }
 }
 
+/// When a pool last moved to another node, so connections opened before can be told apart by
+/// their age alone.
+pub struct SwitchClock {
+    started: Instant,
+    /// Milliseconds from `started` to the last switch, plus one (0: never switched).
+    at: AtomicU64,
+}
+
+impl Default for SwitchClock {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SwitchClock {
+    /// The pool moves now.
+    pub fn mark(&self) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.at.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether a connection of this age was opened before the last move.
+    pub fn is_older(&self, age: Duration) -> bool {
+        match self.at.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                age > self
+                    .started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1))
+            }
+        }
+    }
+}
+
 /// Connects to one host, asks its node, and closes.
 async fn probe(host: &PgConnectOptions) -> Result<NodeState, sqlx::Error> {
     let mut conn = PgConnection::connect_with(host).await?;
     let state = NodeState::of(&mut conn).await;
     let _ = conn.close().await;
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connections_opened_before_the_last_switch_are_older() {
+        let clock = SwitchClock::default();
+        assert!(!clock.is_older(Duration::from_secs(3600)), "never switched");
+        std::thread::sleep(Duration::from_millis(30));
+        clock.mark();
+        assert!(
+            clock.is_older(Duration::from_millis(200)),
+            "opened before the switch"
+        );
+        assert!(!clock.is_older(Duration::ZERO), "opened just now");
+    }
 }

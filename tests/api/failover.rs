@@ -7,7 +7,6 @@
 //! once, processed once, called back, and projected.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -265,47 +264,43 @@ impl Formation {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
 
-    async fn stop(mut self) {
+impl Drop for Formation {
+    /// A failed test still stops its keepers (which stop their PostgreSQL): killing the
+    /// spawned `runuser` would leave them running.
+    fn drop(&mut self) {
         for name in ["node2", "node1", "monitor"] {
             let pgdata = self.path(name);
-            let _ = self
-                .command([
+            let mut command = if self.as_postgres {
+                let mut command = std::process::Command::new("runuser");
+                command.args(["-u", "postgres", "--", "env"]);
+                command
+            } else {
+                std::process::Command::new("env")
+            };
+            let _ = command
+                .arg(format!("PATH={PG_BIN}:/usr/bin:/bin"))
+                .arg(format!("XDG_CONFIG_HOME={}", self.path("config")))
+                .arg(format!("XDG_DATA_HOME={}", self.path("data")))
+                .arg(format!("XDG_RUNTIME_DIR={}", self.path("run")))
+                .args([
                     self.pg_autoctl.as_str(),
                     "stop",
                     "--immediate",
                     "--pgdata",
                     &pgdata,
                 ])
-                .output()
-                .await;
-        }
-        for keeper in &mut self.keepers {
-            let _ = tokio::time::timeout(Duration::from_secs(10), keeper.wait()).await;
-        }
-    }
-}
-
-impl Drop for Formation {
-    /// A failed test still stops PostgreSQL (the keepers restart it if only they die).
-    fn drop(&mut self) {
-        for name in ["node2", "node1", "monitor"] {
-            let pgdata: PathBuf = self.dir.path().join(name);
-            if !Path::new(&pgdata).join("postmaster.pid").exists() {
-                continue;
-            }
-            let pg_ctl = format!("{PG_BIN}/pg_ctl");
-            let mut command = if self.as_postgres {
-                let mut command = std::process::Command::new("runuser");
-                command.args(["-u", "postgres", "--", &pg_ctl]);
-                command
-            } else {
-                std::process::Command::new(&pg_ctl)
-            };
-            let _ = command
-                .args(["stop", "-m", "immediate", "-D"])
-                .arg(&pgdata)
                 .output();
+        }
+        // Until the keepers are gone, PostgreSQL may still write into the directory.
+        for keeper in &mut self.keepers {
+            for _ in 0..100 {
+                if !matches!(keeper.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
@@ -556,5 +551,5 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
     );
     pool.close().await;
     drop(service);
-    formation.stop().await;
+    drop(formation);
 }
