@@ -19,6 +19,7 @@ mod idempotency;
 mod ingest;
 mod instances;
 mod log_secrecy;
+mod multi_host;
 mod operations;
 mod outage;
 mod parking;
