@@ -47,7 +47,8 @@ impl Application {
         let health = Arc::new(Health::starting(background));
         let http = HttpServer::start(config.listen, health.clone(), config.role.runs_api()).await?;
         tracing::info!(address = %http.address(), role = ?config.role, "callingest listening; preparing the database");
-        let pool = crate::db::prepare(&config.database).await?;
+        let database = crate::db::open(&config.database).await?;
+        let pool = database.pool;
         // The API is mounted before readiness turns green, so a load balancer that follows
         // `/readyz` never sends a request in between.
         if config.role.runs_api() {
@@ -56,6 +57,7 @@ impl Application {
                 .with_health(health.clone());
             http.serve_api(Arc::new(state));
         }
+        health.database_followed(database.follower);
         health.database_ready(pool.clone());
         Ok(Self {
             config: config.clone(),

@@ -4,18 +4,29 @@
 //! yet, restarting, refusing connections while it recovers), [`prepare`] retries with jittered
 //! exponential backoff up to `CALLINGEST_DB_CONNECT_DEADLINE_MS`. Errors that waiting cannot
 //! fix (a wrong password, a malformed URL, a broken migration) fail at once.
+//!
+//! The URL may list several hosts (libpq's syntax, see [`target`]); the pool follows the one
+//! that matches `target_session_attrs` across failovers (see [`follower`]).
 
-use std::sync::Mutex;
+pub mod derived;
+pub mod follower;
+pub mod session;
+pub mod target;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::migrate::MigrateError;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 use tokio_retry::strategy::{jitter, ExponentialBackoff};
 use tokio_retry::RetryIf;
 
 use crate::config::DatabaseConfig;
+use follower::Follower;
+use session::SessionAttrs;
+use target::Target;
 
 /// The migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -35,6 +46,8 @@ pub enum PrepareError {
     Connect(#[source] sqlx::Error),
     #[error("could not apply database migrations")]
     Migrate(#[source] MigrateError),
+    #[error("DATABASE_URL is not a valid PostgreSQL URL")]
+    Url(#[source] target::TargetError),
 }
 
 impl PrepareError {
@@ -44,7 +57,7 @@ impl PrepareError {
             Self::Create(err) | Self::Connect(err) => is_transient(err),
             Self::Migrate(MigrateError::Execute(err))
             | Self::Migrate(MigrateError::ExecuteMigration(err, _)) => is_transient(err),
-            Self::Migrate(_) => false,
+            Self::Migrate(_) | Self::Url(_) => false,
         }
     }
 }
@@ -59,8 +72,13 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P0x: shutting down / starting up / crashed;
             // 53300: too many connections; 3D000: the database does not exist (yet: the next
-            // attempt creates it).
-            code.starts_with("08") || code.starts_with("57P0") || code == "53300" || code == "3D000"
+            // attempt creates it); 25006: a write reached a read-only node (a primary demoted
+            // by a failover: the pool moves to the new one).
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "53300"
+                || code == "3D000"
+                || code == "25006"
         }),
         _ => false,
     }
@@ -86,17 +104,54 @@ pub fn startup_backoff() -> impl Iterator<Item = Duration> {
 /// manual step. Without the right to create databases this only logs and carries on; an
 /// unreachable server is an error (to retry).
 pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), PrepareError> {
-    use sqlx::migrate::MigrateDatabase;
-    let url = config.url.expose();
-    match sqlx::Postgres::database_exists(url).await {
+    let target = writer_target(config)?;
+    let Some(name) = target.database().map(str::to_owned) else {
+        return Ok(());
+    };
+    // Creating it needs the primary: asked through the server's maintenance database.
+    let maintenance = Follower::new(
+        "primary",
+        target.map_hosts(|host| host.database("postgres")),
+    );
+    let host = match maintenance.resolve().await {
+        Ok((index, _)) => maintenance.target().hosts()[index].clone(),
+        Err(err) if is_transient(&err) => return Err(PrepareError::Connect(err)),
+        Err(err) => {
+            // E.g. no right to the maintenance database: connecting to ours will tell.
+            tracing::warn!(error = %err, "could not check whether the database exists");
+            return Ok(());
+        }
+    };
+    let exists = |name: String| {
+        let host = host.clone();
+        async move {
+            let mut conn = sqlx::PgConnection::connect_with(&host).await?;
+            sqlx::query_scalar::<_, bool>(
+                "select exists (select 1 from pg_database where datname = $1)",
+            )
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+        }
+    };
+    match exists(name.clone()).await {
         Ok(true) => Ok(()),
         Ok(false) => {
             tracing::info!("database does not exist yet; creating it");
-            match sqlx::Postgres::create_database(url).await {
-                Ok(()) => Ok(()),
+            let created = async {
+                let mut conn = sqlx::PgConnection::connect_with(&host).await?;
+                sqlx::query(&format!(
+                    "create database \"{}\"",
+                    name.replace('"', "\"\"")
+                ))
+                .execute(&mut conn)
+                .await
+            };
+            match created.await {
+                Ok(_) => Ok(()),
                 // Another instance (or a command such as `partner create`) created it at the
                 // same moment: what we wanted.
-                Err(_) if matches!(sqlx::Postgres::database_exists(url).await, Ok(true)) => Ok(()),
+                Err(_) if matches!(exists(name).await, Ok(true)) => Ok(()),
                 Err(err) => Err(PrepareError::Create(err)),
             }
         }
@@ -108,9 +163,42 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), PrepareError
     }
 }
 
+/// `DATABASE_URL` read as a list of hosts. The writer wants a writable session: that is the
+/// default when the URL does not say, so a list of hosts always leads to the primary.
+fn writer_target(config: &DatabaseConfig) -> Result<Target, PrepareError> {
+    Target::parse(config.url.expose(), SessionAttrs::ReadWrite).map_err(PrepareError::Url)
+}
+
+/// A pool and the follower that keeps it on the right node.
+#[derive(Clone)]
+pub struct Database {
+    pub pool: PgPool,
+    pub follower: Arc<Follower>,
+}
+
 /// Makes sure the database exists, connects, and applies pending migrations, retrying while
 /// PostgreSQL cannot be reached, for up to `config.connect_deadline()`.
 pub async fn prepare(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    Ok(open(config).await?.pool)
+}
+
+/// [`prepare`], keeping the follower (for `/readyz`). Warns once when commits do not wait for
+/// a synchronous standby: then a 200 is durable on one machine only.
+pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Database> {
+    let database = prepare_retrying(config).await?;
+    let status = database.follower.status();
+    if let Some(state) = status.state.as_ref().filter(|s| !s.commits_synchronously()) {
+        tracing::warn!(
+            host = %status.host,
+            synchronous_commit = %state.synchronous_commit,
+            synchronous_standby_names = %state.synchronous_standby_names,
+            "commits do not wait for a synchronous standby: calls answered 200 may be lost if this database machine is lost (see README, HA PostgreSQL)"
+        );
+    }
+    Ok(database)
+}
+
+async fn prepare_retrying(config: &DatabaseConfig) -> anyhow::Result<Database> {
     let deadline = config.connect_deadline();
     let last_error: Mutex<Option<String>> = Mutex::default();
     let attempt = || async {
@@ -139,29 +227,58 @@ pub async fn prepare(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     }
 }
 
-async fn prepare_once(config: &DatabaseConfig) -> Result<PgPool, PrepareError> {
+async fn prepare_once(config: &DatabaseConfig) -> Result<Database, PrepareError> {
     ensure_database(config).await?;
-    let pool = connect_pool(config).await.map_err(PrepareError::Connect)?;
-    MIGRATOR.run(&pool).await.map_err(PrepareError::Migrate)?;
-    Ok(pool)
+    let database = connect_pool("primary", writer_target(config)?, config)
+        .await
+        .map_err(PrepareError::Connect)?;
+    if let Err(err) = MIGRATOR.run(&database.pool).await {
+        database.pool.close().await;
+        return Err(PrepareError::Migrate(err));
+    }
+    Ok(database)
 }
 
 /// The pool of the configured database, without retrying (the caller decides).
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    connect_pool(config)
+    let target = writer_target(config)?;
+    Ok(connect_pool("primary", target, config)
         .await
-        .context("could not connect to PostgreSQL")
+        .context("could not connect to PostgreSQL")?
+        .pool)
 }
 
-async fn connect_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = config.url.expose().parse()?;
+/// A pool on the first host of `target` that matches, following it across failovers: every new
+/// connection is checked, connections opened before a switch of host are dropped, and a task
+/// watches the node until the pool is closed.
+async fn connect_pool(
+    name: &'static str,
+    target: Target,
+    config: &DatabaseConfig,
+) -> Result<Database, sqlx::Error> {
     // A session left idle inside a transaction would hold back every reader of the event log.
-    let options = options.options([("idle_in_transaction_session_timeout", "60000")]);
-    PgPoolOptions::new()
+    let target =
+        target.map_hosts(|host| host.options([("idle_in_transaction_session_timeout", "60000")]));
+    let follower = Follower::new(name, target);
+    let (index, state) = follower.resolve().await?;
+    follower.use_host(index, state);
+    let checked = follower.clone();
+    let aged = follower.clone();
+    let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout())
-        .connect_with(options)
-        .await
+        .after_connect(move |conn, _| {
+            let follower = checked.clone();
+            Box::pin(async move { follower.check_new_session(conn).await })
+        })
+        .before_acquire(move |_, meta| {
+            let fresh = !aged.is_stale(meta.age);
+            Box::pin(async move { Ok(fresh) })
+        })
+        .connect_with(follower.current_options())
+        .await?;
+    follower.spawn_watch(pool.clone());
+    Ok(Database { pool, follower })
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
+use crate::db::follower::{Follower, NodeStatus};
+
 /// How long a readiness probe waits for the database to answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -70,6 +72,7 @@ impl Liveness {
 /// The probes' view of one instance.
 pub struct Health {
     pool: OnceLock<PgPool>,
+    follower: OnceLock<Arc<Follower>>,
     background: Option<Liveness>,
 }
 
@@ -91,6 +94,10 @@ pub enum NotReady {
     DatabaseSlow,
     #[error("not ready: the background work is not running")]
     BackgroundStopped,
+    #[error(
+        "not ready: the database node is not a writable primary (a failover may be under way)"
+    )]
+    NotPrimary,
 }
 
 impl Health {
@@ -99,6 +106,7 @@ impl Health {
     pub fn starting(background: Option<Liveness>) -> Self {
         Self {
             pool: OnceLock::new(),
+            follower: OnceLock::new(),
             background,
         }
     }
@@ -113,6 +121,16 @@ impl Health {
     /// The database is connected and migrated: from now on readiness pings it.
     pub fn database_ready(&self, pool: PgPool) {
         let _ = self.pool.set(pool);
+    }
+
+    /// The database is followed across failovers by `follower`: readiness reports its node.
+    pub fn database_followed(&self, follower: Arc<Follower>) {
+        let _ = self.follower.set(follower);
+    }
+
+    /// The node of the database and what it said at the last check, once connected.
+    pub fn database_node(&self) -> Option<NodeStatus> {
+        self.follower.get().map(|follower| follower.status())
     }
 
     /// The database, once connected and migrated.
@@ -135,6 +153,9 @@ impl Health {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => return Readiness::NotReady(NotReady::DatabaseUnreachable(err)),
             Err(_) => return Readiness::NotReady(NotReady::DatabaseSlow),
+        }
+        if self.database_node().is_some_and(|node| !node.matches) {
+            return Readiness::NotReady(NotReady::NotPrimary);
         }
         match &self.background {
             Some(liveness) if !liveness.is_alive() => {

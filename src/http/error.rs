@@ -93,10 +93,20 @@ pub enum ApiError {
     /// Something unexpected failed; details are only in the service's logs.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database is unreachable for now; try again shortly.
+    /// The database is unreachable for now (restarting, or a failover under way); try again
+    /// shortly.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before trying again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
+
+/// The `Retry-After` of a 503: long enough for the pool to find the database again (a new
+/// primary is usually found within seconds of a failover), short enough not to idle.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 
 impl ApiError {
     pub fn forbidden() -> Self {
@@ -179,17 +189,23 @@ impl ApiError {
 
     /// 503 when every turn of validation in this process stayed taken.
     pub fn busy() -> Self {
-        Self::Unavailable(body("Service temporarily unavailable, please retry"))
+        Self::Unavailable(
+            body("Service temporarily unavailable, please retry"),
+            UNAVAILABLE_RETRY_AFTER_SECS,
+        )
     }
 
     /// A 503 that says why, without logging (probes ask often, and expect it while starting).
     pub fn unavailable_because(message: impl Into<String>) -> Self {
-        Self::Unavailable(body(message))
+        Self::Unavailable(body(message), UNAVAILABLE_RETRY_AFTER_SECS)
     }
 
     pub fn unavailable(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::warn!(error = %ErrorChain(cause), "database unavailable");
-        Self::Unavailable(body("Service temporarily unavailable, please retry"))
+        Self::Unavailable(
+            body("Service temporarily unavailable, please retry"),
+            UNAVAILABLE_RETRY_AFTER_SECS,
+        )
     }
 }
 

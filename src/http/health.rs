@@ -18,6 +18,20 @@ pub struct HealthApi {
 pub struct HealthStatus {
     /// `ok` or `ready`.
     pub status: String,
+    /// On `/readyz`: the database node this instance writes to.
+    #[oai(skip_serializing_if_is_none)]
+    pub database: Option<DatabaseNode>,
+}
+
+/// What the database node said at its last check (once a second).
+#[derive(Object)]
+pub struct DatabaseNode {
+    /// The node is a primary (not in recovery).
+    pub primary: bool,
+    /// Commits wait for a synchronous standby (`synchronous_standby_names` set and
+    /// `synchronous_commit` `on`, `remote_write` or `remote_apply`): only then does a 200
+    /// survive the loss of the primary.
+    pub synchronous_commit: bool,
 }
 
 #[OpenApi(tag = "ApiTags::Operations")]
@@ -29,20 +43,30 @@ impl HealthApi {
     async fn healthz(&self) -> Json<HealthStatus> {
         Json(HealthStatus {
             status: "ok".into(),
+            database: None,
         })
     }
 
     /// Readiness: the instance can do its work
     ///
-    /// 200 when the database is connected, migrated and answers, and (for instances that run
-    /// workers) the background work is alive; 503 with the reason otherwise, e.g. while the
-    /// instance waits for its database at start-up.
+    /// 200 when the database is connected, migrated and answers, its node is the writable
+    /// primary, and (for instances that run workers) the background work is alive; 503 with
+    /// the reason otherwise, e.g. while the instance waits for its database at start-up or
+    /// follows a failover.
     #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
     async fn readyz(&self) -> Result<Json<HealthStatus>, ApiError> {
         match self.health.readiness().await {
-            Readiness::Ready => Ok(Json(HealthStatus {
-                status: "ready".into(),
-            })),
+            Readiness::Ready => {
+                Ok(Json(HealthStatus {
+                    status: "ready".into(),
+                    database: self.health.database_node().and_then(|node| node.state).map(
+                        |state| DatabaseNode {
+                            primary: !state.in_recovery,
+                            synchronous_commit: state.commits_synchronously(),
+                        },
+                    ),
+                }))
+            }
             // Logged: an outage of a running instance is worth a line.
             Readiness::NotReady(reason @ NotReady::DatabaseUnreachable(_)) => {
                 Err(ApiError::unavailable(&reason))

@@ -16,10 +16,10 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use super::error::ApiError;
+use crate::db::derived::DerivedPool;
 use crate::partners::Partner;
 
 /// Connections of the rate-limit pool: each statement holds one for well under a millisecond.
@@ -27,7 +27,7 @@ const POOL_CONNECTIONS: u32 = 4;
 
 /// The shared rate limits, reached through a pool of their own (see the module doc).
 pub struct PartnerRateLimits {
-    pool: PgPool,
+    pool: DerivedPool,
 }
 
 /// Why a request may not go ahead.
@@ -57,15 +57,11 @@ impl From<RateLimitRefusal> for ApiError {
 
 impl PartnerRateLimits {
     /// Limits kept in the database of `pool`, through a pool of the same settings with
-    /// `synchronous_commit = off`. Connects lazily.
+    /// `synchronous_commit = off` that follows `pool` across failovers. Connects lazily.
     pub fn new(pool: &PgPool) -> Self {
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("synchronous_commit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_CONNECTIONS)
-            .acquire_timeout(pool.options().get_acquire_timeout())
-            .connect_lazy_with(options);
+        let pool = DerivedPool::new(pool, POOL_CONNECTIONS, |options| {
+            options.options([("synchronous_commit", "off")])
+        });
         Self { pool }
     }
 
@@ -95,7 +91,7 @@ impl PartnerRateLimits {
         .bind(partner.id.as_str())
         .bind(interval_us)
         .bind(interval_us * i64::from(limit))
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool.pool())
         .await
         .map_err(RateLimitRefusal::Database)?;
         if allowed {
