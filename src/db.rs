@@ -204,7 +204,7 @@ async fn prepare_retrying(config: &DatabaseConfig) -> anyhow::Result<Database> {
     let attempt = || async {
         let result = prepare_once(config).await;
         if let Err(err) = &result {
-            let message = crate::http::ErrorChain(err).to_string();
+            let message = crate::error_chain::ErrorChain(err).to_string();
             if err.is_transient() {
                 metrics::counter!("callingest_database_connect_retries_total").increment(1);
                 tracing::warn!(error = %message, "database not ready yet; retrying");
