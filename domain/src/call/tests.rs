@@ -175,6 +175,8 @@ fn analytics() -> AudioAnalytics {
         mean_dbfs: Some(-20.0),
         peak_dbfs: Some(-12.0),
         clipping_ratio: 0.0,
+        detector_version: Some(2),
+        interaction: Default::default(),
     }
 }
 
@@ -387,7 +389,9 @@ fn an_analysis_needs_a_fetched_recording() {
 #[test]
 fn an_analysis_with_a_figure_that_is_not_a_finite_number_is_refused() {
     type Spoil = fn(&mut AudioAnalytics);
-    let cases: [(&str, Spoil); 6] = [
+    let cases: [(&str, Spoil); 8] = [
+        ("talk_ratio", |a| a.interaction.talk_ratio = Some(f64::NAN)),
+        ("interactivity", |a| a.interaction.interactivity = Some(f64::INFINITY)),
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::INFINITY)),
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::NAN)),
         ("peak_dbfs", |a| a.peak_dbfs = Some(f64::NEG_INFINITY)),
