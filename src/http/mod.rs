@@ -6,6 +6,7 @@ mod admin;
 mod admin_projections;
 mod auth;
 mod body_limit;
+mod agents;
 mod calls;
 mod client_addr;
 mod error;
@@ -99,6 +100,7 @@ enum ApiTags {
 type Apis = (
     ingest::IngestApi,
     calls::CallsApi,
+    agents::AgentsApi,
     admin::AdminApi,
     admin_projections::AdminProjectionsApi,
     health::HealthApi,
@@ -110,6 +112,9 @@ fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         calls::CallsApi {
+            state: state.clone(),
+        },
+        agents::AgentsApi {
             state: state.clone(),
         },
         admin::AdminApi {

@@ -15,6 +15,7 @@ mod fleet_rate_limit;
 mod hostile_bodies;
 mod hostile_recordings;
 mod idempotency;
+mod interaction;
 mod ingest;
 mod instances;
 mod log_secrecy;
@@ -30,6 +31,11 @@ mod startup;
 mod support_page;
 mod support_sign_in;
 mod transcription;
+
+/// Stereo calls with a known script of turns (espeak-ng): shared with the audio crate's
+/// accuracy test.
+#[path = "../../audio/tests/scripted_call/mod.rs"]
+mod scripted_call;
 
 /// Speech with known text (espeak-ng), WAV writing and the model: shared with the transcribe
 /// crate's own tests.
