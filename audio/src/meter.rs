@@ -13,8 +13,8 @@
 use callingest_domain::interaction::{Interaction, TurnTracker};
 
 use crate::samples::sanitize_sample;
-use crate::vad::{frame_len, mean_square_to_dbfs, Hangover, SpeechGate};
 pub(crate) use crate::vad::SILENCE_DBFS;
+use crate::vad::{frame_len, mean_square_to_dbfs, Hangover, SpeechGate};
 
 /// A sample at or above this magnitude counts as clipped (full scale).
 pub(crate) const CLIP_LEVEL: f32 = 0.999;

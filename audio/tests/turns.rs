@@ -14,7 +14,10 @@ fn a_scripted_stereo_call_measures_as_its_script() {
     let truth = call.truth();
     // The script is what the test says it is: 4 agent turns, 3 customer turns, and the
     // backchannel inside the agent's explanation is not a turn.
-    assert_eq!((truth.agent_turns, truth.customer_turns), (Some(4), Some(3)));
+    assert_eq!(
+        (truth.agent_turns, truth.customer_turns),
+        (Some(4), Some(3))
+    );
 
     let path = dir.path().join("call.wav");
     std::fs::write(&path, wav_bytes(&[&call.planes[0], &call.planes[1]])).unwrap();

@@ -4,9 +4,9 @@
 
 mod admin;
 mod admin_projections;
+mod agents;
 mod auth;
 mod body_limit;
-mod agents;
 mod calls;
 mod client_addr;
 mod error;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callingest_domain::call::{
-    Call, CallCommand, RetryPolicy, Stage, TranscriptDone, TranscriptSegment,
-    TranscriptionFailure,
+    Call, CallCommand, RetryPolicy, Stage, TranscriptDone, TranscriptSegment, TranscriptionFailure,
 };
 use callingest_transcribe::{Stop, TranscribeError, Transcriber};
 use chrono::{DateTime, Utc};

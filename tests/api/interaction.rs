@@ -32,7 +32,11 @@ fn file(Path(name): Path<String>, files: Data<&Files>) -> Response {
     let bytes = match name.as_str() {
         "stereo.wav" => files.stereo.as_ref().clone(),
         "mono.wav" => files.mono.as_ref().clone(),
-        _ => return Response::builder().status(poem::http::StatusCode::NOT_FOUND).finish(),
+        _ => {
+            return Response::builder()
+                .status(poem::http::StatusCode::NOT_FOUND)
+                .finish()
+        }
     };
     Response::builder().content_type("audio/wav").body(bytes)
 }
@@ -43,7 +47,10 @@ async fn serve(call: &ScriptedCall) -> String {
         stereo: std::sync::Arc::new(wav_bytes(&[&call.planes[0], &call.planes[1]])),
         mono: std::sync::Arc::new(wav_bytes(&[&call.mono()])),
     };
-    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
     let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
     tokio::spawn(
         Server::new_with_acceptor(acceptor).run(Route::new().at("/:name", get(file)).data(files)),
@@ -103,7 +110,10 @@ async fn a_scripted_call_reports_its_turns_in_the_callback_the_call_and_the_agen
     let reported = figures(results);
     assert_close(&reported, &truth);
     // No transcription engine: no transcript figures, and none invented.
-    assert!(results.get("agent_words_per_minute").is_none() || results["agent_words_per_minute"].is_null());
+    assert!(
+        results.get("agent_words_per_minute").is_none()
+            || results["agent_words_per_minute"].is_null()
+    );
 
     // The call as the partner reads it: the same figures.
     final_row(&app, "stereo").await;
@@ -128,14 +138,30 @@ async fn a_scripted_call_reports_its_turns_in_the_callback_the_call_and_the_agen
     assert_eq!(days.len(), 1, "{stats}");
     let day = &days[0];
     assert_eq!(day["day"], "2023-01-01");
-    assert_eq!((day["calls"].clone(), day["completed_calls"].clone()), (json!(2), json!(2)));
+    assert_eq!(
+        (day["calls"].clone(), day["completed_calls"].clone()),
+        (json!(2), json!(2))
+    );
     let close = |a: &Value, b: Option<f64>| (a.as_f64().unwrap() - b.unwrap()).abs() < 1e-9;
     assert!(close(&day["mean_talk_ratio"], reported.talk_ratio), "{day}");
-    assert!(close(&day["mean_interactivity"], reported.interactivity), "{day}");
-    assert_eq!(day["longest_monologue_ms"], json!(reported.longest_monologue_ms));
-    assert!(day["agent_words_per_minute"].is_null(), "no transcript: {day}");
+    assert!(
+        close(&day["mean_interactivity"], reported.interactivity),
+        "{day}"
+    );
+    assert_eq!(
+        day["longest_monologue_ms"],
+        json!(reported.longest_monologue_ms)
+    );
+    assert!(
+        day["agent_words_per_minute"].is_null(),
+        "no transcript: {day}"
+    );
     // Another agent, or a tenant the calls are not in, has nothing.
-    let other = get_json(&app, "/api/v1/partner/agents/agent999/stats?from=2023-01-01&to=2023-01-01").await;
+    let other = get_json(
+        &app,
+        "/api/v1/partner/agents/agent999/stats?from=2023-01-01&to=2023-01-01",
+    )
+    .await;
     assert_eq!(other["days"], json!([]));
     let tenant = get_json(
         &app,
@@ -163,7 +189,10 @@ async fn a_scripted_call_reports_its_turns_in_the_callback_the_call_and_the_agen
     assert_eq!(weekly.len(), 1);
     assert_eq!(weekly[0]["completed_calls"], 2);
     assert_eq!(weekly[0]["mean_talk_ratio"].as_f64(), Some(expected));
-    assert_eq!(weekly[0]["longest_monologue_ms"], json!(reported.longest_monologue_ms));
+    assert_eq!(
+        weekly[0]["longest_monologue_ms"],
+        json!(reported.longest_monologue_ms)
+    );
 }
 
 #[tokio::test]

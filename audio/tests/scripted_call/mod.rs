@@ -210,13 +210,20 @@ pub const RATIO_TOLERANCE: f64 = 0.05;
 /// ±250 ms, ratios ±0.05, turn counts exact, interactivity exact up to rounding.
 pub fn assert_close(measured: &Interaction, truth: &Interaction) {
     let ms = |name: &str, m: Option<u64>, t: Option<u64>| {
-        let (m, t) = (m.unwrap_or_else(|| panic!("{name} measured null")), t.unwrap());
+        let (m, t) = (
+            m.unwrap_or_else(|| panic!("{name} measured null")),
+            t.unwrap(),
+        );
         assert!(
             (m as i64 - t as i64).abs() <= DURATION_TOLERANCE_MS,
             "{name}: measured {m} ms, script {t} ms"
         );
     };
-    ms("longest_monologue_ms", measured.longest_monologue_ms, truth.longest_monologue_ms);
+    ms(
+        "longest_monologue_ms",
+        measured.longest_monologue_ms,
+        truth.longest_monologue_ms,
+    );
     ms(
         "longest_customer_story_ms",
         measured.longest_customer_story_ms,
@@ -224,10 +231,25 @@ pub fn assert_close(measured: &Interaction, truth: &Interaction) {
     );
     ms("patience_ms", measured.patience_ms, truth.patience_ms);
     assert_eq!(measured.agent_turns, truth.agent_turns, "agent_turns");
-    assert_eq!(measured.customer_turns, truth.customer_turns, "customer_turns");
-    assert_eq!(measured.patience_switches, truth.patience_switches, "patience_switches");
+    assert_eq!(
+        measured.customer_turns, truth.customer_turns,
+        "customer_turns"
+    );
+    assert_eq!(
+        measured.patience_switches, truth.patience_switches,
+        "patience_switches"
+    );
     let (m, t) = (measured.talk_ratio.unwrap(), truth.talk_ratio.unwrap());
-    assert!((m - t).abs() <= RATIO_TOLERANCE, "talk_ratio: measured {m}, script {t}");
-    let (m, t) = (measured.interactivity.unwrap(), truth.interactivity.unwrap());
-    assert!((m - t).abs() < 0.05, "interactivity: measured {m}, script {t}");
+    assert!(
+        (m - t).abs() <= RATIO_TOLERANCE,
+        "talk_ratio: measured {m}, script {t}"
+    );
+    let (m, t) = (
+        measured.interactivity.unwrap(),
+        truth.interactivity.unwrap(),
+    );
+    assert!(
+        (m - t).abs() < 0.05,
+        "interactivity: measured {m}, script {t}"
+    );
 }

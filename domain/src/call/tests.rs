@@ -391,7 +391,9 @@ fn an_analysis_with_a_figure_that_is_not_a_finite_number_is_refused() {
     type Spoil = fn(&mut AudioAnalytics);
     let cases: [(&str, Spoil); 8] = [
         ("talk_ratio", |a| a.interaction.talk_ratio = Some(f64::NAN)),
-        ("interactivity", |a| a.interaction.interactivity = Some(f64::INFINITY)),
+        ("interactivity", |a| {
+            a.interaction.interactivity = Some(f64::INFINITY)
+        }),
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::INFINITY)),
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::NAN)),
         ("peak_dbfs", |a| a.peak_dbfs = Some(f64::NEG_INFINITY)),

@@ -512,7 +512,8 @@ impl AgentDailyStatsRow {
         if let Some(ms) = c.longest_monologue_ms {
             self.longest_monologue_ms_sum += ms;
             self.longest_monologue_calls += 1;
-            self.longest_monologue_ms_max = Some(self.longest_monologue_ms_max.unwrap_or(0).max(ms));
+            self.longest_monologue_ms_max =
+                Some(self.longest_monologue_ms_max.unwrap_or(0).max(ms));
         }
         if let Some(ms) = c.longest_customer_story_ms {
             self.longest_customer_story_ms_sum += ms;
