@@ -516,6 +516,8 @@ fn completion() -> Vec<CallCommand> {
                 mean_dbfs: Some(-20.0),
                 peak_dbfs: Some(-6.0),
                 clipping_ratio: 0.0,
+                detector_version: Some(2),
+                interaction: Default::default(),
             },
             at: now,
         },

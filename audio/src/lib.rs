@@ -7,14 +7,12 @@
 //!
 //! # Talk and silence rule
 //!
-//! Channels 0 (left, agent) and 1 (right, customer) are cut into 20 ms frames. A frame is
-//! speech when its RMS level is above `max(-45 dBFS, noise floor + 12 dB)`; the noise floor is
-//! a per-channel running minimum of frame levels (starts at the first frame, drops at once to
-//! any quieter frame, otherwise rises 5 dB/s), so steady hum or line noise is not talk. Gaps of
-//! up to 300 ms between speech frames of a channel count as speech (pauses between syllables),
-//! but no hangover is added after the last speech frame. Talk time is speech frames × frame
-//! length; silence is where neither channel has speech; overlap is where both do. Further
-//! channels count towards the levels only.
+//! Channels 0 (left, agent) and 1 (right, customer) each go through the voice-activity
+//! detector of [`vad`] (20 ms frames, a learnt noise floor capped by a certain-speech level,
+//! 300 ms hangover between speech frames). Talk time is speech frames × frame length; silence
+//! is where neither channel has speech; overlap is where both do. Further channels count
+//! towards the levels only. In a stereo call the same frames feed the turn model of
+//! `callingest_domain::interaction` (turns, monologues, interactivity, patience).
 //!
 //! # Hostile samples
 //!
@@ -28,6 +26,7 @@ mod format;
 mod meter;
 mod samples;
 mod stop;
+pub mod vad;
 
 use std::path::Path;
 use std::time::Duration;
@@ -35,6 +34,7 @@ use std::time::Duration;
 pub use format::{identify, RecordingFormat};
 pub use samples::sanitize_sample;
 pub use stop::Stop;
+pub use vad::{speech_runs, VoiceActivityDetector, DETECTOR_VERSION};
 
 /// What [`analyze`] measured. Durations are in milliseconds of decoded audio, levels in dBFS
 /// (0 dBFS = digital full scale).
@@ -67,6 +67,11 @@ pub struct Analysis {
     pub peak_dbfs: f64,
     /// Fraction (0..=1) of all samples with |s| >= 0.999 of full scale.
     pub clipping_ratio: f64,
+    /// [`DETECTOR_VERSION`]: the rule talk times and turns were measured with.
+    pub detector_version: u32,
+    /// Turns, monologues, interactivity and patience of a stereo call (left = agent); every
+    /// figure `None` for mono, where one channel mixes both sides.
+    pub interaction: callingest_domain::interaction::Interaction,
 }
 
 /// Receives decoded audio block by block from [`decode`].
@@ -248,5 +253,7 @@ pub fn analyze_within(
         mean_dbfs: m.mean_dbfs,
         peak_dbfs: m.peak_dbfs,
         clipping_ratio: m.clipping_ratio,
+        detector_version: DETECTOR_VERSION,
+        interaction: m.interaction.clone(),
     })
 }

@@ -1,54 +1,23 @@
-//! Streaming level meter and talk detector.
+//! Streaming level meter, talk times and turns.
 //!
 //! Everything here is fed one decoded block at a time and keeps O(1) state per channel (plus a
 //! fixed-size hangover window), so memory stays bounded however long the call is.
 //!
-//! # Talk rule
-//!
-//! Each of the first two channels (0 = agent/left, 1 = customer/right) is cut into
-//! [`FRAME_MS`] frames. A frame is *speech* when its RMS level is above
-//! `max(`[`ABSOLUTE_THRESHOLD_DBFS`]`, noise_floor + `[`NOISE_MARGIN_DB`]`)`, where the noise
-//! floor is a running minimum of that channel's frame levels: it starts at the first frame's
-//! level, drops at once to any quieter frame and otherwise rises by [`FLOOR_RISE_DB_PER_S`], so
-//! steady line noise or hum is learnt as floor while the short dips between words keep the floor
-//! under speech. Gaps of at most [`HANGOVER_MS`] between two speech frames of a channel count as
-//! speech too (pauses between syllables and words must not fragment a turn); a trailing
-//! hangover is *not* added after the last speech frame, so a 2 s burst measures 2 s.
-//!
+//! Each of the first two channels (0 = agent/left, 1 = customer/right) goes through the
+//! voice-activity detector of [`crate::vad`] (same gate, same hangover as transcription uses).
 //! Talk time is the number of speech samples per channel, silence is where no tracked channel
-//! has speech, overlap is where both have. Channels beyond the second count towards the levels
-//! only.
+//! has speech, overlap is where both have; the settled frames of a stereo call also feed the
+//! turn model (`callingest_domain::interaction::TurnTracker`). Channels beyond the second count
+//! towards the levels only.
 
-use std::collections::VecDeque;
+use callingest_domain::interaction::{Interaction, TurnTracker};
 
 use crate::samples::sanitize_sample;
+pub(crate) use crate::vad::SILENCE_DBFS;
+use crate::vad::{frame_len, mean_square_to_dbfs, Hangover, SpeechGate};
 
-/// Analysis frame length. 20 ms is the usual speech-processing frame: long enough for a stable
-/// RMS, short enough that talk-time quantisation stays well under the tolerances that matter.
-pub(crate) const FRAME_MS: u32 = 20;
-/// Nothing quieter than this is speech, however quiet the line is.
-pub(crate) const ABSOLUTE_THRESHOLD_DBFS: f64 = -45.0;
-/// How far above the learnt noise floor a frame must be to be speech.
-pub(crate) const NOISE_MARGIN_DB: f64 = 12.0;
-/// How fast the noise floor creeps up when every frame is louder than it.
-pub(crate) const FLOOR_RISE_DB_PER_S: f64 = 5.0;
-/// Longest gap between speech frames that is still counted as talk.
-pub(crate) const HANGOVER_MS: u32 = 300;
-/// Level reported for digital silence instead of -inf.
-pub(crate) const SILENCE_DBFS: f64 = -120.0;
 /// A sample at or above this magnitude counts as clipped (full scale).
 pub(crate) const CLIP_LEVEL: f32 = 0.999;
-
-/// Converts a mean square to dBFS within [`SILENCE_DBFS`]..=0: digital silence (and, should
-/// one ever get here, NaN) is [`SILENCE_DBFS`], anything at or beyond full scale is 0. The
-/// result is always finite, so it can be stored and sent as JSON.
-pub(crate) fn mean_square_to_dbfs(ms: f64) -> f64 {
-    if ms > 0.0 {
-        (10.0 * ms.log10()).clamp(SILENCE_DBFS, 0.0)
-    } else {
-        SILENCE_DBFS
-    }
-}
 
 /// Sum of squares, peak magnitude and clipped-sample count of a block of samples.
 ///
@@ -87,32 +56,6 @@ fn block_stats(samples: &[f32]) -> (f64, f32, u64) {
     )
 }
 
-/// Per-channel running noise floor and the speech decision for one frame level.
-#[derive(Debug)]
-struct SpeechGate {
-    floor_db: Option<f64>,
-    rise_per_frame_db: f64,
-}
-
-impl SpeechGate {
-    fn new(frame_secs: f64) -> Self {
-        Self {
-            floor_db: None,
-            rise_per_frame_db: FLOOR_RISE_DB_PER_S * frame_secs,
-        }
-    }
-
-    fn is_speech(&mut self, level_db: f64) -> bool {
-        let floor = match self.floor_db {
-            Some(f) if level_db >= f => f + self.rise_per_frame_db,
-            _ => level_db,
-        }
-        .min(level_db);
-        self.floor_db = Some(floor);
-        level_db > ABSOLUTE_THRESHOLD_DBFS.max(floor + NOISE_MARGIN_DB)
-    }
-}
-
 /// Frame accumulator for one tracked (talker) channel.
 #[derive(Debug)]
 struct TalkerChannel {
@@ -124,68 +67,56 @@ struct TalkerChannel {
     gate: SpeechGate,
 }
 
-/// Turns per-frame speech masks into talk, overlap and silence totals, bridging short gaps.
-///
-/// Frames wait in `pending` until no later speech frame could still bridge a gap over them:
-/// a gap is at most `max_gap` frames long, so once `max_gap` newer frames exist a frame's
-/// status is final. That delay is the whole "look-ahead" and keeps memory fixed.
+/// Turns per-frame speech masks into talk, overlap and silence totals and turns, bridging
+/// short gaps ([`Hangover`]).
 #[derive(Debug)]
 struct Timeline {
+    hangover: Hangover,
+    totals: Totals,
+}
+
+#[derive(Debug)]
+struct Totals {
     talkers: usize,
-    max_gap: usize,
-    /// (speech mask, length in samples) of frames not yet final; bit c = channel c talking.
-    pending: VecDeque<(u8, u64)>,
-    next_index: u64,
-    last_speech: [Option<u64>; 2],
     talk: [u64; 2],
     overlap: u64,
     silence: u64,
     silence_run: u64,
     longest_silence: u64,
+    /// Stereo only: who holds the floor.
+    turns: Option<TurnTracker>,
 }
 
 impl Timeline {
-    fn new(talkers: usize, max_gap: usize) -> Self {
+    fn new(talkers: usize, sample_rate: u32) -> Self {
         Self {
-            talkers,
-            max_gap,
-            pending: VecDeque::with_capacity(max_gap + 1),
-            next_index: 0,
-            last_speech: [None; 2],
-            talk: [0; 2],
-            overlap: 0,
-            silence: 0,
-            silence_run: 0,
-            longest_silence: 0,
+            hangover: Hangover::new(talkers),
+            totals: Totals {
+                talkers,
+                talk: [0; 2],
+                overlap: 0,
+                silence: 0,
+                silence_run: 0,
+                longest_silence: 0,
+                turns: (talkers == 2).then(|| TurnTracker::new(sample_rate)),
+            },
         }
     }
 
     fn push(&mut self, mask: u8, len: u64) {
-        let idx = self.next_index;
-        // Index of pending[0]; every frame within `max_gap` of `idx` is still pending.
-        let first_pending = idx - self.pending.len() as u64;
-        for c in 0..self.talkers {
-            if mask & (1 << c) == 0 {
-                continue;
-            }
-            if let Some(last) = self.last_speech[c] {
-                let gap = idx - last - 1;
-                if gap > 0 && gap as usize <= self.max_gap {
-                    for j in last + 1..idx {
-                        self.pending[(j - first_pending) as usize].0 |= 1 << c;
-                    }
-                }
-            }
-            self.last_speech[c] = Some(idx);
-        }
-        self.pending.push_back((mask, len));
-        self.next_index += 1;
-        while self.pending.len() > self.max_gap {
-            let (mask, len) = self.pending.pop_front().expect("len checked");
-            self.settle(mask, len);
-        }
+        let totals = &mut self.totals;
+        self.hangover
+            .push(mask, len, &mut |mask, len| totals.settle(mask, len));
     }
 
+    fn finish(&mut self) {
+        let totals = &mut self.totals;
+        self.hangover
+            .finish(&mut |mask, len| totals.settle(mask, len));
+    }
+}
+
+impl Totals {
     fn settle(&mut self, mask: u8, len: u64) {
         for c in 0..self.talkers {
             if mask & (1 << c) != 0 {
@@ -202,11 +133,8 @@ impl Timeline {
         } else {
             self.silence_run = 0;
         }
-    }
-
-    fn finish(&mut self) {
-        while let Some((mask, len)) = self.pending.pop_front() {
-            self.settle(mask, len);
+        if let Some(turns) = &mut self.turns {
+            turns.push(mask & 1 != 0, mask & 2 != 0, len);
         }
     }
 }
@@ -226,6 +154,8 @@ pub(crate) struct Measurements {
     pub mean_dbfs: f64,
     pub peak_dbfs: f64,
     pub clipping_ratio: f64,
+    /// Turn-taking figures; all `None` unless the stream has two or more channels.
+    pub interaction: Interaction,
 }
 
 impl Measurements {
@@ -257,7 +187,7 @@ impl Meter {
             sample_rate > 0 && channels > 0,
             "meter needs a rate and channels"
         );
-        let frame_len = ((sample_rate as usize * FRAME_MS as usize) / 1000).max(1);
+        let frame_len = frame_len(sample_rate);
         let frame_secs = frame_len as f64 / f64::from(sample_rate);
         let n_talkers = channels.min(2);
         let talkers = (0..n_talkers)
@@ -273,7 +203,7 @@ impl Meter {
             channels,
             frame_len,
             talkers,
-            timeline: Timeline::new(n_talkers, (HANGOVER_MS / FRAME_MS) as usize),
+            timeline: Timeline::new(n_talkers, sample_rate),
             frames: 0,
             sum_sq: 0.0,
             peak: 0.0,
@@ -357,10 +287,16 @@ impl Meter {
             sample_rate: self.sample_rate,
             channels: self.channels as u16,
             frames: self.frames,
-            talk_samples: self.timeline.talk,
-            overlap_samples: self.timeline.overlap,
-            silence_samples: self.timeline.silence,
-            longest_silence_samples: self.timeline.longest_silence,
+            talk_samples: self.timeline.totals.talk,
+            overlap_samples: self.timeline.totals.overlap,
+            silence_samples: self.timeline.totals.silence,
+            longest_silence_samples: self.timeline.totals.longest_silence,
+            interaction: self
+                .timeline
+                .totals
+                .turns
+                .take()
+                .map_or_else(Interaction::default, TurnTracker::finish),
             mean_dbfs,
             peak_dbfs: mean_square_to_dbfs(f64::from(self.peak) * f64::from(self.peak)),
             clipping_ratio,

@@ -3,5 +3,6 @@
 
 pub mod batch;
 pub mod call;
+pub mod interaction;
 pub mod submission;
 pub mod values;

@@ -1,7 +1,7 @@
--- How much of the talking the agent does, on average, per agent (completed calls).
-select partner_id, agent_id, count(*) as calls,
-       round(avg(agent_talk_ms::numeric / nullif(agent_talk_ms + coalesce(customer_talk_ms, 0), 0)), 3)
-           as mean_agent_talk_ratio
+-- How much of the talking the agent does, on average, per agent (completed stereo calls; mono
+-- calls have no talk ratio: one channel cannot tell the sides apart).
+select partner_id, agent_id, count(talk_ratio) as calls,
+       round(avg(talk_ratio)::numeric, 3) as mean_agent_talk_ratio
 from call
 where status = 'completed'
 group by partner_id, agent_id

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_projections;
+mod agents;
 mod auth;
 mod body_limit;
 mod calls;
@@ -101,6 +102,7 @@ enum ApiTags {
 type Apis = (
     ingest::IngestApi,
     calls::CallsApi,
+    agents::AgentsApi,
     admin::AdminApi,
     admin_projections::AdminProjectionsApi,
     health::HealthApi,
@@ -112,6 +114,9 @@ fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         calls::CallsApi {
+            state: state.clone(),
+        },
+        agents::AgentsApi {
             state: state.clone(),
         },
         admin::AdminApi {

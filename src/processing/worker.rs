@@ -251,6 +251,8 @@ fn analytics(
                 mean_dbfs: Some(a.mean_dbfs),
                 peak_dbfs: Some(a.peak_dbfs),
                 clipping_ratio: a.clipping_ratio,
+                detector_version: Some(a.detector_version),
+                interaction: a.interaction,
             };
             match analytics.non_finite_figure() {
                 None => Ok(analytics),
@@ -353,6 +355,8 @@ mod tests {
             mean_dbfs,
             peak_dbfs: 0.0,
             clipping_ratio: 1.0,
+            detector_version: callingest_audio::DETECTOR_VERSION,
+            interaction: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::http::serde_json_body::rfc3339;
+use crate::queries::interaction::InteractionView;
 
 /// Where a call is.
 #[derive(
@@ -195,6 +196,11 @@ pub struct CallView {
     pub transcription_attempts: i32,
     #[oai(nullable)]
     pub transcript_word_count: Option<i64>,
+    /// Turn-taking and transcript figures.
+    #[oai(flatten)]
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub interaction: InteractionView,
 }
 
 const CALL_COLUMNS: &str = "call_id, partner_id, status, tenant_id, sub_tenant_id, batch_id,
@@ -204,7 +210,11 @@ const CALL_COLUMNS: &str = "call_id, partner_id, status, tenant_id, sub_tenant_i
     recording_duration_ms, sample_rate, channels, codec, agent_talk_ms, customer_talk_ms,
     silence_ratio, longest_silence_ms, overlap_ms, mean_dbfs, peak_dbfs, clipping_ratio,
     callback_status, callback_attempts, callback_last_status_code, callback_delivered_at,
-    transcription_status, transcription_attempts, transcript_word_count";
+    transcription_status, transcription_attempts, transcript_word_count, detector_version,
+    talk_ratio, longest_monologue_ms, longest_customer_story_ms, interactivity, patience_ms,
+    patience_switches, agent_turns, customer_turns, agent_words, customer_words,
+    agent_words_per_minute, customer_words_per_minute, agent_questions, customer_questions,
+    agent_word_share";
 
 pub async fn get_call(
     pool: &PgPool,
@@ -461,6 +471,11 @@ mod serialisation_tests {
             transcription_status: filled.then_some(TranscriptionStatus::Available),
             transcription_attempts: 0,
             transcript_word_count: filled.then_some(12),
+            interaction: InteractionView {
+                talk_ratio: filled.then_some(0.625),
+                agent_turns: filled.then_some(3),
+                ..Default::default()
+            },
         }
     }
 

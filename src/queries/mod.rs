@@ -3,4 +3,5 @@
 
 pub mod calls;
 pub mod history;
+pub mod interaction;
 pub mod transcripts;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callingest_domain::call::{
-    Call, CallCommand, RetryPolicy, Speaker, Stage, TranscriptDone, TranscriptSegment,
-    TranscriptionFailure,
+    Call, CallCommand, RetryPolicy, Stage, TranscriptDone, TranscriptSegment, TranscriptionFailure,
 };
 use callingest_transcribe::{Stop, TranscribeError, Transcriber};
 use chrono::{DateTime, Utc};
@@ -263,11 +262,7 @@ fn read_header(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
 
 fn segment(s: callingest_transcribe::Segment) -> TranscriptSegment {
     TranscriptSegment {
-        channel: match s.channel {
-            callingest_transcribe::Speaker::Agent => Speaker::Agent,
-            callingest_transcribe::Speaker::Customer => Speaker::Customer,
-            callingest_transcribe::Speaker::Mono => Speaker::Mono,
-        },
+        channel: s.channel,
         start_ms: s.start_ms,
         end_ms: s.end_ms,
         text: s.text,

@@ -517,7 +517,7 @@ fn app_database_url(name: &str) -> String {
     server.database(name).to_url_lossy().to_string()
 }
 
-const QUERIES: [(&str, &str); 5] = [
+const QUERIES: [(&str, &str); 6] = [
     (
         "1_failure_rate_per_tenant_per_day.sql",
         include_str!("../../projections/queries/1_failure_rate_per_tenant_per_day.sql"),
@@ -538,10 +538,14 @@ const QUERIES: [(&str, &str); 5] = [
         "5_silence_and_overlap_per_tenant.sql",
         include_str!("../../projections/queries/5_silence_and_overlap_per_tenant.sql"),
     ),
+    (
+        "6_agent_coaching_per_week.sql",
+        include_str!("../../projections/queries/6_agent_coaching_per_week.sql"),
+    ),
 ];
 
 /// Runs `sql` as the analyst role and returns the rows as JSON objects.
-async fn as_analyst(app: &TestApp, sql: &str) -> Result<Vec<Value>, sqlx::Error> {
+pub async fn as_analyst(app: &TestApp, sql: &str) -> Result<Vec<Value>, sqlx::Error> {
     let mut tx = app.pool.begin().await?;
     sqlx::query("set local role callingest_analyst")
         .execute(&mut *tx)

@@ -248,6 +248,8 @@ async fn a_transcript_is_served_from_its_event_before_the_projection_has_it() {
         mean_dbfs: Some(-20.0),
         peak_dbfs: Some(-3.0),
         clipping_ratio: 0.0,
+        detector_version: Some(2),
+        interaction: Default::default(),
     };
     let analysed = CallCommand::RecordAnalysis {
         analytics,

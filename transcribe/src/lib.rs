@@ -25,17 +25,9 @@ pub use wer::word_error_rate;
 /// Sample rate of [`ChannelAudio::samples`], in Hz (Whisper's input rate).
 pub const SAMPLE_RATE: u32 = 16_000;
 
-/// Who is talking on a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Speaker {
-    /// Left channel of a stereo recording.
-    Agent,
-    /// Right channel of a stereo recording.
-    Customer,
-    /// The only channel of a mono recording (both parties mixed).
-    Mono,
-}
+/// Who is talking on a channel: the domain's one `Speaker` (left = agent, right = customer,
+/// mono = both mixed), so segments need no translation on their way into events.
+pub use callingest_domain::call::Speaker;
 
 /// One channel of a call, 16 kHz mono f32 in -1..1.
 pub struct ChannelAudio {

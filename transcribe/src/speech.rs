@@ -1,73 +1,52 @@
-//! Where on a channel someone is talking, by energy.
+//! Where on a channel someone is talking, for the engines.
 //!
 //! Whisper invents text for audio without speech ("Thank you.", "you"), and in a stereo call
 //! each side is silent about half the time. Engines therefore only get the stretches found here:
 //! a side with no speech produces no segments at all, and no model time is spent on silence.
 //!
-//! Rule: 20 ms frames; a frame is speech when its RMS level is above
-//! `max(`[`ABSOLUTE_THRESHOLD_DBFS`]`, noise floor + `[`NOISE_MARGIN_DB`]`)`, the noise floor being
-//! the [`FLOOR_PERCENTILE`] of the channel's frame levels (steady hiss or hum is floor, not
-//! talk). Speech frames less than [`MERGE_GAP_MS`] apart join one span, so a turn with pauses
-//! between words stays whole; spans get [`PAD_MS`] on each side for soft word edges, and spans
-//! with less than [`MIN_SPEECH_MS`] of speech frames (clicks, a cough) are dropped.
+//! Talk is found by the same voice-activity detector that measures talk time and turns
+//! ([`callingest_audio::vad`]), so what is transcribed is what was counted as talk. This module
+//! only shapes its runs for an engine: runs less than [`MERGE_GAP_MS`] apart join one span (a
+//! turn with pauses stays one piece of context), spans with less than [`MIN_SPEECH_MS`] of talk
+//! (clicks, a cough) are dropped, and the rest get [`PAD_MS`] on each side for soft word edges.
 
 use std::ops::Range;
 
 use crate::SAMPLE_RATE;
 
-const FRAME_MS: usize = 20;
-/// Nothing quieter is speech, however quiet the line (the same level the audio crate's talk
-/// meter uses).
-pub const ABSOLUTE_THRESHOLD_DBFS: f32 = -45.0;
-/// How far above the noise floor a frame must be.
-pub const NOISE_MARGIN_DB: f32 = 12.0;
-/// Percentile of frame levels taken as the noise floor. Speech has pauses between words and
-/// turns, so the quietest tenth of a channel is line noise even on a talkative side.
-pub const FLOOR_PERCENTILE: f32 = 0.10;
-/// Speech frames closer than this are one span.
+/// Runs of talk closer than this are one span.
 pub const MERGE_GAP_MS: usize = 800;
 /// Context kept before and after each span.
 pub const PAD_MS: usize = 250;
 /// Less speech than this in a span is not worth transcribing.
 pub const MIN_SPEECH_MS: usize = 120;
 
-const FRAME: usize = SAMPLE_RATE as usize * FRAME_MS / 1000;
+const fn samples(ms: usize) -> usize {
+    ms * SAMPLE_RATE as usize / 1000
+}
 
 /// Sample ranges of `samples` (16 kHz) that hold speech, sorted and non-overlapping.
-pub fn speech_spans(samples: &[f32]) -> Vec<Range<usize>> {
-    let levels: Vec<f32> = samples.chunks(FRAME).map(frame_dbfs).collect();
-    if levels.is_empty() {
-        return Vec::new();
-    }
-    let mut sorted = levels.clone();
-    sorted.sort_by(f32::total_cmp);
-    let floor = sorted[((sorted.len() - 1) as f32 * FLOOR_PERCENTILE) as usize];
-    let threshold = ABSOLUTE_THRESHOLD_DBFS.max(floor + NOISE_MARGIN_DB);
-
-    let merge_gap = MERGE_GAP_MS / FRAME_MS;
-    // (first frame, last frame, speech frames) of each span.
-    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
-    for (i, &level) in levels.iter().enumerate() {
-        if level <= threshold {
-            continue;
-        }
-        match spans.last_mut() {
-            Some((_, last, count)) if i - *last <= merge_gap => {
-                *last = i;
-                *count += 1;
+pub fn speech_spans(samples_16k: &[f32]) -> Vec<Range<usize>> {
+    let runs = callingest_audio::speech_runs(samples_16k, SAMPLE_RATE);
+    // (span, speech samples in it) after merging close runs.
+    let mut merged: Vec<(Range<usize>, usize)> = Vec::new();
+    for run in runs {
+        let len = run.len();
+        match merged.last_mut() {
+            Some((span, speech)) if run.start - span.end < samples(MERGE_GAP_MS) => {
+                span.end = run.end;
+                *speech += len;
             }
-            _ => spans.push((i, i, 1)),
+            _ => merged.push((run, len)),
         }
     }
-
-    let pad = PAD_MS * SAMPLE_RATE as usize / 1000;
     let mut out: Vec<Range<usize>> = Vec::new();
-    for (first, last, count) in spans {
-        if count * FRAME_MS < MIN_SPEECH_MS {
+    for (span, speech) in merged {
+        if speech < samples(MIN_SPEECH_MS) {
             continue;
         }
-        let start = (first * FRAME).saturating_sub(pad);
-        let end = ((last + 1) * FRAME + pad).min(samples.len());
+        let start = span.start.saturating_sub(samples(PAD_MS));
+        let end = (span.end + samples(PAD_MS)).min(samples_16k.len());
         match out.last_mut() {
             // Padding can make neighbours touch; keep the ranges disjoint.
             Some(prev) if start <= prev.end => prev.end = end,
@@ -75,15 +54,6 @@ pub fn speech_spans(samples: &[f32]) -> Vec<Range<usize>> {
         }
     }
     out
-}
-
-fn frame_dbfs(frame: &[f32]) -> f32 {
-    let ms = frame.iter().map(|v| v * v).sum::<f32>() / frame.len() as f32;
-    if ms > 0.0 {
-        (10.0 * ms.log10()).max(-120.0)
-    } else {
-        -120.0
-    }
 }
 
 #[cfg(test)]
@@ -156,6 +126,14 @@ mod tests {
             *v = 0.5;
         }
         assert!(speech_spans(&x).is_empty());
+    }
+
+    #[test]
+    fn speech_from_the_first_sample_and_without_pauses_is_found() {
+        // Issue 15: the opening words were lost when the clip began with speech. A 12 s clip
+        // that is speech from its first sample to its last is one span, whole.
+        let x = clip(12.0, &[(0.0, 12.0)], |_| 0.0);
+        assert_eq!(speech_spans(&x), vec![0..x.len()]);
     }
 
     #[test]

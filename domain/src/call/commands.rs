@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::interaction::Interaction;
 use crate::submission::NewCall;
 use crate::values::{PartnerId, TenantId};
 
@@ -211,6 +212,14 @@ pub struct AudioAnalytics {
     pub peak_dbfs: Option<f64>,
     /// Share of samples at full scale.
     pub clipping_ratio: f64,
+    /// Version of the voice-activity detector that measured the talk times and turns
+    /// (`callingest_audio::DETECTOR_VERSION`); `None` in events recorded before version 2,
+    /// whose talk times came from the meter's earlier rule.
+    #[serde(default)]
+    pub detector_version: Option<u32>,
+    /// Turn-taking figures (all `None` for mono and in events recorded before them).
+    #[serde(flatten)]
+    pub interaction: Interaction,
 }
 
 impl AudioAnalytics {
@@ -228,5 +237,6 @@ impl AudioAnalytics {
         .into_iter()
         .find(|(_, figure)| figure.is_some_and(|f| !f.is_finite()))
         .map(|(name, _)| name)
+        .or_else(|| self.interaction.non_finite_figure())
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::commands::{AudioAnalytics, TranscriptSegment};
+use crate::interaction::TranscriptFigures;
 use crate::submission::NewCall;
 use crate::values::{PartnerId, TenantId};
 
@@ -122,6 +123,9 @@ pub struct TranscriptProduced {
     pub word_count: u64,
     pub segments: Vec<TranscriptSegment>,
     pub produced_at: DateTime<Utc>,
+    /// Words, pace and questions per side (all `None` for mono and before version 2).
+    #[serde(flatten)]
+    pub figures: TranscriptFigures,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,7 +240,15 @@ impl DomainEvent for CallEvent {
         .to_owned()
     }
 
+    /// Version 2 of `RecordingAnalyzed` added `detector_version` and the interaction figures,
+    /// version 2 of `TranscriptProduced` the transcript figures. Every added field is optional
+    /// and absent from version 1 payloads, so a version 1 event reads as a version 2 one whose
+    /// new figures are `null` (unknown): that is the whole upcast, done by serde's defaults.
     fn event_version(&self) -> String {
-        "1".to_owned()
+        match self {
+            CallEvent::RecordingAnalyzed(_) | CallEvent::TranscriptProduced(_) => "2",
+            _ => "1",
+        }
+        .to_owned()
     }
 }

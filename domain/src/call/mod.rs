@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use commands::*;
 pub use events::*;
 
+use crate::interaction::TranscriptFigures;
 use crate::submission::NewCall;
 use crate::values::{CallId, PartnerId, TenantId};
 
@@ -89,6 +90,9 @@ pub struct Call {
     fetch_attempts: u32,
     transcription_attempts: u32,
     analytics: Option<AudioAnalytics>,
+    /// Figures from the transcript, once there is one.
+    #[serde(default)]
+    transcript_figures: Option<TranscriptFigures>,
     outcome: Option<Outcome>,
     callback: CallbackState,
 }
@@ -163,6 +167,13 @@ impl Call {
                     .analytics
                     .as_ref()
                     .and_then(|a| serde_json::to_value(a).ok())
+                {
+                    results.as_object_mut().expect("an object").extend(figures);
+                }
+                if let Some(serde_json::Value::Object(figures)) = self
+                    .transcript_figures
+                    .as_ref()
+                    .and_then(|f| serde_json::to_value(f).ok())
                 {
                     results.as_object_mut().expect("an object").extend(figures);
                 }
@@ -241,7 +252,7 @@ impl Aggregate for Call {
                 self.transcription_attempts = e.attempt;
                 self.stage = Stage::Transcribing;
             }
-            CallEvent::TranscriptProduced(_) => {}
+            CallEvent::TranscriptProduced(e) => self.transcript_figures = Some(e.figures),
             CallEvent::TranscriptionFailed(_) => self.stage = Stage::Analyzed,
             CallEvent::TranscriptionInterrupted(e) => {
                 self.transcription_attempts = e.attempt.saturating_sub(1);
@@ -549,6 +560,14 @@ impl Call {
                     .iter()
                     .map(|s| s.text.split_whitespace().count() as u64)
                     .sum();
+                let talk_ms = self
+                    .analytics
+                    .as_ref()
+                    .and_then(|a| Some((a.agent_talk_ms, a.customer_talk_ms?)));
+                let figures = TranscriptFigures::measure(
+                    done.segments.iter().map(|s| (s.channel, s.text.as_str())),
+                    talk_ms,
+                );
                 Ok(vec![
                     CallEvent::TranscriptProduced(TranscriptProduced {
                         attempt: self.transcription_attempts,
@@ -559,6 +578,7 @@ impl Call {
                         word_count,
                         segments: done.segments,
                         produced_at: done.at,
+                        figures,
                     }),
                     completed(self.analytics.as_ref(), true, done.at),
                 ])

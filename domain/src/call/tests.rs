@@ -175,6 +175,8 @@ fn analytics() -> AudioAnalytics {
         mean_dbfs: Some(-20.0),
         peak_dbfs: Some(-12.0),
         clipping_ratio: 0.0,
+        detector_version: Some(2),
+        interaction: Default::default(),
     }
 }
 
@@ -387,7 +389,11 @@ fn an_analysis_needs_a_fetched_recording() {
 #[test]
 fn an_analysis_with_a_figure_that_is_not_a_finite_number_is_refused() {
     type Spoil = fn(&mut AudioAnalytics);
-    let cases: [(&str, Spoil); 6] = [
+    let cases: [(&str, Spoil); 8] = [
+        ("talk_ratio", |a| a.interaction.talk_ratio = Some(f64::NAN)),
+        ("interactivity", |a| {
+            a.interaction.interactivity = Some(f64::INFINITY)
+        }),
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::INFINITY)),
         ("mean_dbfs", |a| a.mean_dbfs = Some(f64::NAN)),
         ("peak_dbfs", |a| a.peak_dbfs = Some(f64::NEG_INFINITY)),
@@ -659,6 +665,20 @@ fn a_transcript_completes_the_call_with_counts_and_segments() {
     assert_eq!(produced.segment_count, 2);
     assert_eq!(produced.word_count, 9);
     assert_eq!(produced.segments, segments());
+    // Pace against the analysed talk times (agent 2 s, customer 0: no pace), questions per side.
+    assert_eq!(produced.figures.agent_words, Some(5));
+    assert_eq!(produced.figures.customer_words, Some(4));
+    assert_eq!(produced.figures.agent_words_per_minute, Some(150.0));
+    assert_eq!(produced.figures.customer_words_per_minute, None);
+    assert_eq!(produced.figures.agent_questions, Some(1));
+    assert_eq!(produced.figures.customer_questions, Some(0));
+    assert_eq!(produced.figures.agent_word_share, Some(5.0 / 9.0));
+    let mut finished = history.clone();
+    finished.extend(events.clone());
+    let results = &replay(finished).callback_payload().unwrap()["results"];
+    assert_eq!(results["agent_words_per_minute"], 150.0);
+    assert_eq!(results["agent_questions"], 1);
+    assert!(results["customer_words_per_minute"].is_null());
     let CallEvent::ProcessingCompleted(completed) = &events[1] else {
         panic!("expected ProcessingCompleted, got {events:?}");
     };
@@ -1296,4 +1316,25 @@ fn an_interrupted_transcription_gives_its_attempt_back() {
                 started_at: at("2024-05-01T12:01:00Z"),
             },
         )]);
+}
+
+#[test]
+fn a_version_1_analysis_reads_as_version_2_with_unknown_interaction_figures() {
+    let v1 = serde_json::json!({"RecordingAnalyzed": {
+        "duration_ms": 4000, "sample_rate": 8000, "channels": 2, "codec": "pcm_s16le",
+        "agent_talk_ms": 2000, "customer_talk_ms": 0, "silence_ratio": 0.5,
+        "longest_silence_ms": 1500, "overlap_ms": 0, "mean_dbfs": -20.0, "peak_dbfs": -12.0,
+        "clipping_ratio": 0.0, "analyzed_at": "2024-05-01T12:00:03Z", "transcription_due": false
+    }});
+    let event: CallEvent = serde_json::from_value(v1).unwrap();
+    let CallEvent::RecordingAnalyzed(analyzed) = &event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(analyzed.analytics.detector_version, None);
+    assert_eq!(analyzed.analytics.interaction, Default::default());
+    assert_eq!(event.event_version(), "2");
+    // Written again, the figures are there, as null.
+    let written = serde_json::to_value(&event).unwrap();
+    assert!(written["RecordingAnalyzed"]["talk_ratio"].is_null());
+    assert_eq!(written["RecordingAnalyzed"]["agent_talk_ms"], 2000);
 }

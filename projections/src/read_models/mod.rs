@@ -1,5 +1,5 @@
-//! The analyst read models `call`, `batch` and `daily_tenant_stats`, kept as one projection so a
-//! call's status change and the counts that depend on it move together.
+//! The analyst read models `call`, `batch`, `daily_tenant_stats` and `agent_daily_stats`, kept as
+//! one projection so a call's status change and the counts that depend on it move together.
 //!
 //! Each page is applied set-wise: the rows it touches are loaded in one query per table, the
 //! events are folded into them in memory ([`rows`]), and the rows are written back in one
@@ -19,12 +19,14 @@ use uuid::Uuid;
 
 use crate::event_log::StoredEvent;
 use crate::projector::{Projection, ProjectionError};
-use rows::{BatchRow, CallRow, CallStatus, DailyTenantStatsRow};
+use rows::{AgentDailyStatsRow, BatchRow, CallRow, CallStatus, DailyTenantStatsRow};
 
 pub struct ReadModels;
 
 type CallKey = (String, String);
 type DayKey = (NaiveDate, String, String);
+/// Day, partner, tenant, sub-tenant, agent.
+type AgentDayKey = (NaiveDate, String, String, String, String);
 
 enum Decoded {
     Call(CallKey, CallEvent),
@@ -38,7 +40,7 @@ impl Projection for ReadModels {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["call", "batch", "daily_tenant_stats"]
+        &["call", "batch", "daily_tenant_stats", "agent_daily_stats"]
     }
 
     async fn apply_page(
@@ -63,12 +65,14 @@ impl Projection for ReadModels {
 
         let mut batch_ids: Vec<Uuid> = calls.values().map(|c| c.batch_id).collect();
         let mut day_keys: Vec<DayKey> = calls.values().map(day_key).collect();
+        let mut agent_day_keys: Vec<AgentDayKey> = calls.values().map(agent_day_key).collect();
         for (_, d) in &decoded {
             match d {
                 Decoded::Call(_, CallEvent::CallAccepted(e)) => {
                     batch_ids.push(e.batch_id);
                     let row = CallRow::accepted(e);
                     day_keys.push(day_key(&row));
+                    agent_day_keys.push(agent_day_key(&row));
                 }
                 Decoded::Call(_, CallEvent::DuplicateSubmissionReceived(e)) => {
                     batch_ids.push(e.batch_id)
@@ -79,6 +83,7 @@ impl Projection for ReadModels {
         }
         let mut batches = load_batches(conn, &batch_ids).await?;
         let mut days = load_days(conn, &day_keys).await?;
+        let mut agent_days = load_agent_days(conn, &agent_day_keys).await?;
 
         for (event, d) in decoded {
             let at = event.recorded_at;
@@ -108,6 +113,7 @@ impl Projection for ReadModels {
                         at,
                     );
                     day_of(&mut days, &row).count(CallStatus::Accepted, None);
+                    agent_day_of(&mut agent_days, &row).count(CallStatus::Accepted, &row);
                     calls.insert(key, row);
                 }
                 Decoded::Call(key, event) => {
@@ -129,6 +135,7 @@ impl Projection for ReadModels {
                             at,
                         );
                         day_of(&mut days, row).count(row.status, row.recording_duration_ms);
+                        agent_day_of(&mut agent_days, row).count(row.status, row);
                     }
                 }
             }
@@ -137,6 +144,7 @@ impl Projection for ReadModels {
         store_calls(conn, &existing, calls.into_values().collect()).await?;
         store_batches(conn, batches.into_values().collect()).await?;
         store_days(conn, days.into_values().collect()).await?;
+        store_agent_days(conn, agent_days.into_values().collect()).await?;
         Ok(())
     }
 }
@@ -168,6 +176,24 @@ fn decode_all(events: &[StoredEvent]) -> Result<Vec<(&StoredEvent, Decoded)>, Pr
 
 fn day_key(row: &CallRow) -> DayKey {
     (row.day(), row.partner_id.clone(), row.tenant_id.clone())
+}
+
+fn agent_day_key(row: &CallRow) -> AgentDayKey {
+    (
+        row.day(),
+        row.partner_id.clone(),
+        row.tenant_id.clone(),
+        row.sub_tenant_id.clone(),
+        row.agent_id.clone(),
+    )
+}
+
+fn agent_day_of<'a>(
+    days: &'a mut HashMap<AgentDayKey, AgentDailyStatsRow>,
+    call: &CallRow,
+) -> &'a mut AgentDailyStatsRow {
+    days.entry(agent_day_key(call))
+        .or_insert_with(|| AgentDailyStatsRow::new(call))
 }
 
 fn batch_of<'a>(
@@ -384,6 +410,71 @@ async fn store_days(
     .await?;
     sqlx::query(
         "insert into daily_tenant_stats select * from json_populate_recordset(null::daily_tenant_stats, $1::json)",
+    )
+    .bind(rows_to_json(&rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn load_agent_days(
+    conn: &mut PgConnection,
+    keys: &[AgentDayKey],
+) -> Result<HashMap<AgentDayKey, AgentDailyStatsRow>, ProjectionError> {
+    let days: Vec<NaiveDate> = keys.iter().map(|k| k.0).collect();
+    let column = |i: fn(&AgentDayKey) -> &str| keys.iter().map(i).collect::<Vec<&str>>();
+    let values: Vec<serde_json::Value> = sqlx::query_scalar(
+        "select to_jsonb(d) from agent_daily_stats d
+         where (day, partner_id, tenant_id, sub_tenant_id, agent_id) in
+               (select * from unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[]))",
+    )
+    .bind(&days)
+    .bind(column(|k| &k.1))
+    .bind(column(|k| &k.2))
+    .bind(column(|k| &k.3))
+    .bind(column(|k| &k.4))
+    .fetch_all(&mut *conn)
+    .await?;
+    let rows: Vec<AgentDailyStatsRow> = rows_from_json(values)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let key = (
+                r.day,
+                r.partner_id.clone(),
+                r.tenant_id.clone(),
+                r.sub_tenant_id.clone(),
+                r.agent_id.clone(),
+            );
+            (key, r)
+        })
+        .collect())
+}
+
+async fn store_agent_days(
+    conn: &mut PgConnection,
+    rows: Vec<AgentDailyStatsRow>,
+) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let days: Vec<NaiveDate> = rows.iter().map(|r| r.day).collect();
+    let column = |f: fn(&AgentDailyStatsRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    sqlx::query(
+        "delete from agent_daily_stats
+         where (day, partner_id, tenant_id, sub_tenant_id, agent_id) in
+               (select * from unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[]))",
+    )
+    .bind(&days)
+    .bind(column(|r| &r.partner_id))
+    .bind(column(|r| &r.tenant_id))
+    .bind(column(|r| &r.sub_tenant_id))
+    .bind(column(|r| &r.agent_id))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into agent_daily_stats
+         select * from json_populate_recordset(null::agent_daily_stats, $1::json)",
     )
     .bind(rows_to_json(&rows)?)
     .execute(&mut *conn)

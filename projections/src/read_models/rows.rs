@@ -65,6 +65,23 @@ pub struct CallRow {
     pub transcription_attempts: i32,
     pub transcript_word_count: Option<i64>,
     pub transcribed_at: Option<DateTime<Utc>>,
+    // Interaction figures (migration 0013); `None` before it and for mono recordings.
+    pub detector_version: Option<i32>,
+    pub talk_ratio: Option<f64>,
+    pub longest_monologue_ms: Option<i64>,
+    pub longest_customer_story_ms: Option<i64>,
+    pub interactivity: Option<f64>,
+    pub patience_ms: Option<i64>,
+    pub patience_switches: Option<i32>,
+    pub agent_turns: Option<i32>,
+    pub customer_turns: Option<i32>,
+    pub agent_words: Option<i64>,
+    pub customer_words: Option<i64>,
+    pub agent_words_per_minute: Option<f64>,
+    pub customer_words_per_minute: Option<f64>,
+    pub agent_questions: Option<i32>,
+    pub customer_questions: Option<i32>,
+    pub agent_word_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +155,22 @@ impl CallRow {
             transcription_attempts: 0,
             transcript_word_count: None,
             transcribed_at: None,
+            detector_version: None,
+            talk_ratio: None,
+            longest_monologue_ms: None,
+            longest_customer_story_ms: None,
+            interactivity: None,
+            patience_ms: None,
+            patience_switches: None,
+            agent_turns: None,
+            customer_turns: None,
+            agent_words: None,
+            customer_words: None,
+            agent_words_per_minute: None,
+            customer_words_per_minute: None,
+            agent_questions: None,
+            customer_questions: None,
+            agent_word_share: None,
         }
     }
 
@@ -190,6 +223,16 @@ impl CallRow {
                 self.mean_dbfs = a.mean_dbfs;
                 self.peak_dbfs = a.peak_dbfs;
                 self.clipping_ratio = Some(a.clipping_ratio);
+                let i = &a.interaction;
+                self.detector_version = a.detector_version.map(|v| v as i32);
+                self.talk_ratio = i.talk_ratio;
+                self.longest_monologue_ms = i.longest_monologue_ms.map(|ms| ms as i64);
+                self.longest_customer_story_ms = i.longest_customer_story_ms.map(|ms| ms as i64);
+                self.interactivity = i.interactivity;
+                self.patience_ms = i.patience_ms.map(|ms| ms as i64);
+                self.patience_switches = i.patience_switches.map(|n| n as i32);
+                self.agent_turns = i.agent_turns.map(|n| n as i32);
+                self.customer_turns = i.customer_turns.map(|n| n as i32);
                 if e.transcription_due {
                     self.transcription_status = Some(TranscriptionStatus::Pending);
                 }
@@ -202,6 +245,14 @@ impl CallRow {
                 self.transcription_status = Some(TranscriptionStatus::Available);
                 self.transcript_word_count = Some(e.word_count as i64);
                 self.transcribed_at = Some(e.produced_at);
+                let f = &e.figures;
+                self.agent_words = f.agent_words.map(|n| n as i64);
+                self.customer_words = f.customer_words.map(|n| n as i64);
+                self.agent_words_per_minute = f.agent_words_per_minute;
+                self.customer_words_per_minute = f.customer_words_per_minute;
+                self.agent_questions = f.agent_questions.map(|n| n as i32);
+                self.customer_questions = f.customer_questions.map(|n| n as i32);
+                self.agent_word_share = f.agent_word_share;
             }
             CallEvent::TranscriptionFailed(e) => {
                 self.transcription_status = Some(if e.next_attempt_at.is_some() {
@@ -355,6 +406,141 @@ impl DailyTenantStatsRow {
             }
             CallStatus::Failed => self.failed += 1,
             CallStatus::Fetching | CallStatus::Analysing => {}
+        }
+    }
+}
+
+/// Sums, counts and maxima of one agent's calls on one day (of the call's start, UTC) within one
+/// sub-tenant: rows add up across days, tenants and sub-tenants, and means are computed when read
+/// (a figure's sum over its own count: calls without the figure, e.g. mono ones, count in
+/// neither).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentDailyStatsRow {
+    pub day: NaiveDate,
+    pub partner_id: String,
+    pub tenant_id: String,
+    pub sub_tenant_id: String,
+    pub agent_id: String,
+    pub calls: i32,
+    pub completed: i32,
+    pub failed: i32,
+    pub recording_ms: i64,
+    pub agent_talk_ms: i64,
+    pub customer_talk_ms: i64,
+    pub talk_ratio_sum: f64,
+    pub talk_ratio_calls: i32,
+    pub longest_monologue_ms_sum: i64,
+    pub longest_monologue_calls: i32,
+    pub longest_monologue_ms_max: Option<i64>,
+    pub longest_customer_story_ms_sum: i64,
+    pub longest_customer_story_calls: i32,
+    pub longest_customer_story_ms_max: Option<i64>,
+    pub interactivity_sum: f64,
+    pub interactivity_calls: i32,
+    pub patience_ms_sum: i64,
+    pub patience_calls: i32,
+    pub agent_turns: i64,
+    pub customer_turns: i64,
+    pub transcribed_calls: i32,
+    pub agent_words: i64,
+    pub customer_words: i64,
+    pub agent_questions: i64,
+    pub customer_questions: i64,
+    pub transcribed_agent_talk_minutes: f64,
+    pub transcribed_customer_talk_minutes: f64,
+}
+
+impl AgentDailyStatsRow {
+    pub fn new(call: &CallRow) -> Self {
+        Self {
+            day: call.day(),
+            partner_id: call.partner_id.clone(),
+            tenant_id: call.tenant_id.clone(),
+            sub_tenant_id: call.sub_tenant_id.clone(),
+            agent_id: call.agent_id.clone(),
+            calls: 0,
+            completed: 0,
+            failed: 0,
+            recording_ms: 0,
+            agent_talk_ms: 0,
+            customer_talk_ms: 0,
+            talk_ratio_sum: 0.0,
+            talk_ratio_calls: 0,
+            longest_monologue_ms_sum: 0,
+            longest_monologue_calls: 0,
+            longest_monologue_ms_max: None,
+            longest_customer_story_ms_sum: 0,
+            longest_customer_story_calls: 0,
+            longest_customer_story_ms_max: None,
+            interactivity_sum: 0.0,
+            interactivity_calls: 0,
+            patience_ms_sum: 0,
+            patience_calls: 0,
+            agent_turns: 0,
+            customer_turns: 0,
+            transcribed_calls: 0,
+            agent_words: 0,
+            customer_words: 0,
+            agent_questions: 0,
+            customer_questions: 0,
+            transcribed_agent_talk_minutes: 0.0,
+            transcribed_customer_talk_minutes: 0.0,
+        }
+    }
+
+    /// Counts a call reaching `status`; a completed call adds its figures.
+    pub fn count(&mut self, status: CallStatus, call: &CallRow) {
+        match status {
+            CallStatus::Accepted => self.calls += 1,
+            CallStatus::Failed => self.failed += 1,
+            CallStatus::Completed => {
+                self.completed += 1;
+                self.add_figures(call);
+            }
+            CallStatus::Fetching | CallStatus::Analysing => {}
+        }
+    }
+
+    fn add_figures(&mut self, c: &CallRow) {
+        self.recording_ms += c.recording_duration_ms.unwrap_or(0);
+        self.agent_talk_ms += c.agent_talk_ms.unwrap_or(0);
+        self.customer_talk_ms += c.customer_talk_ms.unwrap_or(0);
+        if let Some(ratio) = c.talk_ratio {
+            self.talk_ratio_sum += ratio;
+            self.talk_ratio_calls += 1;
+        }
+        if let Some(ms) = c.longest_monologue_ms {
+            self.longest_monologue_ms_sum += ms;
+            self.longest_monologue_calls += 1;
+            self.longest_monologue_ms_max =
+                Some(self.longest_monologue_ms_max.unwrap_or(0).max(ms));
+        }
+        if let Some(ms) = c.longest_customer_story_ms {
+            self.longest_customer_story_ms_sum += ms;
+            self.longest_customer_story_calls += 1;
+            self.longest_customer_story_ms_max =
+                Some(self.longest_customer_story_ms_max.unwrap_or(0).max(ms));
+        }
+        if let Some(per_minute) = c.interactivity {
+            self.interactivity_sum += per_minute;
+            self.interactivity_calls += 1;
+        }
+        if let Some(ms) = c.patience_ms {
+            self.patience_ms_sum += ms;
+            self.patience_calls += 1;
+        }
+        self.agent_turns += i64::from(c.agent_turns.unwrap_or(0));
+        self.customer_turns += i64::from(c.customer_turns.unwrap_or(0));
+        // Per-side transcript figures exist for transcribed stereo calls only.
+        if let (Some(agent_words), Some(customer_words)) = (c.agent_words, c.customer_words) {
+            self.transcribed_calls += 1;
+            self.agent_words += agent_words;
+            self.customer_words += customer_words;
+            self.agent_questions += i64::from(c.agent_questions.unwrap_or(0));
+            self.customer_questions += i64::from(c.customer_questions.unwrap_or(0));
+            self.transcribed_agent_talk_minutes += c.agent_talk_ms.unwrap_or(0) as f64 / 60_000.0;
+            self.transcribed_customer_talk_minutes +=
+                c.customer_talk_ms.unwrap_or(0) as f64 / 60_000.0;
         }
     }
 }
