@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use chrono::{Days, NaiveDate, Utc};
-use poem::Request;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::auth::authenticate_partner;
+use super::auth::PartnerAuth;
 use super::error::ApiError;
 use super::{ApiTags, AppState};
 use crate::queries::interaction::{self, AgentDayView, AgentDaysFilter};
@@ -50,9 +49,7 @@ impl AgentsApi {
     #[allow(clippy::too_many_arguments)]
     async fn get_agent_stats(
         &self,
-        request: &Request,
-        #[oai(name = "x-partner-id")] partner_id: Header<Option<String>>,
-        #[oai(name = "x-api-key")] api_key: Header<Option<String>>,
+        PartnerAuth(partner): PartnerAuth,
         /// Your agent id, as submitted in `agent.id`.
         agent_id: Path<String>,
         /// First day (YYYY-MM-DD, UTC); default: 29 days before `to`.
@@ -64,7 +61,6 @@ impl AgentsApi {
         /// Only calls of this sub-tenant.
         sub_tenant_id: Query<Option<String>>,
     ) -> Result<Json<AgentStats>, ApiError> {
-        let partner = authenticate_partner(&self.state, request, partner_id.0, api_key.0).await?;
         let (from, to) = day_range(from.0, to.0, Utc::now().date_naive())?;
         let days = interaction::agent_days(
             &self.state.pool,
