@@ -4,10 +4,9 @@
 //! the checks the contract puts first.)
 //!
 //! A declared `Content-Length` over the limit is answered 413 at once, unread. A body without
-//! one (chunked) has its bytes counted as they arrive: past the limit reading stops and the
-//! answer is 413, whatever the handler made of the cut-off body.
+//! one (chunked) is read up to the limit before the route's handler runs: past the limit reading
+//! stops and the answer is 413.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -37,25 +36,27 @@ pub async fn limit_body<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> 
     if declared.is_some_and(|length| length > limit as u64) {
         return Ok(too_large(limit));
     }
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = request.take_body().into_bytes_stream();
-    let mut seen = 0usize;
-    let flag = exceeded.clone();
-    let counted = body.map(move |chunk| {
-        let chunk = chunk?;
-        seen += chunk.len();
-        if seen > limit {
-            flag.store(true, Ordering::Relaxed);
-            return Err(std::io::Error::other("request body too large"));
+    if declared.is_none() {
+        // Chunked: read up to the limit before any handler runs, so the answer does not depend
+        // on what a handler checks first (credentials, say): too large is too large, whoever
+        // sends it. At most the limit is held in memory.
+        let mut stream = request.take_body().into_bytes_stream();
+        let mut buffered = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|err| {
+                poem::Error::from_string(err.to_string(), poem::http::StatusCode::BAD_REQUEST)
+            })?;
+            if buffered.len() + chunk.len() > limit {
+                return Ok(too_large(limit));
+            }
+            buffered.extend_from_slice(&chunk);
         }
-        Ok(chunk)
-    });
-    request.set_body(Body::from_bytes_stream(counted));
-    let result = endpoint.call(request).await;
-    if exceeded.load(Ordering::Relaxed) {
-        return Ok(too_large(limit));
+        request.set_body(Body::from_vec(buffered));
     }
-    result.map(IntoResponse::into_response)
+    endpoint
+        .call(request)
+        .await
+        .map(IntoResponse::into_response)
 }
 
 fn too_large(limit: usize) -> Response {
