@@ -141,7 +141,6 @@ async fn rebuilding_a_projection_reports_progress_on_stderr() {
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
         .args(["projections", "rebuild", "read_models"])
-        .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .env(
             "DATABASE_URL",
             app.pool.connect_options().to_url_lossy().to_string(),
