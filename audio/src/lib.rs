@@ -27,6 +27,10 @@ mod meter;
 mod samples;
 mod stop;
 pub mod vad;
+pub mod wav;
+
+#[cfg(test)]
+mod test_signal;
 
 use std::path::Path;
 use std::time::Duration;

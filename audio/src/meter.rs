@@ -312,17 +312,7 @@ mod tests {
 
     /// Builds a channel: `(start_s, end_s)` bursts of a 1 kHz sine at `amp`, silence elsewhere.
     fn channel(secs: f64, bursts: &[(f64, f64)], amp: f32) -> Vec<f32> {
-        let n = (secs * f64::from(RATE)) as usize;
-        (0..n)
-            .map(|i| {
-                let t = i as f64 / f64::from(RATE);
-                if bursts.iter().any(|&(a, b)| t >= a && t < b) {
-                    amp * (2.0 * std::f64::consts::PI * 1000.0 * t).sin() as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+        crate::test_signal::tone_bursts(RATE, secs, bursts, amp)
     }
 
     /// Feeds planes in blocks of `block` frames, like a decoder would.

@@ -233,17 +233,7 @@ mod tests {
 
     /// A 1 kHz tone at `amp` in the given `(start_s, end_s)` bursts, silence elsewhere.
     fn channel(secs: f64, bursts: &[(f64, f64)], amp: f32) -> Vec<f32> {
-        let n = (secs * f64::from(RATE)) as usize;
-        (0..n)
-            .map(|i| {
-                let t = i as f64 / f64::from(RATE);
-                if bursts.iter().any(|&(a, b)| t >= a && t < b) {
-                    amp * (2.0 * std::f64::consts::PI * 1000.0 * t).sin() as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+        crate::test_signal::tone_bursts(RATE, secs, bursts, amp)
     }
 
     fn secs(r: &Range<usize>) -> (f64, f64) {

@@ -197,21 +197,7 @@ fn wav_of_61_seconds() -> Vec<u8> {
     let data: Vec<u8> = (0..rate * 61)
         .map(|i| (128.0 + 20.0 * (i as f32 * 0.3).sin()) as u8)
         .collect();
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&8u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&data);
-    b
+    callingest_audio::wav::wav(1, 1, rate, 8, &data)
 }
 
 #[tokio::test]

@@ -41,27 +41,8 @@ fn a_stereo_wav_loads_as_agent_and_customer_at_16khz() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("call.wav");
     // 0.5 s of 8 kHz stereo, left 0.25, right -0.25 (16-bit PCM).
-    let frames = 4000u32;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + frames * 4).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    for v in [1u16, 2] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(&8000u32.to_le_bytes());
-    b.extend_from_slice(&32000u32.to_le_bytes());
-    for v in [4u16, 16] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(frames * 4).to_le_bytes());
-    for _ in 0..frames {
-        b.extend_from_slice(&8192i16.to_le_bytes());
-        b.extend_from_slice(&(-8192i16).to_le_bytes());
-    }
-    std::fs::write(&path, b).unwrap();
+    let (left, right) = (vec![0.25f32; 4000], vec![-0.25f32; 4000]);
+    std::fs::write(&path, callingest_audio::wav::pcm16(8000, &[&left, &right])).unwrap();
     let ch = load_channels(&path, RecordingFormat::Wav).unwrap();
     assert_eq!(ch.len(), 2);
     assert_eq!(

@@ -128,20 +128,5 @@ pub fn double_wav(channels: u16, interleaved: &[f64]) -> Vec<u8> {
 }
 
 fn wav(format_tag: u16, channels: u16, bits: u16, data: &[u8]) -> Vec<u8> {
-    let block_align = channels * bits / 8;
-    let mut b = Vec::with_capacity(44 + data.len());
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&format_tag.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&RATE.to_le_bytes());
-    b.extend_from_slice(&(RATE * u32::from(block_align)).to_le_bytes());
-    b.extend_from_slice(&block_align.to_le_bytes());
-    b.extend_from_slice(&bits.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(data);
-    b
+    callingest_audio::wav::wav(format_tag, channels, RATE, bits, data)
 }

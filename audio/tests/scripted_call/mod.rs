@@ -177,29 +177,7 @@ impl PcmSink for Collect {
 
 /// 16-bit PCM WAV at [`RATE`], one plane per channel.
 pub fn wav_bytes(planes: &[&[f32]]) -> Vec<u8> {
-    let channels = planes.len() as u16;
-    let frames = planes[0].len();
-    let data_len = (frames * planes.len() * 2) as u32;
-    let mut b = Vec::with_capacity(44 + data_len as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&RATE.to_le_bytes());
-    b.extend_from_slice(&(RATE * u32::from(channels) * 2).to_le_bytes());
-    b.extend_from_slice(&(channels * 2).to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..frames {
-        for p in planes {
-            let v = (p[i].clamp(-1.0, 1.0) * 32767.0).round() as i16;
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    b
+    callingest_audio::wav::pcm16(RATE, planes)
 }
 
 /// Tolerances the analysis is held to against the script.

@@ -99,30 +99,8 @@ pub fn noise(len: usize, amplitude: f32, seed: u32) -> Vec<f32> {
 
 /// Writes 16-bit PCM WAV at 16 kHz with one plane per channel (all the same length).
 pub fn write_wav(path: &Path, planes: &[Vec<f32>]) {
-    let channels = planes.len() as u16;
-    let frames = planes[0].len();
-    assert!(planes.iter().all(|p| p.len() == frames));
-    let data_len = (frames * planes.len() * 2) as u32;
-    let mut b = Vec::with_capacity(44 + data_len as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&SAMPLE_RATE.to_le_bytes());
-    b.extend_from_slice(&(SAMPLE_RATE * u32::from(channels) * 2).to_le_bytes());
-    b.extend_from_slice(&(channels * 2).to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..frames {
-        for p in planes {
-            let v = (p[i].clamp(-1.0, 1.0) * 32767.0).round() as i16;
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    std::fs::write(path, b).unwrap();
+    let planes: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
+    std::fs::write(path, callingest_audio::wav::pcm16(SAMPLE_RATE, &planes)).unwrap();
 }
 
 /// Places `clip` into `plane` starting at `at` samples.
