@@ -3,7 +3,7 @@
 //! outcomes delivered to a loopback HTTPS receiver. Afterwards every call that was answered 200
 //! exists, was processed exactly once, and its outcome was delivered under one webhook-id.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,10 @@ use callingest::partners::create_partner;
 use serde_json::json;
 
 use crate::callback_receiver::{Receiver, Reply, TestCa};
-use crate::helpers::{batch, item_with_id, run_alone, TestDatabase, BATCH_PATH};
+use crate::helpers::{
+    assert_each_call_logged_processed_and_called_back_once, batch, item_with_id, run_alone,
+    TestDatabase, BATCH_PATH,
+};
 use crate::processing::RecordingServer;
 
 struct Service {
@@ -201,30 +204,7 @@ async fn killing_the_service_under_load_loses_and_doubles_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let counts: Vec<(String, String, i64)> = sqlx::query_as(
-        "select aggregate_id, event_type, count(*) from events where aggregate_type = 'Call'
-         group by aggregate_id, event_type",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let mut per_call: HashMap<String, HashMap<String, i64>> = HashMap::new();
-    for (id, event_type, count) in counts {
-        per_call.entry(id).or_default().insert(event_type, count);
-    }
-    for call in &accepted {
-        let events = per_call
-            .get(&format!("partner-a:{call}"))
-            .unwrap_or_else(|| panic!("{call} answered 200 but missing"));
-        let get = |t: &str| events.get(t).copied().unwrap_or(0);
-        assert_eq!(get("CallAccepted"), 1, "{call}: {events:?}");
-        assert_eq!(
-            get("ProcessingCompleted") + get("ProcessingFailed"),
-            1,
-            "{call} not processed exactly once: {events:?}"
-        );
-        assert_eq!(get("CallbackDelivered"), 1, "{call}: {events:?}");
-    }
+    assert_each_call_logged_processed_and_called_back_once(&pool, "partner-a", &accepted).await;
     // Every delivery of a call carried that call's one webhook-id.
     let expected: HashSet<String> = accepted
         .iter()

@@ -18,7 +18,10 @@ use sqlx::Connection;
 use tokio::process::Command;
 
 use crate::callback_receiver::{Receiver, Reply, TestCa};
-use crate::helpers::{batch, item_with_id, run_alone, BATCH_PATH};
+use crate::helpers::{
+    assert_each_call_logged_processed_and_called_back_once, batch, item_with_id, run_alone,
+    BATCH_PATH,
+};
 use crate::instances::{free_port, Instance};
 use crate::processing::RecordingServer;
 
@@ -503,30 +506,7 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let counts: Vec<(String, String, i64)> = sqlx::query_as(
-        "select aggregate_id, event_type, count(*) from events where aggregate_type = 'Call'
-         group by aggregate_id, event_type",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let mut per_call: HashMap<String, HashMap<String, i64>> = HashMap::new();
-    for (id, event_type, count) in counts {
-        per_call.entry(id).or_default().insert(event_type, count);
-    }
-    for call in &accepted {
-        let events = per_call
-            .get(&format!("partner-a:{call}"))
-            .unwrap_or_else(|| panic!("{call} answered 200 but missing"));
-        let get = |t: &str| events.get(t).copied().unwrap_or(0);
-        assert_eq!(get("CallAccepted"), 1, "{call}: {events:?}");
-        assert_eq!(
-            get("ProcessingCompleted") + get("ProcessingFailed"),
-            1,
-            "{call} not processed exactly once: {events:?}"
-        );
-        assert_eq!(get("CallbackDelivered"), 1, "{call}: {events:?}");
-    }
+    assert_each_call_logged_processed_and_called_back_once(&pool, "partner-a", &accepted).await;
     // The projections catch up: each has read every event, and the call table has them all.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -1,5 +1,6 @@
 //! `spawn_app()`: a fresh database, the service bound to a free loopback port, one partner.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use callingest::app::Application;
@@ -324,4 +325,38 @@ pub async fn json_body(response: reqwest::Response) -> Value {
 pub async fn run_alone() -> tokio::sync::MutexGuard<'static, ()> {
     static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     ALONE.lock().await
+}
+
+/// Every call in `accepted` (ids of `partner`, answered 200) is in the event log exactly once,
+/// was processed exactly once (completed or failed) and called back exactly once: what the
+/// crash and failover tests hold the service to after their load.
+pub async fn assert_each_call_logged_processed_and_called_back_once(
+    pool: &PgPool,
+    partner: &str,
+    accepted: &[String],
+) {
+    let counts: Vec<(String, String, i64)> = sqlx::query_as(
+        "select aggregate_id, event_type, count(*) from events where aggregate_type = 'Call'
+         group by aggregate_id, event_type",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut per_call: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    for (id, event_type, count) in counts {
+        per_call.entry(id).or_default().insert(event_type, count);
+    }
+    for call in accepted {
+        let events = per_call
+            .get(&format!("{partner}:{call}"))
+            .unwrap_or_else(|| panic!("{call} answered 200 but missing"));
+        let get = |t: &str| events.get(t).copied().unwrap_or(0);
+        assert_eq!(get("CallAccepted"), 1, "{call}: {events:?}");
+        assert_eq!(
+            get("ProcessingCompleted") + get("ProcessingFailed"),
+            1,
+            "{call} not processed exactly once: {events:?}"
+        );
+        assert_eq!(get("CallbackDelivered"), 1, "{call}: {events:?}");
+    }
 }
