@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callingest::app::Application;
-use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
+use callingest::config::{DatabaseConfig, HttpConfig, Role, Secret, ServeConfig};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -67,15 +67,17 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
         database: DatabaseConfig {
             url: Secret::new(url),
             max_connections: 16,
-            acquire_timeout_ms: 5_000,
-            connect_deadline_ms: 120_000,
+            acquire_timeout: std::time::Duration::from_secs(5),
+            connect_deadline: std::time::Duration::from_secs(120),
         },
-        listen: "127.0.0.1:0".parse()?,
         // Ingest alone: processing would compete for the same two cores.
         role: Role::Api,
-        processing: ProcessingConfig::default(),
-        admin_token: None,
-        http: Default::default(),
+        http: HttpConfig {
+            listen: "127.0.0.1:0".parse()?,
+            admin_token: None,
+            ..Default::default()
+        },
+        workers: Default::default(),
     };
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use callback_receiver::{Receiver, Reply, TestCa};
 use callingest::app::Application;
 use callingest::callbacks::{CallbackSender, CallbackSettings};
-use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
+use callingest::config::{DatabaseConfig, HttpConfig, Role, Secret, ServeConfig, WorkersConfig};
 use callingest::event_store::{self, execute};
 use callingest::ingest::{IngestService, RequestContext, Submission};
 use callingest::jobs::{PoolSettings, Runner, Shutdown, CALLBACKS};
@@ -101,20 +101,22 @@ fn database_config(url: &str) -> DatabaseConfig {
     DatabaseConfig {
         url: Secret::new(url),
         max_connections: 24,
-        acquire_timeout_ms: 10_000,
-        connect_deadline_ms: 120_000,
+        acquire_timeout: Duration::from_secs(10),
+        connect_deadline: Duration::from_secs(120),
     }
 }
 
 /// The service on `url`, listening on a free loopback port.
-fn serve_config(url: &str, role: Role, processing: ProcessingConfig) -> ServeConfig {
+fn serve_config(url: &str, role: Role, workers: WorkersConfig) -> ServeConfig {
     ServeConfig {
         database: database_config(url),
-        listen: "127.0.0.1:0".parse().expect("a literal address"),
         role,
-        processing,
-        admin_token: None,
-        http: Default::default(),
+        http: HttpConfig {
+            listen: "127.0.0.1:0".parse().expect("a literal address"),
+            admin_token: None,
+            ..Default::default()
+        },
+        workers,
     }
 }
 
@@ -338,11 +340,9 @@ async fn latency() -> anyhow::Result<()> {
     let ca = TestCa::new();
     let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;
     let recording = recording_server().await?;
-    let processing = ProcessingConfig {
-        allow_private_urls: true,
-        extra_ca_file: Some(ca.ca_file().to_owned()),
-        ..ProcessingConfig::default()
-    };
+    let mut processing = WorkersConfig::default();
+    processing.outbound.allow_private_urls = true;
+    processing.outbound.extra_ca_file = Some(ca.ca_file().to_owned());
     let config = serve_config(&db.url, Role::All, processing);
     let app = Application::build(&config).await?;
     let pool = app.pool().clone();
@@ -458,7 +458,7 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
         Arc::new(CallbackSender::new(pool.clone(), &settings)?),
         PoolSettings {
             concurrency: senders,
-            ..ProcessingConfig::default().callback_pool()
+            ..WorkersConfig::default().callback_pool()
         },
         Shutdown::new(),
     ));
@@ -621,7 +621,7 @@ struct ListingPage {
 
 async fn listing(rows: i64) -> anyhow::Result<()> {
     let db = fresh_database().await?;
-    let config = serve_config(&db.url, Role::Api, ProcessingConfig::default());
+    let config = serve_config(&db.url, Role::Api, WorkersConfig::default());
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");
     let pool = app.pool().clone();

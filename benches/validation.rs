@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callingest::app::Application;
-use callingest::config::{DatabaseConfig, ProcessingConfig, Role, Secret, ServeConfig};
+use callingest::config::{DatabaseConfig, HttpConfig, Role, Secret, ServeConfig};
 use callingest_domain::submission::validate_batch_json;
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -214,14 +214,16 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
         database: DatabaseConfig {
             url: Secret::new(url),
             max_connections: 16,
-            acquire_timeout_ms: 5_000,
-            connect_deadline_ms: 60_000,
+            acquire_timeout: std::time::Duration::from_secs(5),
+            connect_deadline: std::time::Duration::from_secs(60),
         },
-        listen: "127.0.0.1:0".parse()?,
         role: Role::Api,
-        processing: ProcessingConfig::default(),
-        admin_token: None,
-        http: Default::default(),
+        http: HttpConfig {
+            listen: "127.0.0.1:0".parse()?,
+            admin_token: None,
+            ..Default::default()
+        },
+        workers: Default::default(),
     };
     let app = Application::build(&config).await?;
     let base = format!("http://{}", app.address().expect("the API role binds"));

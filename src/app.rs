@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use callingest_domain::call::RetryPolicy;
 use callingest_projections::notifications::NotificationHub;
 use callingest_projections::projector::EVENTS_CHANNEL;
 use callingest_projections::Projector;
@@ -13,15 +12,15 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::callbacks::CallbackSender;
-use crate::config::{ProcessingConfig, ServeConfig};
+use crate::config::{ServeConfig, WorkersConfig};
 use crate::health::{Health, Liveness};
 use crate::http::server::HttpServer;
 use crate::http::AppState;
 use crate::jobs::{Runner, Shutdown, Step};
-use crate::processing::fetch::{FetchConfig, Fetcher};
+use crate::processing::fetch::Fetcher;
 use crate::processing::Worker;
 use crate::transcription::spool::Spool;
-use crate::transcription::{TranscriptionWorker, TranscriptionWorkerSettings};
+use crate::transcription::TranscriptionWorker;
 
 /// Readiness turns red when the background work has not ticked its heartbeat for this long.
 const BACKGROUND_MAX_SILENCE: Duration = Duration::from_secs(30);
@@ -35,24 +34,26 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the listen address (port 0 picks a free port: see [`Application::address`]) and
-    /// answers `/healthz`, `/readyz` and `/metrics` at once, then connects to the database
+    /// Validates the configuration ([`ServeConfig::validate`]), binds the listen address (port
+    /// 0 picks a free port: see [`Application::address`]) and answers `/healthz`, `/readyz` and `/metrics` at once, then connects to the database
     /// (creating it if needed, retrying while it cannot be reached, up to
     /// `CALLINGEST_DB_CONNECT_DEADLINE_MS`) and applies migrations. Every role listens.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
+        config.validate()?;
         let background = config
             .role
             .runs_workers()
             .then(|| Liveness::new(BACKGROUND_MAX_SILENCE));
         let health = Arc::new(Health::starting(background));
-        let http = HttpServer::start(config.listen, health.clone(), config.role.runs_api()).await?;
+        let http =
+            HttpServer::start(config.http.listen, health.clone(), config.role.runs_api()).await?;
         tracing::info!(address = %http.address(), role = ?config.role, "callingest listening; preparing the database");
         let database = crate::db::open(&config.database).await?;
         let pool = database.pool;
         // The API is mounted before readiness turns green, so a load balancer that follows
         // `/readyz` never sends a request in between.
         if config.role.runs_api() {
-            let state = AppState::new(pool.clone(), config.admin_token.clone())
+            let state = AppState::new(pool.clone(), config.http.admin_token.clone())
                 .with_http_config(&config.http)
                 .with_health(health.clone());
             http.serve_api(Arc::new(state));
@@ -81,9 +82,8 @@ impl Application {
     /// stop claiming and get `CALLINGEST_SHUTDOWN_GRACE_MS` to finish (see
     /// [`Background::drain`]).
     pub async fn run(self) -> anyhow::Result<()> {
-        self.config.processing.check()?;
         let background = if self.config.role.runs_workers() {
-            Some(spawn_background(&self.pool, &self.config.processing)?)
+            Some(spawn_background(&self.pool, &self.config.workers)?)
         } else {
             None
         };
@@ -103,7 +103,7 @@ impl Application {
             signal.cancel();
         })]);
         tracing::info!(address = %self.http.address(), role = ?self.config.role, "callingest running");
-        let grace = self.config.processing.shutdown_grace();
+        let grace = self.config.workers.jobs.shutdown_grace;
         let drained = async {
             if let Some(background) = background {
                 stop.cancelled().await;
@@ -208,8 +208,8 @@ impl Background {
 }
 
 /// Starts one projector per projection, the processing workers and the callback senders.
-pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Result<Background> {
-    config.check()?;
+/// The configuration is taken as valid: [`Application::build`] validated it.
+pub fn spawn_background(pool: &PgPool, config: &WorkersConfig) -> anyhow::Result<Background> {
     // One LISTEN connection for every projector, worker and sender of this process.
     let channels = [
         EVENTS_CHANNEL,
@@ -240,23 +240,16 @@ pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Res
             .collect::<Vec<_>>()
     };
     let fetcher = Arc::new(fetcher(config)?);
-    let retry = RetryPolicy {
-        max_attempts: config.fetch_max_attempts,
-        backoff_base_ms: config.fetch_backoff_base_ms,
-    };
     let transcription = &config.transcription;
     let engine = crate::transcription::build_engine(transcription)?;
-    let spool_dir = transcription
-        .spool_dir
-        .clone()
-        .unwrap_or_else(Spool::default_dir);
+    let spool_dir = transcription.spool_dir();
     let spool = Arc::new(
         Spool::open(&spool_dir)
             .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
     );
     services.push(tokio::spawn(sweep_spool(spool.clone())));
-    let mut worker = Worker::new(pool.clone(), fetcher.clone(), retry)
-        .with_max_recording(config.max_recording_duration());
+    let mut worker = Worker::new(pool.clone(), fetcher.clone(), config.fetch.retry())
+        .with_max_recording(config.fetch.max_recording);
     if engine.is_some() {
         worker = worker.handing_over_to(spool.clone());
     }
@@ -269,15 +262,7 @@ pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Res
             engine.clone(),
             fetcher.clone(),
             spool.clone(),
-            TranscriptionWorkerSettings {
-                retry: RetryPolicy {
-                    max_attempts: transcription.transcribe_max_attempts,
-                    backoff_base_ms: transcription.transcribe_backoff_base_ms,
-                },
-                max_duration: std::time::Duration::from_secs(
-                    transcription.transcribe_max_minutes * 60,
-                ),
-            },
+            transcription.worker_settings(),
         );
         slots.extend(start_pool(
             &crate::jobs::TRANSCRIBE,
@@ -316,15 +301,8 @@ async fn sweep_spool(spool: Arc<Spool>) {
     }
 }
 
-pub fn fetcher(config: &ProcessingConfig) -> anyhow::Result<Fetcher> {
-    Fetcher::new(FetchConfig {
-        max_bytes: config.max_recording_bytes,
-        connect_timeout: std::time::Duration::from_millis(config.fetch_connect_timeout_ms),
-        total_timeout: std::time::Duration::from_millis(config.fetch_timeout_ms),
-        allow_private: config.allow_private_urls,
-        extra_ca_file: config.extra_ca_file.clone(),
-    })
-    .context("could not set up the recording fetcher")
+pub fn fetcher(config: &WorkersConfig) -> anyhow::Result<Fetcher> {
+    Fetcher::new(config.fetcher_settings()).context("could not set up the recording fetcher")
 }
 
 async fn shutdown_signal() {

@@ -18,6 +18,9 @@ use crate::rebuild_progress;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    #[command(flatten)]
+    pub log: crate::config::LogConfig,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +147,7 @@ pub enum PartnerCommand {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::telemetry::init_logging();
+    crate::telemetry::init_logging(&cli.log)?;
     match cli.command {
         Command::Serve(config) => Application::build(&config).await?.run().await,
         Command::TranscribeServer {
@@ -152,6 +155,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             api_key,
             transcription,
         } => {
+            transcription.validate()?;
             let Some(engine) = crate::transcription::build_engine(&transcription)? else {
                 anyhow::bail!("set CALLINGEST_TRANSCRIBER (whisper) for the server to run");
             };
@@ -386,4 +390,16 @@ async fn print_history(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks its declarations (unique argument ids across the flattened sections, ...)
+    /// only when a command is built in a debug build: do it for every command here.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

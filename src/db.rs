@@ -177,7 +177,7 @@ pub struct Database {
 }
 
 /// Makes sure the database exists, connects, and applies pending migrations, retrying while
-/// PostgreSQL cannot be reached, for up to `config.connect_deadline()`.
+/// PostgreSQL cannot be reached, for up to `config.connect_deadline`.
 pub async fn prepare(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     Ok(open(config).await?.pool)
 }
@@ -199,7 +199,7 @@ pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Database> {
 }
 
 async fn prepare_retrying(config: &DatabaseConfig) -> anyhow::Result<Database> {
-    let deadline = config.connect_deadline();
+    let deadline = config.connect_deadline;
     let last_error: Mutex<Option<String>> = Mutex::default();
     let attempt = || async {
         let result = prepare_once(config).await;
@@ -266,7 +266,7 @@ async fn connect_pool(
     let aged = follower.clone();
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
-        .acquire_timeout(config.acquire_timeout())
+        .acquire_timeout(config.acquire_timeout)
         .after_connect(move |conn, _| {
             let follower = checked.clone();
             Box::pin(async move { follower.check_new_session(conn).await })

@@ -4,23 +4,22 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
 
-/// Installs the log subscriber once. `CALLINGEST_LOG` sets the filter (default `info,sqlx=warn`),
-/// `CALLINGEST_LOG_FORMAT=json` switches to one JSON object per line.
-pub fn init_logging() {
-    let filter = EnvFilter::try_from_env("CALLINGEST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+use crate::config::{ConfigError, LogConfig, LogFormat};
+
+/// Installs the log subscriber once, as the `log` section says (`CALLINGEST_LOG`, default
+/// `info,sqlx=warn`; `CALLINGEST_LOG_FORMAT=json` for one JSON object per line). A filter that
+/// does not parse is refused, naming its variable.
+pub fn init_logging(config: &LogConfig) -> Result<(), ConfigError> {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(config.env_filter()?)
         .with_writer(std::io::stderr);
-    let json = std::env::var("CALLINGEST_LOG_FORMAT").is_ok_and(|f| f == "json");
     // A second install (tests start many apps in one process) is harmless: keep the first.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match config.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
+    Ok(())
 }
 
 /// The process-wide metrics recorder; installed on first use.

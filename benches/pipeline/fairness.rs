@@ -110,10 +110,8 @@ async fn backlog_run(pool_kind: Pool, with_a: bool) -> anyhow::Result<BacklogRun
             150,
         ),
     };
-    let mut processing = ProcessingConfig {
-        allow_private_urls: true,
-        ..ProcessingConfig::default()
-    };
+    let mut processing = WorkersConfig::default();
+    processing.outbound.allow_private_urls = true;
     if pool_kind == Pool::Transcribe {
         processing.transcription.transcriber = callingest::config::TranscriberKind::Whisper;
         processing.transcription.whisper_model = std::env::var("CALLINGEST_WHISPER_MODEL")

@@ -24,7 +24,7 @@ const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Limits and trust settings of recording downloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchConfig {
+pub struct FetchSettings {
     /// Largest recording accepted, in bytes.
     pub max_bytes: u64,
     /// Time allowed to establish the TCP and TLS connection.
@@ -37,7 +37,7 @@ pub struct FetchConfig {
     pub extra_ca_file: Option<PathBuf>,
 }
 
-impl Default for FetchConfig {
+impl Default for FetchSettings {
     fn default() -> Self {
         Self {
             max_bytes: 1024 * 1024 * 1024,
@@ -195,7 +195,7 @@ fn retry_after_suffix(retry_after: Option<Duration>) -> String {
         .unwrap_or_default()
 }
 
-/// Downloads recordings under one [`FetchConfig`]; cheap to share between workers.
+/// Downloads recordings under one [`FetchSettings`]; cheap to share between workers.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: OutboundClient,
@@ -203,7 +203,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(config: FetchConfig) -> Result<Self, NetError> {
+    pub fn new(config: FetchSettings) -> Result<Self, NetError> {
         Self::with_test_loopback_ports(config, Vec::new())
     }
 
@@ -212,7 +212,7 @@ impl Fetcher {
     /// [`OutboundPolicy::allowed_loopback_ports`]), so a test can serve an allowed first hop
     /// from 127.0.0.1.
     pub fn with_test_loopback_ports(
-        config: FetchConfig,
+        config: FetchSettings,
         allowed_loopback_ports: Vec<u16>,
     ) -> Result<Self, NetError> {
         let policy = OutboundPolicy {
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn the_default_limit_is_one_gibibyte() {
-        assert_eq!(FetchConfig::default().max_bytes, 1 << 30);
+        assert_eq!(FetchSettings::default().max_bytes, 1 << 30);
     }
 
     #[test]

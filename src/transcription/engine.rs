@@ -14,17 +14,14 @@ pub fn build_engine(config: &TranscriptionConfig) -> anyhow::Result<Option<Arc<d
     match config.transcriber {
         TranscriberKind::None => Ok(None),
         TranscriberKind::Openai => {
-            let Some(base_url) = config.transcribe_url.clone() else {
+            let Some(base_url) = config.url.clone() else {
                 bail!("CALLINGEST_TRANSCRIBER=openai needs CALLINGEST_TRANSCRIBE_URL");
             };
             let engine = OpenAiEngine::new(OpenAiConfig {
                 base_url,
-                api_key: config
-                    .transcribe_api_key
-                    .as_ref()
-                    .map(|k| k.expose().to_owned()),
-                model: config.transcribe_model.clone(),
-                timeout: std::time::Duration::from_millis(config.transcribe_timeout_ms),
+                api_key: config.api_key.as_ref().map(|k| k.expose().to_owned()),
+                model: config.model.clone(),
+                timeout: config.timeout,
             })
             .context("could not set up the transcription client")?;
             Ok(Some(Arc::new(engine)))

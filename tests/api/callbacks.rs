@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use callingest::callbacks::signature::{verify, SigningSecret};
 use callingest::callbacks::webhook_id;
-use callingest::config::{ProcessingConfig, Role};
+use callingest::config::{Role, WorkersConfig};
 use serde_json::{json, Value};
 
 use crate::callback_receiver::{ReceivedRequest, Receiver, Reply, TestCa};
@@ -14,11 +14,10 @@ use crate::processing::{final_row, item, RecordingServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn settings(ca: &TestCa) -> ProcessingConfig {
-    ProcessingConfig {
-        extra_ca_file: Some(ca.ca_file().to_owned()),
-        ..test_processing()
-    }
+fn settings(ca: &TestCa) -> WorkersConfig {
+    let mut processing = test_processing();
+    processing.outbound.extra_ca_file = Some(ca.ca_file().to_owned());
+    processing
 }
 
 async fn app_with(ca: &TestCa) -> TestApp {
@@ -227,10 +226,8 @@ async fn a_slow_receiver_times_out_and_is_retried() {
     )
     .await;
     let recordings = RecordingServer::start().await;
-    let processing = ProcessingConfig {
-        callback_timeout_ms: 300,
-        ..settings(&ca)
-    };
+    let mut processing = settings(&ca);
+    processing.callbacks.timeout = Duration::from_millis(300);
     let app = spawn_app_with(Role::All, 600, processing).await;
 
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
@@ -289,10 +286,8 @@ async fn a_restart_between_attempts_resumes_the_schedule_without_losing_or_doubl
     let ca = TestCa::new();
     let receiver = Receiver::start(&ca, vec![Reply::Status(503), Reply::Status(200)]).await;
     let recordings = RecordingServer::start().await;
-    let processing = ProcessingConfig {
-        callback_backoff_base_ms: 1_500,
-        ..settings(&ca)
-    };
+    let mut processing = settings(&ca);
+    processing.callbacks.backoff_base = Duration::from_millis(1_500);
     let app = spawn_app_with(Role::All, 600, processing).await;
 
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
@@ -421,10 +416,8 @@ async fn a_call_without_callback_url_cannot_be_redelivered() {
 async fn a_callback_to_a_loopback_address_is_refused_when_private_urls_are_not_allowed() {
     let ca = TestCa::new();
     let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;
-    let processing = ProcessingConfig {
-        allow_private_urls: false,
-        ..settings(&ca)
-    };
+    let mut processing = settings(&ca);
+    processing.outbound.allow_private_urls = false;
     let app = spawn_app_with(Role::All, 600, processing).await;
     // The recording is refused too (loopback), so the call fails and its outcome is due.
     let mut call = item("c1", "http://127.0.0.1:9/none.wav");

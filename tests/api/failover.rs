@@ -342,8 +342,8 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
     let pool = callingest::db::connect(&DatabaseConfig {
         url: Secret::new(database_url.clone()),
         max_connections: 4,
-        acquire_timeout_ms: 30_000,
-        connect_deadline_ms: 30_000,
+        acquire_timeout: std::time::Duration::from_secs(30),
+        connect_deadline: std::time::Duration::from_secs(30),
     })
     .await
     .unwrap();

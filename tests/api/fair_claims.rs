@@ -17,8 +17,8 @@ async fn database() -> (TestDatabase, PgPool) {
     let pool = callingest::db::prepare(&DatabaseConfig {
         url: Secret::new(database.url.clone()),
         max_connections: 4,
-        acquire_timeout_ms: 5_000,
-        connect_deadline_ms: 10_000,
+        acquire_timeout: std::time::Duration::from_secs(5),
+        connect_deadline: std::time::Duration::from_secs(10),
     })
     .await
     .expect("the database migrates");

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callingest::processing::fetch::{FetchConfig, FetchError, Fetcher};
+use callingest::processing::fetch::{FetchError, FetchSettings, Fetcher};
 use poem::endpoint::make;
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -58,8 +58,8 @@ impl TestServer {
     }
 }
 
-fn config(allow_private: bool) -> FetchConfig {
-    FetchConfig {
+fn config(allow_private: bool) -> FetchSettings {
+    FetchSettings {
         max_bytes: 1024 * 1024,
         connect_timeout: Duration::from_secs(2),
         total_timeout: Duration::from_secs(5),
@@ -68,7 +68,7 @@ fn config(allow_private: bool) -> FetchConfig {
     }
 }
 
-fn fetcher(config: FetchConfig) -> Fetcher {
+fn fetcher(config: FetchSettings) -> Fetcher {
     Fetcher::new(config).expect("the fetcher builds")
 }
 
@@ -216,7 +216,7 @@ async fn a_server_slower_than_the_total_timeout_is_a_retryable_timeout() {
         }),
     );
     let server = TestServer::on_ipv4(route).await;
-    let fetcher = fetcher(FetchConfig {
+    let fetcher = fetcher(FetchSettings {
         total_timeout: Duration::from_millis(300),
         ..config(true)
     });
@@ -242,7 +242,7 @@ async fn a_body_that_trickles_past_the_total_timeout_is_a_retryable_timeout() {
         }),
     );
     let server = TestServer::on_ipv4(route).await;
-    let fetcher = fetcher(FetchConfig {
+    let fetcher = fetcher(FetchSettings {
         total_timeout: Duration::from_millis(300),
         ..config(true)
     });
@@ -257,7 +257,7 @@ async fn a_body_that_trickles_past_the_total_timeout_is_a_retryable_timeout() {
 #[tokio::test]
 async fn a_content_length_above_the_limit_is_refused_before_reading() {
     let server = TestServer::on_ipv4(recording_server_route()).await;
-    let fetcher = fetcher(FetchConfig {
+    let fetcher = fetcher(FetchSettings {
         max_bytes: 99_999,
         ..config(true)
     });
@@ -272,7 +272,7 @@ async fn a_content_length_above_the_limit_is_refused_before_reading() {
 #[tokio::test]
 async fn a_recording_of_exactly_the_limit_is_accepted() {
     let server = TestServer::on_ipv4(recording_server_route()).await;
-    let fetcher = fetcher(FetchConfig {
+    let fetcher = fetcher(FetchSettings {
         max_bytes: 100_000,
         ..config(true)
     });
@@ -293,7 +293,7 @@ async fn a_chunked_body_without_content_length_is_cut_off_at_the_limit() {
         }),
     );
     let server = TestServer::on_ipv4(route).await;
-    let fetcher = fetcher(FetchConfig {
+    let fetcher = fetcher(FetchSettings {
         max_bytes: 1_000,
         ..config(true)
     });

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use callingest::app::Application;
-use callingest::config::{DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig};
+use callingest::config::{
+    CallbacksConfig, DatabaseConfig, FetchConfig, HttpConfig, JobsConfig, OutboundConfig, Role,
+    Secret, ServeConfig, WorkersConfig,
+};
 use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -100,32 +103,40 @@ pub async fn spawn_app_with_rate_limit(rate_limit_per_minute: u32) -> TestApp {
 
 /// Processing settings for tests: loopback servers allowed, short timeouts and backoff so
 /// retries happen within a test.
-pub fn test_processing() -> ProcessingConfig {
-    ProcessingConfig {
-        worker_concurrency: 2,
-        lease_ms: 30_000,
-        shutdown_grace_ms: 20_000,
-        fetch_step_max_ms: None,
-        callback_step_max_ms: None,
-        max_recording_bytes: 1 << 30,
-        max_recording_minutes: 600,
-        fetch_connect_timeout_ms: 2_000,
-        fetch_timeout_ms: 5_000,
-        fetch_max_attempts: 3,
-        fetch_backoff_base_ms: 100,
-        allow_private_urls: true,
-        extra_ca_file: None,
-        callback_concurrency: 2,
-        callback_timeout_ms: 2_000,
-        callback_backoff_base_ms: 200,
+pub fn test_processing() -> WorkersConfig {
+    WorkersConfig {
+        jobs: JobsConfig {
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+        },
+        fetch: FetchConfig {
+            concurrency: 2,
+            step_max: None,
+            max_recording_bytes: 1 << 30,
+            max_recording: Duration::from_secs(600 * 60),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(100),
+        },
+        callbacks: CallbacksConfig {
+            concurrency: 2,
+            timeout: Duration::from_secs(2),
+            step_max: None,
+            backoff_base: Duration::from_millis(200),
+        },
         transcription: Default::default(),
+        outbound: OutboundConfig {
+            allow_private_urls: true,
+            extra_ca_file: None,
+        },
     }
 }
 
 pub async fn spawn_app_with(
     role: Role,
     rate_limit_per_minute: u32,
-    processing: ProcessingConfig,
+    processing: WorkersConfig,
 ) -> TestApp {
     spawn_app_on(&server_url(), role, rate_limit_per_minute, processing).await
 }
@@ -135,7 +146,7 @@ pub async fn spawn_app_on(
     server_url: &str,
     role: Role,
     rate_limit_per_minute: u32,
-    processing: ProcessingConfig,
+    processing: WorkersConfig,
 ) -> TestApp {
     spawn_app_with_http(
         server_url,
@@ -152,26 +163,28 @@ pub async fn spawn_app_with_http(
     server_url: &str,
     role: Role,
     rate_limit_per_minute: u32,
-    processing: ProcessingConfig,
+    processing: WorkersConfig,
     http: HttpConfig,
 ) -> TestApp {
     // Quiet unless asked: `TEST_LOG=1 cargo test ...` shows the service's logs.
     if std::env::var_os("TEST_LOG").is_some() {
-        callingest::telemetry::init_logging();
+        callingest::telemetry::init_logging(&Default::default()).expect("CALLINGEST_LOG parses");
     }
     let database = TestDatabase::create_on(server_url).await;
     let config = ServeConfig {
         database: DatabaseConfig {
             url: Secret::new(database.url.clone()),
             max_connections: 10,
-            acquire_timeout_ms: 2_000,
-            connect_deadline_ms: 120_000,
+            acquire_timeout: Duration::from_secs(2),
+            connect_deadline: Duration::from_secs(120),
         },
-        listen: "127.0.0.1:0".parse().unwrap(),
         role,
-        processing,
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        http,
+        http: HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_token: Some(Secret::new(ADMIN_TOKEN)),
+            ..http
+        },
+        workers: processing,
     };
     let (address, pool, server) = start(&config).await;
     let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callingest::config::{ProcessingConfig, Role};
+use callingest::config::{FetchConfig, Role};
 use callingest::partners::{create_partner, PartnerCredentials};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Path};
@@ -204,11 +204,12 @@ fn wav_of_61_seconds() -> Vec<u8> {
 async fn a_recording_longer_than_the_limit_fails_for_good_with_the_reason() {
     // The default is 600 minutes (checked below); an hour-long recording per test run would
     // only make the suite slow, so this service allows one minute.
-    assert_eq!(ProcessingConfig::default().max_recording_minutes, 600);
-    let processing = ProcessingConfig {
-        max_recording_minutes: 1,
-        ..test_processing()
-    };
+    assert_eq!(
+        FetchConfig::default().max_recording,
+        Duration::from_secs(600 * 60)
+    );
+    let mut processing = test_processing();
+    processing.fetch.max_recording = Duration::from_secs(60);
     let app = spawn_app_with(Role::All, 600, processing).await;
     let partner_b = second_partner(&app).await;
     let mut files = recordings();

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use callingest::config::{ProcessingConfig, Role};
+use callingest::config::Role;
 use callingest_domain::interaction::Interaction;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Path};
@@ -87,10 +87,8 @@ async fn a_scripted_call_reports_its_turns_in_the_callback_the_call_and_the_agen
     let host = serve(&call).await;
     let ca = TestCa::new();
     let receiver = Receiver::start(&ca, vec![Reply::Status(204)]).await;
-    let processing = ProcessingConfig {
-        extra_ca_file: Some(ca.ca_file().to_owned()),
-        ..test_processing()
-    };
+    let mut processing = test_processing();
+    processing.outbound.extra_ca_file = Some(ca.ca_file().to_owned());
     let app = spawn_app_with(Role::All, 600, processing).await;
 
     let mut stereo = item_with_id("stereo");

@@ -13,8 +13,8 @@ fn config(url: String) -> DatabaseConfig {
     DatabaseConfig {
         url: Secret::new(url),
         max_connections: 2,
-        acquire_timeout_ms: 5_000,
-        connect_deadline_ms: 5_000,
+        acquire_timeout: std::time::Duration::from_secs(5),
+        connect_deadline: std::time::Duration::from_secs(5),
     }
 }
 

@@ -15,7 +15,7 @@ use poem::web::Path;
 use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::{json, Value};
 
-use callingest::config::ProcessingConfig;
+use callingest::config::WorkersConfig;
 use callingest::jobs::{JobOutcome, Runner, Shutdown};
 use callingest_domain::call::RetryPolicy;
 
@@ -251,7 +251,7 @@ pub async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
 }
 
 /// The fetch pool of `processing` on the app's database, for a test to drive by hand.
-pub fn fetch_runner(app: &TestApp, processing: &ProcessingConfig, retry: RetryPolicy) -> Runner {
+pub fn fetch_runner(app: &TestApp, processing: &WorkersConfig, retry: RetryPolicy) -> Runner {
     let fetcher = Arc::new(callingest::app::fetcher(processing).unwrap());
     Runner::new(
         app.pool.clone(),
@@ -442,8 +442,8 @@ async fn server_errors_are_retried_with_backoff_until_the_recording_comes() {
 #[tokio::test]
 async fn a_server_too_slow_for_the_timeout_fails_after_the_last_attempt() {
     let mut processing = test_processing();
-    processing.fetch_timeout_ms = 300;
-    processing.fetch_max_attempts = 2;
+    processing.fetch.timeout = Duration::from_millis(300);
+    processing.fetch.max_attempts = 2;
     let app = spawn_app_with(Role::All, 600, processing).await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item("slow", &server.url("/slow.wav"))]))
@@ -469,7 +469,7 @@ async fn a_server_too_slow_for_the_timeout_fails_after_the_last_attempt() {
 #[tokio::test]
 async fn an_oversize_recording_fails_without_retry() {
     let mut processing = test_processing();
-    processing.max_recording_bytes = 100_000;
+    processing.fetch.max_recording_bytes = 100_000;
     let app = spawn_app_with(Role::All, 600, processing).await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item("big", &server.url("/big.wav"))]))
@@ -513,7 +513,7 @@ async fn a_pdf_named_mp3_is_an_unsupported_recording_format() {
 #[tokio::test]
 async fn a_loopback_recording_url_is_refused_when_private_urls_are_not_allowed() {
     let mut processing = test_processing();
-    processing.allow_private_urls = false;
+    processing.outbound.allow_private_urls = false;
     let app = spawn_app_with(Role::All, 600, processing).await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item("ssrf", &server.url("/redirect.wav"))]))
@@ -583,8 +583,8 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     // Within one lease (plus the polling of this loop) of the kill, not before it expired.
     let taken_over_after = taken_over_after.expect("the survivor claimed the job");
     assert!(
-        taken_over_after >= processing.lease() - Duration::from_millis(500)
-            && taken_over_after < processing.lease() + Duration::from_secs(3),
+        taken_over_after >= processing.jobs.lease - Duration::from_millis(500)
+            && taken_over_after < processing.jobs.lease + Duration::from_secs(3),
         "taken over after {taken_over_after:?}"
     );
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 0).await;

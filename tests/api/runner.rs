@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callingest::config::ProcessingConfig;
+use callingest::config::{FetchConfig, JobsConfig, WorkersConfig};
 use callingest::jobs::{claim_next, JobOutcome, FETCH};
 use callingest_domain::call::RetryPolicy;
 use callingest_projections::processing_jobs::ProcessingJobs;
@@ -19,13 +19,15 @@ use crate::processing::{
 
 /// Test settings, but downloads may take two minutes (the recording server here is slow on
 /// purpose) and lease and grace are the defaults.
-fn slow_downloads() -> ProcessingConfig {
-    let defaults = ProcessingConfig::default();
-    ProcessingConfig {
-        fetch_timeout_ms: 120_000,
-        lease_ms: defaults.lease_ms,
-        shutdown_grace_ms: defaults.shutdown_grace_ms,
-        ..test_processing()
+fn slow_downloads() -> WorkersConfig {
+    let test = test_processing();
+    WorkersConfig {
+        fetch: FetchConfig {
+            timeout: Duration::from_secs(120),
+            ..test.fetch
+        },
+        jobs: JobsConfig::default(),
+        ..test
     }
 }
 
@@ -136,7 +138,7 @@ async fn a_step_whose_lease_was_taken_over_stops_at_its_next_heartbeat() {
     // The next renewal (every lease/3) finds the row taken; the step then stops within 2 s.
     let stopped_after = taken.elapsed();
     assert!(
-        stopped_after < processing.lease() / 3 + Duration::from_secs(2),
+        stopped_after < processing.jobs.lease / 3 + Duration::from_secs(2),
         "stopped {stopped_after:?} after the takeover"
     );
     assert_eq!(
@@ -153,7 +155,7 @@ async fn heartbeats_keep_a_long_download_leased_well_past_one_lease() {
     let jobs = one_job(&app, "long", &server.url("/delay/42000/left-only.wav")).await;
     let processing = slow_downloads();
     assert_eq!(
-        processing.lease(),
+        processing.jobs.lease,
         Duration::from_secs(30),
         "the default lease"
     );
@@ -171,7 +173,7 @@ async fn heartbeats_keep_a_long_download_leased_well_past_one_lease() {
             () = tokio::time::sleep(Duration::from_secs(1)) => {
                 // Nobody else can take the job while its holder is alive.
                 assert_eq!(rival.run_next("rival").await.unwrap(), JobOutcome::EmptyQueue);
-                if claimed.elapsed() > processing.lease() + Duration::from_secs(3) {
+                if claimed.elapsed() > processing.jobs.lease + Duration::from_secs(3) {
                     let lease = lease(&app).await;
                     assert_eq!(lease["owner"], "holder");
                     assert_eq!(lease["held"], true, "{lease}");
@@ -204,10 +206,9 @@ async fn a_step_past_its_maximum_duration_is_cancelled_as_a_failed_attempt() {
     let app = spawn_app().await;
     let server = RecordingServer::start().await;
     one_job(&app, "hung", &server.url("/delay/60000/left-only.wav")).await;
-    let processing = ProcessingConfig {
-        fetch_step_max_ms: Some(2_000),
-        ..slow_downloads()
-    };
+    // Below the fetch timeout, which `validate` would refuse: the worker is driven by hand.
+    let mut processing = slow_downloads();
+    processing.fetch.step_max = Some(Duration::from_secs(2));
     let worker = fetch_runner(&app, &processing, RETRY);
     let started = Instant::now();
     let outcome = tokio::time::timeout(Duration::from_secs(10), worker.run_next("w"))
@@ -245,10 +246,8 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
     let app = spawn_app().await;
     let server = RecordingServer::start().await;
     // One attempt only: were the interrupted attempt counted, the call would fail.
-    let processing = ProcessingConfig {
-        fetch_max_attempts: 1,
-        ..slow_downloads()
-    };
+    let mut processing = slow_downloads();
+    processing.fetch.max_attempts = 1;
     let instance = callingest::app::spawn_background(&app.pool, &processing).unwrap();
     app.post_batch(&batch(vec![item(
         "drained",
@@ -267,7 +266,7 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
         "the projectors hold their locks"
     );
 
-    let grace = processing.shutdown_grace();
+    let grace = processing.jobs.shutdown_grace;
     assert_eq!(grace, Duration::from_secs(20), "the default grace");
     let draining = Instant::now();
     instance.drain(grace).await;
@@ -334,7 +333,7 @@ async fn a_drain_lets_a_step_that_ends_within_the_grace_finish() {
     )
     .await;
     let draining = Instant::now();
-    instance.drain(processing.shutdown_grace()).await;
+    instance.drain(processing.jobs.shutdown_grace).await;
     assert!(draining.elapsed() < Duration::from_secs(10));
     let types = event_types(&app, "finishing").await;
     assert!(

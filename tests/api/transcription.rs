@@ -53,8 +53,8 @@ impl OneFileServer {
 fn transcription(kind: TranscriberKind) -> TranscriptionConfig {
     TranscriptionConfig {
         transcriber: kind,
-        transcribe_max_attempts: 2,
-        transcribe_backoff_base_ms: 100,
+        max_attempts: 2,
+        backoff_base: Duration::from_millis(100),
         spool_dir: Some(tempfile::tempdir().unwrap().keep()),
         ..TranscriptionConfig::default()
     }
@@ -99,7 +99,7 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
 ) {
     let port = closed_port().await;
     let mut config = transcription(TranscriberKind::Openai);
-    config.transcribe_url = Some(format!("http://127.0.0.1:{port}"));
+    config.url = Some(format!("http://127.0.0.1:{port}"));
     let spool = config.spool_dir.clone().unwrap();
     let app = app_transcribing_with(config).await;
     let recording = std::fs::read(concat!(
@@ -487,9 +487,9 @@ mod with_whisper {
     async fn the_openai_engine_transcribes_through_the_transcription_server() {
         let base = transcription_server("stt-key").await;
         let mut config = transcription(TranscriberKind::Openai);
-        config.transcribe_url = Some(base.clone());
-        config.transcribe_api_key = Some(Secret::new("stt-key"));
-        config.transcribe_model = "tiny.en".into();
+        config.url = Some(base.clone());
+        config.api_key = Some(Secret::new("stt-key"));
+        config.model = "tiny.en".into();
         let app = app_transcribing_with(config).await;
         let host = OneFileServer::start(two_sided_call()).await;
         app.post_batch(&batch(vec![item("remote", &host.url)]))
@@ -508,8 +508,8 @@ mod with_whisper {
 
         // A wrong key is refused (401), a permanent failure: no second attempt.
         let mut wrong = transcription(TranscriberKind::Openai);
-        wrong.transcribe_url = Some(base);
-        wrong.transcribe_api_key = Some(Secret::new("not-the-key"));
+        wrong.url = Some(base);
+        wrong.api_key = Some(Secret::new("not-the-key"));
         let app = app_transcribing_with(wrong).await;
         app.post_batch(&batch(vec![item("refused", &host.url)]))
             .await;
