@@ -18,7 +18,7 @@ use super::{ApiTags, AppState};
 use crate::callbacks::webhook_id;
 use crate::event_store::execute;
 use crate::partners::{self, PartnerCredentials};
-use crate::queries::calls::{CallFilter, CallStatus};
+use crate::queries::calls::CallFilter;
 
 pub struct AdminApi {
     pub state: Arc<AppState>,
@@ -107,7 +107,7 @@ impl AdminApi {
         _admin: AdminAuth,
         partner_id: Path<String>,
         call_id: Path<String>,
-    ) -> Result<Json<CallHistory>, ApiError> {
+    ) -> Result<SerdeJson<CallHistory>, ApiError> {
         let partner = PartnerId::parse(&partner_id.0).map_err(|_| ApiError::not_found())?;
         call_history_of(&self.state.pool, &partner, &call_id.0, true).await
     }
@@ -126,7 +126,7 @@ impl AdminApi {
         _admin: AdminAuth,
         partner_id: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
-        status: Query<Option<CallStatus>>,
+        status: Query<Option<super::view_schema::CallStatus>>,
         accepted_after: Query<Option<DateTime<Utc>>>,
         accepted_before: Query<Option<DateTime<Utc>>>,
         /// Page size, 1 to 500 (default 100).
@@ -136,7 +136,7 @@ impl AdminApi {
     ) -> Result<SerdeJson<CallPage>, ApiError> {
         let filter = CallFilter {
             partner_id: partner_id.0,
-            status: status.0,
+            status: status.0.map(Into::into),
             tenant_id: tenant_id.0,
             accepted_after: accepted_after.0,
             accepted_before: accepted_before.0,

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use chrono::{Days, NaiveDate, Utc};
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::OpenApi;
 
 use super::auth::PartnerAuth;
 use super::error::ApiError;
+use super::serde_json_body::SerdeJson;
 use super::{ApiTags, AppState};
 use crate::queries::interaction::{self, AgentDayView, AgentDaysFilter};
 
@@ -21,15 +21,13 @@ pub struct AgentsApi {
     pub state: Arc<AppState>,
 }
 
-/// One agent's interaction statistics, per day.
-#[derive(Object)]
+/// One agent's interaction statistics, per day (described by
+/// [`super::view_schema::AgentStats`]).
+#[derive(serde::Serialize)]
 pub struct AgentStats {
     pub agent_id: String,
-    /// First day reported (UTC).
     pub from: NaiveDate,
-    /// Last day reported (UTC), included.
     pub to: NaiveDate,
-    /// Days with at least one call of the agent, oldest first.
     pub days: Vec<AgentDayView>,
 }
 
@@ -60,7 +58,7 @@ impl AgentsApi {
         tenant_id: Query<Option<String>>,
         /// Only calls of this sub-tenant.
         sub_tenant_id: Query<Option<String>>,
-    ) -> Result<Json<AgentStats>, ApiError> {
+    ) -> Result<SerdeJson<AgentStats>, ApiError> {
         let (from, to) = day_range(from.0, to.0, Utc::now().date_naive())?;
         let days = interaction::agent_days(
             &self.state.pool,
@@ -74,7 +72,7 @@ impl AgentsApi {
             },
         )
         .await?;
-        Ok(Json(AgentStats {
+        Ok(SerdeJson(AgentStats {
             agent_id: agent_id.0,
             from,
             to,

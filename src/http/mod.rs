@@ -23,6 +23,7 @@ pub mod server;
 mod status_schema;
 mod support;
 mod validation_gate;
+mod view_schema;
 
 use std::sync::Arc;
 

@@ -1,10 +1,10 @@
 //! A JSON response written with serde straight from the value, documented in the OpenAPI
-//! spec exactly like `Json<T>`.
+//! spec exactly like `Json<T>` of its documentation type.
 //!
 //! poem-openapi's `Json<T>` first builds a `serde_json::Value` tree of the whole answer and then
 //! writes it: for a page of 500 calls with 40 fields each that is most of the request's CPU.
-//! Types answered this way must serialise (serde) to the same JSON as their `ToJSON` (a test
-//! per type keeps them equal).
+//! And the views of `crate::queries` know nothing of poem-openapi: they are answered with serde
+//! and described by the documentation types of `super::view_schema`.
 
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Payload;
@@ -14,15 +14,21 @@ use poem_openapi::ApiResponse;
 
 pub struct SerdeJson<T>(pub T);
 
-impl<T: Type + serde::Serialize + Send> Payload for SerdeJson<T> {
+/// A value answered with serde whose OpenAPI description is `Schema`, a type of the HTTP layer
+/// that writes (`ToJSON`) exactly what the value serialises to: a test per type checks it.
+pub trait Documented: serde::Serialize + Send {
+    type Schema: Type;
+}
+
+impl<T: Documented> Payload for SerdeJson<T> {
     const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
 
     fn schema_ref() -> MetaSchemaRef {
-        T::schema_ref()
+        T::Schema::schema_ref()
     }
 
     fn register(registry: &mut Registry) {
-        T::register(registry);
+        T::Schema::register(registry);
     }
 }
 
@@ -42,7 +48,7 @@ impl<T: serde::Serialize + Send> IntoResponse for SerdeJson<T> {
     }
 }
 
-impl<T: Type + serde::Serialize + Send> ApiResponse for SerdeJson<T> {
+impl<T: Documented> ApiResponse for SerdeJson<T> {
     fn meta() -> MetaResponses {
         MetaResponses {
             responses: vec![MetaResponse {
@@ -59,26 +65,6 @@ impl<T: Type + serde::Serialize + Send> ApiResponse for SerdeJson<T> {
     }
 
     fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-}
-
-/// Date-times as poem-openapi writes them (`2024-05-01T12:00:00+00:00`, fractions only when
-/// present), for `#[serde(serialize_with)]` on fields of types answered as [`SerdeJson`].
-pub mod rfc3339 {
-    use chrono::{DateTime, Utc};
-
-    pub fn serialize<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&at.to_rfc3339())
-    }
-
-    pub fn option<S: serde::Serializer>(
-        at: &Option<DateTime<Utc>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match at {
-            Some(at) => serialize(at, s),
-            None => s.serialize_none(),
-        }
+        T::Schema::register(registry);
     }
 }

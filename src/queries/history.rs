@@ -1,23 +1,17 @@
 //! A call's event history, for partners debugging their integration and for support audits.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::Object;
 use serde_json::Value;
 use sqlx::PgPool;
 
 /// One event of a call.
-#[derive(Debug, Clone, Object, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct CallEventView {
-    /// `CallAccepted`, `RecordingFetched`, `CallbackDelivered`, ...
     pub event_type: String,
-    /// 1 for the first event of the call, then 2, 3, ...
     pub sequence: i64,
+    #[serde(serialize_with = "crate::queries::rfc3339::serialize")]
     pub recorded_at: DateTime<Utc>,
-    /// The event's facts (the inner object of the stored event).
     pub payload: Value,
-    /// For support only: request id, source IP and user agent of the request (or the worker)
-    /// that caused the event.
-    #[oai(skip_serializing_if_is_none)]
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,

@@ -2,115 +2,50 @@
 //! days (`agent_daily_stats`, means computed here from its sums and counts).
 
 use chrono::NaiveDate;
-use poem_openapi::Object;
 use sqlx::PgPool;
 
 /// How a call went as a conversation. Every figure is null for mono recordings (one channel
 /// mixes both sides, so nobody can tell who talks), for calls analysed before these figures
 /// existed, and where the figure's own note says so. Transcript figures need a transcript.
-#[derive(Debug, Clone, Default, Object, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, Default, sqlx::FromRow, serde::Serialize)]
 pub struct InteractionView {
-    /// Version of the voice-activity detector that measured talk times and turns (2 and up);
-    /// null for calls analysed with the earlier rule.
-    #[oai(nullable)]
     pub detector_version: Option<i32>,
-    /// Share of the talking done by the agent: agent talk time / (agent + customer talk
-    /// time), 0 to 1. Null when nobody talks.
-    #[oai(nullable)]
     pub talk_ratio: Option<f64>,
-    /// Longest agent turn, in milliseconds: from the agent taking the floor to the agent's last
-    /// word before the customer takes it (customer backchannels of 1 s or less do not end it).
-    /// Null when the agent never has the floor.
-    #[oai(nullable)]
     pub longest_monologue_ms: Option<i64>,
-    /// Longest customer turn, in milliseconds (as `longest_monologue_ms`, for the customer).
-    /// Null when the customer never has the floor.
-    #[oai(nullable)]
     pub longest_customer_story_ms: Option<i64>,
-    /// Changes of speaker (the floor passing from one side to the other) per minute of
-    /// recording.
-    #[oai(nullable)]
     pub interactivity: Option<f64>,
-    /// Mean silence, in milliseconds, between the customer finishing a turn and the agent
-    /// starting theirs, over the changes where the agent did not cut in. Null without one.
-    #[oai(nullable)]
     pub patience_ms: Option<i64>,
-    /// Number of customer-to-agent changes `patience_ms` averages.
-    #[oai(nullable)]
     pub patience_switches: Option<i32>,
-    /// Turns the agent took.
-    #[oai(nullable)]
     pub agent_turns: Option<i32>,
-    /// Turns the customer took.
-    #[oai(nullable)]
     pub customer_turns: Option<i32>,
-    /// Words the agent said (transcript).
-    #[oai(nullable)]
     pub agent_words: Option<i64>,
-    /// Words the customer said (transcript).
-    #[oai(nullable)]
     pub customer_words: Option<i64>,
-    /// Agent words per minute of agent talk time. Null when the agent never talks.
-    #[oai(nullable)]
     pub agent_words_per_minute: Option<f64>,
-    /// Customer words per minute of customer talk time. Null when the customer never talks.
-    #[oai(nullable)]
     pub customer_words_per_minute: Option<f64>,
-    /// Agent sentences ending in `?`.
-    #[oai(nullable)]
     pub agent_questions: Option<i32>,
-    /// Customer sentences ending in `?`.
-    #[oai(nullable)]
     pub customer_questions: Option<i32>,
-    /// Agent words / all words, 0 to 1. Null when nobody said a word.
-    #[oai(nullable)]
     pub agent_word_share: Option<f64>,
 }
 
 /// One day of one agent's calls (all tenants and sub-tenants the filter lets through). Means
 /// are over the calls that have the figure: mono calls and calls analysed before the figures
 /// existed count in `calls`/`completed_calls` only.
-#[derive(Debug, Clone, Object, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct AgentDayView {
-    /// UTC date the calls started.
     pub day: NaiveDate,
-    /// Calls accepted.
     pub calls: i64,
-    /// Calls processed to the end.
     pub completed_calls: i64,
-    /// Calls whose processing failed.
     pub failed_calls: i64,
-    /// Agent talk time over the completed calls, in minutes.
     pub agent_talk_minutes: f64,
-    /// Mean `talk_ratio` (0 to 1).
-    #[oai(nullable)]
     pub mean_talk_ratio: Option<f64>,
-    /// Mean of the calls' longest monologues, in milliseconds.
-    #[oai(nullable)]
     pub mean_longest_monologue_ms: Option<f64>,
-    /// Longest monologue of the day, in milliseconds.
-    #[oai(nullable)]
     pub longest_monologue_ms: Option<i64>,
-    /// Mean of the calls' longest customer stories, in milliseconds.
-    #[oai(nullable)]
     pub mean_longest_customer_story_ms: Option<f64>,
-    /// Mean changes of speaker per minute.
-    #[oai(nullable)]
     pub mean_interactivity: Option<f64>,
-    /// Mean of the calls' patience, in milliseconds.
-    #[oai(nullable)]
     pub mean_patience_ms: Option<f64>,
-    /// Agent questions per transcribed call.
-    #[oai(nullable)]
     pub agent_questions_per_call: Option<f64>,
-    /// Customer questions per transcribed call.
-    #[oai(nullable)]
     pub customer_questions_per_call: Option<f64>,
-    /// Agent words per minute of agent talk, over the transcribed calls.
-    #[oai(nullable)]
     pub agent_words_per_minute: Option<f64>,
-    /// Agent words / all words of the transcribed calls, 0 to 1.
-    #[oai(nullable)]
     pub agent_word_share: Option<f64>,
 }
 

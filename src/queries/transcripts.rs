@@ -3,13 +3,11 @@
 use callingest_domain::call::{call_aggregate_id, Speaker, TranscriptProduced};
 use callingest_domain::values::{CallId, PartnerId};
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
 use sqlx::PgPool;
 
 /// Who spoke: the agent (left channel of a stereo recording), the customer (right), or either
 /// (`mono`: one channel carries both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, sqlx::Type, serde::Serialize)]
-#[oai(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -19,7 +17,7 @@ pub enum Channel {
 }
 
 /// One stretch of speech, in milliseconds from the start of the recording.
-#[derive(Debug, Clone, Object, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct SegmentView {
     pub channel: Channel,
     pub start_ms: i64,
@@ -28,18 +26,16 @@ pub struct SegmentView {
 }
 
 /// A call's transcript.
-#[derive(Debug, Clone, Object, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TranscriptView {
     pub call_id: String,
-    /// All segments' texts in time order.
     pub text: String,
     pub segments: Vec<SegmentView>,
-    /// `whisper` or `openai`.
     pub engine: String,
     pub model: String,
-    /// ISO 639-1 code, e.g. `en`.
     pub language: String,
     pub word_count: i64,
+    #[serde(serialize_with = "crate::queries::rfc3339::serialize")]
     pub produced_at: DateTime<Utc>,
 }
 

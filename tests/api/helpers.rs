@@ -277,7 +277,7 @@ impl TestApp {
             "select event_type, payload from events
              where aggregate_type = 'Call' and aggregate_id = $1 order by sequence",
         )
-        .bind(format!("{partner_id}:{call_id}"))
+        .bind(aggregate_id(partner_id, call_id))
         .fetch_all(&self.pool)
         .await
         .unwrap()
@@ -361,7 +361,7 @@ pub async fn assert_each_call_logged_processed_and_called_back_once(
     }
     for call in accepted {
         let events = per_call
-            .get(&format!("{partner}:{call}"))
+            .get(&aggregate_id(partner, call))
             .unwrap_or_else(|| panic!("{call} answered 200 but missing"));
         let get = |t: &str| events.get(t).copied().unwrap_or(0);
         assert_eq!(get("CallAccepted"), 1, "{call}: {events:?}");
@@ -372,4 +372,12 @@ pub async fn assert_each_call_logged_processed_and_called_back_once(
         );
         assert_eq!(get("CallbackDelivered"), 1, "{call}: {events:?}");
     }
+}
+
+/// The id of a call's aggregate, built as the service builds it.
+pub fn aggregate_id(partner_id: &str, call_id: &str) -> String {
+    callingest_domain::call::call_aggregate_id(
+        &callingest_domain::values::PartnerId::parse(partner_id).expect("a valid partner id"),
+        &callingest_domain::values::CallId::parse(call_id).expect("a valid call id"),
+    )
 }
