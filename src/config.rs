@@ -356,27 +356,35 @@ impl JobsConfig {
         }
         Ok(())
     }
+
+    /// A pool of `concurrency` slots (at least one) whose steps run at most `max_step`.
+    fn pool(&self, concurrency: usize, max_step: Duration) -> PoolSettings {
+        PoolSettings {
+            concurrency: concurrency.max(1),
+            lease: self.lease,
+            max_step,
+        }
+    }
 }
 
-/// `step_max` must leave the step its whole `timeout`, or every slow but healthy attempt would
-/// be cancelled as a failure before its own timeout could end it.
+/// `step_max`, when set, must leave the step its whole `timeout`, or every slow but healthy
+/// attempt would be cancelled as a failure before its own timeout could end it.
 fn exceeds(
-    step_max: Duration,
+    step_max: Option<Duration>,
     step_variable: &'static str,
     timeout: Duration,
     timeout_variable: &str,
 ) -> Result<(), ConfigError> {
-    if step_max > timeout {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
+    match step_max {
+        Some(step_max) if step_max <= timeout => Err(ConfigError::new(
             step_variable,
             format!(
                 "({} ms) must exceed {timeout_variable} ({} ms)",
                 step_max.as_millis(),
                 timeout.as_millis()
             ),
-        ))
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -471,23 +479,17 @@ const ANALYSIS_ALLOWANCE: Duration = Duration::from_secs(600);
 
 impl FetchConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        match self.step_max {
-            Some(step_max) => exceeds(
-                step_max,
-                "CALLINGEST_FETCH_STEP_MAX_MS",
-                self.timeout,
-                "CALLINGEST_FETCH_TIMEOUT_MS",
-            ),
-            None => Ok(()),
-        }
+        exceeds(
+            self.step_max,
+            "CALLINGEST_FETCH_STEP_MAX_MS",
+            self.timeout,
+            "CALLINGEST_FETCH_TIMEOUT_MS",
+        )
     }
 
     pub fn pool(&self, jobs: &JobsConfig) -> PoolSettings {
-        PoolSettings {
-            concurrency: self.concurrency.max(1),
-            lease: jobs.lease,
-            max_step: self.step_max.unwrap_or(self.timeout + ANALYSIS_ALLOWANCE),
-        }
+        let max_step = self.step_max.unwrap_or(self.timeout + ANALYSIS_ALLOWANCE);
+        jobs.pool(self.concurrency, max_step)
     }
 
     pub fn retry(&self) -> RetryPolicy {
@@ -583,23 +585,17 @@ const CALLBACK_ALLOWANCE: Duration = Duration::from_secs(10);
 
 impl CallbacksConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        match self.step_max {
-            Some(step_max) => exceeds(
-                step_max,
-                "CALLINGEST_CALLBACK_STEP_MAX_MS",
-                self.timeout,
-                "CALLINGEST_CALLBACK_TIMEOUT_MS",
-            ),
-            None => Ok(()),
-        }
+        exceeds(
+            self.step_max,
+            "CALLINGEST_CALLBACK_STEP_MAX_MS",
+            self.timeout,
+            "CALLINGEST_CALLBACK_TIMEOUT_MS",
+        )
     }
 
     pub fn pool(&self, jobs: &JobsConfig) -> PoolSettings {
-        PoolSettings {
-            concurrency: self.concurrency.max(1),
-            lease: jobs.lease,
-            max_step: self.step_max.unwrap_or(self.timeout + CALLBACK_ALLOWANCE),
-        }
+        let max_step = self.step_max.unwrap_or(self.timeout + CALLBACK_ALLOWANCE);
+        jobs.pool(self.concurrency, max_step)
     }
 
     pub fn sender_settings(&self, outbound: &OutboundConfig) -> crate::callbacks::CallbackSettings {
@@ -758,7 +754,7 @@ impl TranscriptionConfig {
                 "must be set when CALLINGEST_TRANSCRIBER=openai",
             )),
             TranscriberKind::Openai => exceeds(
-                self.step_max,
+                Some(self.step_max),
                 "CALLINGEST_TRANSCRIBE_STEP_MAX_MS",
                 self.timeout,
                 "CALLINGEST_TRANSCRIBE_TIMEOUT_MS",
@@ -767,11 +763,7 @@ impl TranscriptionConfig {
     }
 
     pub fn pool(&self, jobs: &JobsConfig) -> PoolSettings {
-        PoolSettings {
-            concurrency: self.concurrency.max(1),
-            lease: jobs.lease,
-            max_step: self.step_max,
-        }
+        jobs.pool(self.concurrency, self.step_max)
     }
 
     pub fn worker_settings(&self) -> crate::transcription::TranscriptionWorkerSettings {

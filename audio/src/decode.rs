@@ -22,7 +22,7 @@ use crate::samples::SampleCheck;
 use crate::RecordingFormat;
 use crate::{AnalysisError, Bounds, PcmSink};
 
-/// What the decoder produced, before conversion to the public `Analysis`.
+/// What the decoder produced, before conversion to the domain's `AudioAnalytics`.
 pub(crate) struct Decoded {
     pub codec: String,
     pub measurements: Measurements,

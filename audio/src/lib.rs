@@ -2,7 +2,8 @@
 //!
 //! - [`identify`] decides the [`RecordingFormat`] from a file's first bytes.
 //! - [`analyze`] decodes the whole file once, streaming, and measures duration, levels and talk
-//!   time per side (stereo: left = agent, right = customer). See [`Analysis`] for units.
+//!   time per side (stereo: left = agent, right = customer), as the domain's [`AudioAnalytics`]
+//!   (see it for units).
 //! - [`decode`] streams the decoded samples to a caller's [`PcmSink`] (e.g. for transcription).
 //!
 //! # Talk and silence rule
@@ -35,48 +36,12 @@ mod test_signal;
 use std::path::Path;
 use std::time::Duration;
 
+use callingest_domain::call::AudioAnalytics;
+
 pub use format::{identify, RecordingFormat};
 pub use samples::sanitize_sample;
 pub use stop::Stop;
 pub use vad::{speech_runs, VoiceActivityDetector, DETECTOR_VERSION};
-
-/// What [`analyze`] measured. Durations are in milliseconds of decoded audio, levels in dBFS
-/// (0 dBFS = digital full scale).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Analysis {
-    /// Decoded sample frames / sample rate (not container metadata), in ms. For MP3 the
-    /// encoder delay/padding recorded in a LAME/Xing header is trimmed; for AAC it is not (up
-    /// to ~2048 extra samples of priming and padding).
-    pub duration_ms: u64,
-    /// Sample rate of the decoded audio, in Hz.
-    pub sample_rate: u32,
-    /// Number of decoded channels.
-    pub channels: u16,
-    /// Decoder short name, e.g. `mp3`, `aac`, `pcm_s16le`.
-    pub codec: String,
-    /// Speech time on channel 0 (left; the whole signal of a mono file), in ms.
-    pub agent_talk_ms: u64,
-    /// Speech time on channel 1 (right), in ms; `None` for mono.
-    pub customer_talk_ms: Option<u64>,
-    /// Fraction (0..=1) of the call where no tracked channel has speech.
-    pub silence_ratio: f64,
-    /// Longest stretch where no tracked channel has speech, in ms.
-    pub longest_silence_ms: u64,
-    /// Time both channels have speech at once, in ms (0 for mono).
-    pub overlap_ms: u64,
-    /// RMS level over all samples of all channels, in dBFS: -120 (digital silence) to 0.
-    pub mean_dbfs: f64,
-    /// Largest absolute sample, in dBFS: -120 (digital silence) to 0 (samples beyond full
-    /// scale, e.g. a lossy decoder's overshoot, are saturated at it).
-    pub peak_dbfs: f64,
-    /// Fraction (0..=1) of all samples with |s| >= 0.999 of full scale.
-    pub clipping_ratio: f64,
-    /// [`DETECTOR_VERSION`]: the rule talk times and turns were measured with.
-    pub detector_version: u32,
-    /// Turns, monologues, interactivity and patience of a stereo call (left = agent); every
-    /// figure `None` for mono, where one channel mixes both sides.
-    pub interaction: callingest_domain::interaction::Interaction,
-}
 
 /// Receives decoded audio block by block from [`decode`].
 ///
@@ -185,7 +150,7 @@ pub enum AnalysisError {
 ///
 /// A panic inside the decoder on hostile input (symphonia parses untrusted bytes) is caught
 /// and reported as [`AnalysisError::Undecodable`], so one bad upload cannot take a worker down.
-pub fn analyze(path: &Path, format: RecordingFormat) -> Result<Analysis, AnalysisError> {
+pub fn analyze(path: &Path, format: RecordingFormat) -> Result<AudioAnalytics, AnalysisError> {
     analyze_within(path, format, &Bounds::default())
 }
 
@@ -196,7 +161,7 @@ pub fn analyze_up_to(
     path: &Path,
     format: RecordingFormat,
     max_duration: Duration,
-) -> Result<Analysis, AnalysisError> {
+) -> Result<AudioAnalytics, AnalysisError> {
     analyze_within(path, format, &Bounds::up_to(max_duration))
 }
 
@@ -235,7 +200,7 @@ pub fn analyze_within(
     path: &Path,
     format: RecordingFormat,
     bounds: &Bounds,
-) -> Result<Analysis, AnalysisError> {
+) -> Result<AudioAnalytics, AnalysisError> {
     let decoded = catch_decoder_panic(format, || decode::decode_and_measure(path, format, bounds))?;
     let m = &decoded.measurements;
     let stereo = m.channels >= 2;
@@ -244,7 +209,7 @@ pub fn analyze_within(
     } else {
         m.silence_samples as f64 / m.frames as f64
     };
-    Ok(Analysis {
+    Ok(AudioAnalytics {
         duration_ms: m.samples_to_ms(m.frames),
         sample_rate: m.sample_rate,
         channels: m.channels,
@@ -254,10 +219,10 @@ pub fn analyze_within(
         silence_ratio,
         longest_silence_ms: m.samples_to_ms(m.longest_silence_samples),
         overlap_ms: m.samples_to_ms(m.overlap_samples),
-        mean_dbfs: m.mean_dbfs,
-        peak_dbfs: m.peak_dbfs,
+        mean_dbfs: Some(m.mean_dbfs),
+        peak_dbfs: Some(m.peak_dbfs),
         clipping_ratio: m.clipping_ratio,
-        detector_version: DETECTOR_VERSION,
+        detector_version: Some(DETECTOR_VERSION),
         interaction: m.interaction.clone(),
     })
 }

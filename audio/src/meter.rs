@@ -140,7 +140,7 @@ impl Totals {
 }
 
 /// Everything measured, in samples (per channel) and raw level sums; converted to the public
-/// [`crate::Analysis`] by the caller, which knows the codec.
+/// `AudioAnalytics` by the caller, which knows the codec.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Measurements {
     pub sample_rate: u32,

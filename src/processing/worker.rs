@@ -230,40 +230,22 @@ async fn analyse(
 /// before asking) fail the call with a reason rather than leaving it unrecorded.
 fn analytics(
     outcome: Result<
-        Result<callingest_audio::Analysis, callingest_audio::AnalysisError>,
+        Result<AudioAnalytics, callingest_audio::AnalysisError>,
         tokio::task::JoinError,
     >,
     format: RecordingFormat,
 ) -> Result<AudioAnalytics, String> {
     use callingest_audio::AnalysisError;
     match outcome {
-        Ok(Ok(a)) => {
-            let analytics = AudioAnalytics {
-                duration_ms: a.duration_ms,
-                sample_rate: a.sample_rate,
-                channels: a.channels,
-                codec: a.codec,
-                agent_talk_ms: a.agent_talk_ms,
-                customer_talk_ms: a.customer_talk_ms,
-                silence_ratio: a.silence_ratio,
-                longest_silence_ms: a.longest_silence_ms,
-                overlap_ms: a.overlap_ms,
-                mean_dbfs: Some(a.mean_dbfs),
-                peak_dbfs: Some(a.peak_dbfs),
-                clipping_ratio: a.clipping_ratio,
-                detector_version: Some(a.detector_version),
-                interaction: a.interaction,
-            };
-            match analytics.non_finite_figure() {
-                None => Ok(analytics),
-                Some(figure) => {
-                    tracing::error!(figure, "analysis measured a figure that is not finite");
-                    Err(format!(
-                        "recording holds invalid samples ({figure} could not be measured)"
-                    ))
-                }
+        Ok(Ok(analytics)) => match analytics.non_finite_figure() {
+            None => Ok(analytics),
+            Some(figure) => {
+                tracing::error!(figure, "analysis measured a figure that is not finite");
+                Err(format!(
+                    "recording holds invalid samples ({figure} could not be measured)"
+                ))
             }
-        }
+        },
         // Reasons that stand on their own: "recording holds invalid samples (…)",
         // "recording longer than 600 minutes".
         Ok(Err(err @ (AnalysisError::InvalidSamples { .. } | AnalysisError::TooLong { .. }))) => {
@@ -287,7 +269,7 @@ fn analytics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use callingest_audio::{Analysis, AnalysisError};
+    use callingest_audio::AnalysisError;
     use std::time::Duration;
 
     const RETRY: RetryPolicy = RetryPolicy {
@@ -341,8 +323,8 @@ mod tests {
         }
     }
 
-    fn measured(mean_dbfs: f64) -> Analysis {
-        Analysis {
+    fn measured(mean_dbfs: f64) -> AudioAnalytics {
+        AudioAnalytics {
             duration_ms: 1_000,
             sample_rate: 8_000,
             channels: 1,
@@ -352,10 +334,10 @@ mod tests {
             silence_ratio: 1.0,
             longest_silence_ms: 1_000,
             overlap_ms: 0,
-            mean_dbfs,
-            peak_dbfs: 0.0,
+            mean_dbfs: Some(mean_dbfs),
+            peak_dbfs: Some(0.0),
             clipping_ratio: 1.0,
-            detector_version: callingest_audio::DETECTOR_VERSION,
+            detector_version: Some(callingest_audio::DETECTOR_VERSION),
             interaction: Default::default(),
         }
     }

@@ -173,23 +173,32 @@ async fn an_instance_gives_up_at_its_connect_deadline_with_a_clear_error() {
     assert!(started.elapsed() >= Duration::from_millis(1500));
 }
 
-#[tokio::test]
-async fn settings_that_cannot_work_together_stop_the_start_up_naming_the_variable() {
-    let listen = format!("127.0.0.1:{}", free_port());
+/// `callingest serve` with `env` on top of the test environment, run to its exit.
+async fn serve_exits_with(env: &[(&str, &str)]) -> std::process::Output {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
         .arg("serve")
-        .env("CALLINGEST_LISTEN", &listen)
-        .env("CALLINGEST_FETCH_TIMEOUT_MS", "60000")
-        .env("CALLINGEST_FETCH_STEP_MAX_MS", "30000")
-        .env("CALLINGEST_LOG", "warn")
+        .env("CALLINGEST_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(30), output)
         .await
         .expect("the instance exits at once")
         .unwrap();
-
     assert!(!output.status.success());
+    output
+}
+
+#[tokio::test]
+async fn settings_that_cannot_work_together_stop_the_start_up_naming_the_variable() {
+    let output = serve_exits_with(&[
+        ("CALLINGEST_FETCH_TIMEOUT_MS", "60000"),
+        ("CALLINGEST_FETCH_STEP_MAX_MS", "30000"),
+        // Info: an instance that bound its address would say "callingest listening".
+        ("CALLINGEST_LOG", "info"),
+    ])
+    .await;
+
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
@@ -204,18 +213,8 @@ async fn settings_that_cannot_work_together_stop_the_start_up_naming_the_variabl
 
 #[tokio::test]
 async fn a_millisecond_variable_that_is_not_a_number_is_refused_by_name() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
-        .arg("serve")
-        .env("CALLINGEST_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("CALLINGEST_LEASE_MS", "30s")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("the instance exits at once")
-        .unwrap();
+    let output = serve_exits_with(&[("CALLINGEST_LEASE_MS", "30s")]).await;
 
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--lease-ms"), "{stderr}");
     assert!(

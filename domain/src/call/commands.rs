@@ -186,31 +186,43 @@ impl RetryPolicy {
     }
 }
 
-/// The figures measured on a recording, named for analysts.
+/// The figures measured on a recording, named for analysts: what `callingest_audio::analyze`
+/// produces and `RecordAnalysis` records, one type for both (the audio crate depends on this
+/// one). Durations are in milliseconds of decoded audio, levels in dBFS (0 dBFS = digital full
+/// scale).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AudioAnalytics {
+    /// Decoded sample frames / sample rate (not container metadata). For MP3 the encoder
+    /// delay/padding recorded in a LAME/Xing header is trimmed; for AAC it is not (up to ~2048
+    /// extra samples of priming and padding).
     pub duration_ms: u64,
+    /// Sample rate of the decoded audio, in Hz.
     pub sample_rate: u32,
+    /// Number of decoded channels.
     pub channels: u16,
+    /// Decoder short name, e.g. `mp3`, `aac`, `pcm_s16le`.
     pub codec: String,
     /// Talk time on the agent's channel (left of a stereo call; the only one of a mono call).
     pub agent_talk_ms: u64,
     /// Talk time on the customer's channel (right); `None` for a mono recording.
     pub customer_talk_ms: Option<u64>,
-    /// Share of the call, 0 to 1, where nobody talks.
+    /// Share of the call, 0 to 1, where nobody talks (on any tracked channel).
     pub silence_ratio: f64,
+    /// Longest stretch where nobody talks.
     pub longest_silence_ms: u64,
-    /// Time both sides talk at once.
+    /// Time both sides talk at once (0 for mono).
     pub overlap_ms: u64,
-    /// RMS level over all samples, in dBFS (-120 to 0). `None` means unknown: events recorded
+    /// RMS level over all samples of all channels, in dBFS: -120 (digital silence) to 0.
+    /// Always measured by the analysis; `None` means unknown: events recorded
     /// before analytics were always finite hold `null` here (JSON has no infinity, so an
     /// infinite level was stored as `null`), and must still load.
     #[serde(default)]
     pub mean_dbfs: Option<f64>,
-    /// Largest sample, in dBFS (-120 to 0); `None` as for `mean_dbfs`.
+    /// Largest absolute sample, in dBFS: -120 to 0 (samples beyond full scale, e.g. a lossy
+    /// decoder's overshoot, are saturated at it); `None` as for `mean_dbfs`.
     #[serde(default)]
     pub peak_dbfs: Option<f64>,
-    /// Share of samples at full scale.
+    /// Share (0 to 1) of all samples with |s| >= 0.999 of full scale.
     pub clipping_ratio: f64,
     /// Version of the voice-activity detector that measured the talk times and turns
     /// (`callingest_audio::DETECTOR_VERSION`); `None` in events recorded before version 2,
