@@ -35,7 +35,8 @@ pub struct Application {
 
 impl Application {
     /// Validates the configuration ([`ServeConfig::validate`]), binds the listen address (port
-    /// 0 picks a free port: see [`Application::address`]) and answers `/healthz`, `/readyz` and `/metrics` at once, then connects to the database
+    /// 0 picks a free port: see [`Application::address`]) and answers `/healthz`, `/readyz`
+    /// and `/metrics` at once, then connects to the database
     /// (creating it if needed, retrying while it cannot be reached, up to
     /// `CALLINGEST_DB_CONNECT_DEADLINE_MS`) and applies migrations. Every role listens.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
