@@ -71,13 +71,22 @@ fn millis(value: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{value:?} is not a whole number of milliseconds"))
 }
 
-/// A duration given in whole minutes, at least one.
+/// A duration given in whole minutes.
 fn minutes(value: &str) -> Result<Duration, String> {
-    match value.trim().parse::<u64>() {
-        Ok(0) | Err(_) => Err(format!(
+    value
+        .trim()
+        .parse::<u64>()
+        .map(|n| Duration::from_secs(n.saturating_mul(60)))
+        .map_err(|_| format!("{value:?} is not a whole number of minutes"))
+}
+
+/// A duration given in whole minutes, at least one.
+fn positive_minutes(value: &str) -> Result<Duration, String> {
+    match minutes(value)? {
+        Duration::ZERO => Err(format!(
             "{value:?} is not a whole number of minutes above 0"
         )),
-        Ok(n) => Ok(Duration::from_secs(n.saturating_mul(60))),
+        duration => Ok(duration),
     }
 }
 
@@ -426,7 +435,7 @@ pub struct FetchConfig {
         long = "max-recording-minutes",
         env = "CALLINGEST_MAX_RECORDING_MINUTES",
         default_value = "600",
-        value_parser = minutes
+        value_parser = positive_minutes
     )]
     pub max_recording: Duration,
 
@@ -913,6 +922,12 @@ mod tests {
             .to_string()
             .contains("\"30s\" is not a whole number of milliseconds"));
         assert!(Serve::try_parse_from(["callingest", "--max-recording-minutes", "0"]).is_err());
+        // 0 was always accepted here (no call is transcribed), and still is.
+        let none = Serve::try_parse_from(["callingest", "--transcribe-max-minutes", "0"]).unwrap();
+        assert_eq!(
+            none.config.workers.transcription.max_duration,
+            Duration::ZERO
+        );
     }
 
     #[test]
