@@ -363,8 +363,10 @@ pub struct TranscriptionConfig {
     pub transcribe_backoff_base_ms: u64,
 
     /// Recordings longer than this are not transcribed (the call completes without a
-    /// transcript): the audio is held in memory at 16 kHz, 230 MB per channel-hour.
-    #[arg(long, env = "CALLINGEST_TRANSCRIBE_MAX_MINUTES", default_value_t = 120)]
+    /// transcript). Memory does not depend on it (recordings are streamed through the engine);
+    /// it bounds the CPU one call can take. The default is the analysis limit's, so every call
+    /// analysed can be transcribed.
+    #[arg(long, env = "CALLINGEST_TRANSCRIBE_MAX_MINUTES", default_value_t = 600)]
     pub transcribe_max_minutes: u64,
 
     /// Longest a transcription step may run before it is cancelled as a failed attempt.
