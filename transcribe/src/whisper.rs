@@ -192,7 +192,8 @@ async fn run_blocking(
 }
 
 fn transcript(mut segments: Vec<Segment>) -> Transcript {
-    // Stable sort: on equal start times, the agent (first channel) speaks first.
+    // The channels' pieces arrive interleaved: on equal start times the agent comes first; the
+    // stable sort keeps each channel's own order.
     segments.sort_by_key(|s| (s.start_ms, s.channel != Speaker::Agent));
     Transcript {
         language: LANGUAGE.to_string(),
