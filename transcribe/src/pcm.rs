@@ -517,4 +517,116 @@ mod tests {
         assert_eq!(ch.len(), 1);
         assert_eq!(ch[0].speaker, Speaker::Mono);
     }
+
+    /// A stereo 8 kHz WAV: agent bursts of a 300 Hz tone at the given seconds on the left,
+    /// customer bursts on the right.
+    fn stereo_wav(dir: &Path, agent: &[(f32, f32)], customer: &[(f32, f32)]) -> std::path::PathBuf {
+        let plane = |bursts: &[(f32, f32)]| -> Vec<f32> {
+            (0..8_000 * 40)
+                .map(|i| {
+                    let t = i as f32 / 8_000.0;
+                    if bursts.iter().any(|&(a, b)| t >= a && t < b) {
+                        0.3 * (2.0 * PI * 300.0 * t).sin()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let path = dir.join("call.wav");
+        let (left, right) = (plane(agent), plane(customer));
+        std::fs::write(&path, callingest_audio::wav::pcm16(8_000, &[&left, &right])).unwrap();
+        path
+    }
+
+    #[test]
+    fn streamed_pieces_are_the_spans_of_the_loaded_channels_with_their_audio() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = stereo_wav(
+            dir.path(),
+            &[(1.0, 3.0), (20.0, 22.5)],
+            &[(4.0, 6.0), (30.0, 39.9)],
+        );
+        let channels = load_channels(&wav, RecordingFormat::Wav).unwrap();
+        let mut expected = Vec::new();
+        for c in &channels {
+            for span in crate::speech_spans(&c.samples) {
+                expected.push((c.speaker, span.start, c.samples[span].to_vec()));
+            }
+        }
+        let mut got = Vec::new();
+        stream_speech(
+            &wav,
+            RecordingFormat::Wav,
+            None,
+            &Stop::new(),
+            usize::MAX,
+            &mut |who, start, audio| {
+                got.push((who, start, audio.to_vec()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        // Handed on in the order they close, both channels from one pass.
+        let order: Vec<(Speaker, usize)> = got.iter().map(|(w, s, _)| (*w, *s / 16_000)).collect();
+        assert_eq!(
+            order,
+            [
+                (Speaker::Agent, 0),
+                (Speaker::Customer, 3),
+                (Speaker::Agent, 19),
+                (Speaker::Customer, 29)
+            ]
+        );
+        got.sort_by_key(|(who, start, _)| (*who != Speaker::Agent, *start));
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_failed_piece_stops_the_stream_and_a_stop_request_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = stereo_wav(dir.path(), &[(1.0, 3.0), (20.0, 22.5)], &[(4.0, 6.0)]);
+        let mut pieces = 0;
+        let err = stream_speech(
+            &wav,
+            RecordingFormat::Wav,
+            None,
+            &Stop::new(),
+            usize::MAX,
+            &mut |_, _, _| {
+                pieces += 1;
+                Err(TranscribeError::Transient("engine away".into()))
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TranscribeError::Transient(ref m) if m == "engine away"),
+            "{err}"
+        );
+        assert_eq!(pieces, 1, "nothing after the failure");
+
+        let stop = Stop::new();
+        stop.request();
+        let err = stream_speech(
+            &wav,
+            RecordingFormat::Wav,
+            None,
+            &stop,
+            usize::MAX,
+            &mut |_, _, _| panic!("no piece once stopped"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TranscribeError::Stopped), "{err}");
+
+        let err = stream_speech(
+            &wav,
+            RecordingFormat::Wav,
+            Some(std::time::Duration::from_secs(10)),
+            &Stop::new(),
+            usize::MAX,
+            &mut |_, _, _| Ok(()),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TranscribeError::Permanent(_)), "{err}");
+    }
 }
