@@ -717,13 +717,15 @@ pub struct TranscriptionConfig {
     pub backoff_base: Duration,
 
     /// Recordings longer than this many minutes are not transcribed (the call completes
-    /// without a transcript): the audio is held in memory at 16 kHz, 230 MB per channel-hour.
+    /// without a transcript). Memory does not depend on it (recordings are streamed through the
+    /// engine); it bounds the CPU one call can take. The default is the analysis limit's, so
+    /// every call analysed can be transcribed.
     #[arg(
         id = "transcribe_max_minutes",
         value_name = "TRANSCRIBE_MAX_MINUTES",
         long = "transcribe-max-minutes",
         env = "CALLINGEST_TRANSCRIBE_MAX_MINUTES",
-        default_value = "120",
+        default_value = "600",
         value_parser = minutes
     )]
     pub max_duration: Duration,

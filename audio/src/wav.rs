@@ -4,10 +4,24 @@
 /// A RIFF/WAVE file of `channels` interleaved in `data` as given, described by a plain `fmt `
 /// chunk: `format_tag` 1 for integer PCM, 3 for IEEE float.
 pub fn wav(format_tag: u16, channels: u16, sample_rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
+    let mut b = header(format_tag, channels, sample_rate, bits, data.len() as u32);
+    b.extend_from_slice(data);
+    b
+}
+
+/// The 44 bytes of [`wav`] before the samples, for `data_len` bytes of them: for writers that
+/// stream the samples after it (a benchmark's two-hour recording).
+pub fn header(
+    format_tag: u16,
+    channels: u16,
+    sample_rate: u32,
+    bits: u16,
+    data_len: u32,
+) -> Vec<u8> {
     let block_align = channels * bits / 8;
-    let mut b = Vec::with_capacity(44 + data.len());
+    let mut b = Vec::with_capacity(44);
     b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
     b.extend_from_slice(b"WAVEfmt ");
     b.extend_from_slice(&16u32.to_le_bytes());
     b.extend_from_slice(&format_tag.to_le_bytes());
@@ -17,8 +31,7 @@ pub fn wav(format_tag: u16, channels: u16, sample_rate: u32, bits: u16, data: &[
     b.extend_from_slice(&block_align.to_le_bytes());
     b.extend_from_slice(&bits.to_le_bytes());
     b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(data);
+    b.extend_from_slice(&data_len.to_le_bytes());
     b
 }
 

@@ -4,8 +4,9 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
-use callingest_transcribe::{TranscribeError, Transcriber};
+use callingest_transcribe::{Stop, TranscribeError, Transcriber};
 use poem::http::StatusCode;
 use poem::web::{Data, Json, Multipart};
 use poem::{handler, post, EndpointExt, IntoResponse, Request, Response, Route};
@@ -121,19 +122,27 @@ async fn transcribe(
     let format = callingest_audio::identify(&upload).ok_or_else(|| {
         TranscribeError::Audio("the file is none of MP3, WAV, AAC, M4A or MP4".into())
     })?;
-    let channels = tokio::task::spawn_blocking(move || {
+    let (file, duration) = tokio::task::spawn_blocking(move || {
         let mut file = tempfile::NamedTempFile::new()
             .map_err(|e| TranscribeError::Transient(format!("temporary file: {e}")))?;
         file.write_all(&upload)
             .map_err(|e| TranscribeError::Transient(format!("temporary file: {e}")))?;
-        callingest_transcribe::load_channels(file.path(), format)
+        drop(upload);
+        // The duration answered is the decoded audio's, measured by a first (fast, streaming)
+        // pass, so that the transcription can stream the file rather than hold its channels.
+        let analysis = callingest_audio::analyze(file.path(), format).map_err(|e| match e {
+            callingest_audio::AnalysisError::Io(_) => TranscribeError::Transient(e.to_string()),
+            _ => TranscribeError::Audio(e.to_string()),
+        })?;
+        Ok::<_, TranscribeError>((file, analysis.duration_ms as f64 / 1000.0))
     })
     .await
     .map_err(|e| TranscribeError::Permanent(format!("decoding failed: {e}")))??;
-    let duration = channels.first().map_or(0.0, |c| {
-        c.samples.len() as f64 / callingest_transcribe::SAMPLE_RATE as f64
-    });
-    let transcript = engine.transcribe(channels).await?;
+    // No length limit of its own: the upload limit bounds the work.
+    let transcript = engine
+        .transcribe_recording(file.path(), format, Duration::MAX, &Stop::new())
+        .await?;
+    drop(file);
     let segments: Vec<serde_json::Value> = transcript
         .segments
         .iter()

@@ -195,21 +195,13 @@ impl TranscriptionWorker {
         let format = callingest_audio::identify(&header).ok_or_else(|| {
             TranscribeError::Audio("the recording is no longer a supported format".into())
         })?;
-        let max_duration = self.max_duration;
-        let loading = stop.clone();
-        let channels = tokio::task::spawn_blocking(move || {
-            let channels = callingest_transcribe::load_channels_until(
-                recording.path(),
-                format,
-                max_duration,
-                &loading,
-            );
-            drop(recording);
-            channels
-        })
-        .await
-        .map_err(|e| TranscribeError::Permanent(format!("decoding failed: {e}")))??;
-        engine.transcribe_until(channels, stop).await
+        // Streamed from the file (decoding, resampling, speech detection and the model in
+        // pieces), which must stay until the transcript is made.
+        let transcript = engine
+            .transcribe_recording(recording.path(), format, self.max_duration, stop)
+            .await;
+        drop(recording);
+        transcript
     }
 
     /// The spooled file, or the recording downloaded again (same SSRF rules as the first time).

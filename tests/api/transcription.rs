@@ -527,4 +527,52 @@ mod with_whisper {
         );
         assert_eq!(failed["retryable"], false);
     }
+
+    /// The server streams an upload through the engine; the `duration` it answers is still
+    /// the decoded audio's.
+    #[tokio::test]
+    async fn the_transcription_server_answers_segments_within_the_decoded_duration() {
+        let base = transcription_server("stt-key").await;
+        let wav = two_sided_call();
+        // 16 kHz, 2 channels, 2 bytes a sample after the 44-byte header.
+        let seconds = (wav.len() - 44) as f64 / (16_000.0 * 4.0);
+        let boundary = "callingest-test-boundary";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"response_format\"\r\n\r\n\
+             verbose_json\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+             filename=\"call.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&wav);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{base}/v1/audio/transcriptions"))
+            .bearer_auth("stt-key")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let duration = answer["duration"].as_f64().unwrap();
+        assert!(
+            (duration - seconds).abs() < 0.01,
+            "{duration} s answered for {seconds} s: {answer}"
+        );
+        let segments = answer["segments"].as_array().unwrap();
+        assert!(segments.len() >= 2, "{answer}");
+        for segment in segments {
+            assert!(segment["end"].as_f64().unwrap() <= duration, "{answer}");
+        }
+        let text = answer["text"].as_str().unwrap();
+        assert!(
+            word_error_rate(&format!("{AGENT} {CUSTOMER}"), text) < 0.5,
+            "{text}"
+        );
+    }
 }

@@ -6,8 +6,8 @@
 //! sentences), `long` (10 minutes, turns separated by realistic silences of 0.5-6 s), and
 //! `opening` (5.6 s mono clip speaking from its first sample). Every call is transcribed with
 //! the default engine settings and the variants asked for, timing decode + resample +
-//! transcription (what a worker spends between `TranscriptionStarted` and
-//! `TranscriptProduced`).
+//! transcription as the worker runs them (`Transcriber::transcribe_recording`, streaming; what
+//! a worker spends between `TranscriptionStarted` and `TranscriptProduced`).
 //!
 //!     scripts/ensure-whisper-deps
 //!     /work/bin/cargo-slot --quiet bench -p callingest-transcribe --features whisper --bench realtime
@@ -17,7 +17,8 @@
 //!   tests); `BENCH_MODELS`: several ggml files, comma-separated, benchmarked in turn.
 //! - `BENCH_CALLS`: calls to run, comma-separated (default `support,billing,long,opening`).
 //! - `BENCH_VARIANTS`: engine variants besides `default`, comma-separated: `full-ctx` (full
-//!   30 s audio contexts, as reference Whisper; slow). Default: none.
+//!   30 s audio contexts, as reference Whisper; slow), `no-fallback` (no re-decoding at higher
+//!   temperatures). Default: none.
 //! - `BENCH_POOL=N`: also transcribe N copies of the first call as a pool would, for each
 //!   threads-per-call × calls-at-once setting that fits two cores, and print calls per minute.
 //! - `BENCH_VERBOSE=1` prints every segment.
@@ -30,46 +31,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use callingest_audio::RecordingFormat;
 use callingest_transcribe::whisper::WhisperEngine;
-use callingest_transcribe::{load_channels, word_error_rate, Speaker, Transcriber, SAMPLE_RATE};
-use common::{model_path, place, samples, speak, write_wav};
+use callingest_transcribe::{word_error_rate, Speaker, Stop, Transcriber, SAMPLE_RATE};
+use common::{model_path, place, samples, speak, write_wav, BILLING, SUPPORT};
 
 const THREADS: usize = 1;
-
-/// Turns of a support call, agent first, alternating.
-const SUPPORT: &[&str] = &[
-    "Good morning, thank you for calling the support line, my name is Sarah, how can I help?",
-    "Hello, I am having trouble logging into my account since yesterday evening.",
-    "I am sorry to hear that. Could you tell me the email address on the account?",
-    "Sure, it is the same address I used when I signed up last spring.",
-    "Thank you. I can see a lock on the account after several failed attempts.",
-    "That makes sense, I think I typed an old password a few times.",
-    "No problem. I have sent a reset link to your inbox, it is valid for one hour.",
-    "Great, I just received it and the new password works now.",
-    "Wonderful. Is there anything else I can help you with today?",
-    "No, that was everything. Thank you very much for your help.",
-    "You are welcome. Have a lovely day and goodbye.",
-    "Goodbye.",
-];
-
-/// Turns of a billing call (different words and rhythm), agent first, alternating.
-const BILLING: &[&str] = &[
-    "Hi, you are through to billing, this is Mark speaking.",
-    "Hi Mark, my last invoice shows a charge I do not recognise.",
-    "Let me look into that for you. Which month is the invoice for?",
-    "It is the one from October, there is an extra forty dollars on it.",
-    "I see it. That is the installation fee for the second router you ordered.",
-    "Oh, I forgot about the router. Can the fee be split over three months?",
-    "Yes, I can spread it over your next three bills at no extra cost.",
-    "Perfect, please do that. Will I get a new invoice by email?",
-    "You will receive an updated invoice within two working days.",
-    "Thanks for sorting that out so quickly.",
-    "My pleasure. Is there anything else on your account I can check?",
-    "No, that is all for today, thank you.",
-];
+/// Longest recording transcribed: longer than any call here.
+const LIMIT: Duration = Duration::from_secs(3600);
 
 /// Speaks from the first sample: the words Whisper used to lose (issue 15).
 const OPENING: &str =
@@ -164,6 +135,7 @@ fn variant(model: &Path, name: &str) -> WhisperEngine {
     match name {
         "default" => engine,
         "full-ctx" => engine.with_trimmed_audio_ctx(false),
+        "no-fallback" => engine.with_temperature_fallback(false),
         other => panic!("unknown variant {other:?} in BENCH_VARIANTS"),
     }
 }
@@ -235,12 +207,10 @@ fn pool(model: &Path, call: &Call, n: usize, threads: usize, concurrency: usize)
             let (engine, permits, wav) = (engine.clone(), permits.clone(), call.wav.clone());
             jobs.spawn(async move {
                 let _permit = permits.acquire_owned().await.unwrap();
-                let channels =
-                    tokio::task::spawn_blocking(move || load_channels(&wav, RecordingFormat::Wav))
-                        .await
-                        .unwrap()
-                        .unwrap();
-                engine.transcribe(channels).await.expect("transcribes");
+                engine
+                    .transcribe_recording(&wav, RecordingFormat::Wav, LIMIT, &Stop::new())
+                    .await
+                    .expect("transcribes");
             });
         }
         while let Some(done) = jobs.join_next().await {
@@ -282,9 +252,8 @@ fn cpu_seconds() -> f64 {
 fn run(rt: &tokio::runtime::Runtime, engine: &WhisperEngine, variant: &str, call: &Call) {
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    let channels = load_channels(&call.wav, RecordingFormat::Wav).unwrap();
     let t = rt
-        .block_on(engine.transcribe(channels))
+        .block_on(engine.transcribe_recording(&call.wav, RecordingFormat::Wav, LIMIT, &Stop::new()))
         .expect("transcribes");
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;

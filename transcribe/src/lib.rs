@@ -2,7 +2,8 @@
 //!
 //! - [`load_channels`] decodes a recording (with `callingest-audio`) and resamples each side of
 //!   the call to 16 kHz mono f32, the input every speech model here expects.
-//! - [`Transcriber`] is the engine interface; [`whisper::WhisperEngine`] (cargo feature
+//! - [`Transcriber`] is the engine interface ([`Transcriber::transcribe_recording`] streams a
+//!   file through it in pieces of speech, in memory that does not grow with the call); [`whisper::WhisperEngine`] (cargo feature
 //!   `whisper`) runs Whisper in-process through whisper.cpp; [`openai::OpenAiEngine`] calls an
 //!   OpenAI-compatible transcription service over HTTP.
 //! - [`word_error_rate`] scores a transcript against known text (tests and benchmarks).
@@ -16,6 +17,11 @@ mod speech;
 mod wer;
 #[cfg(feature = "whisper")]
 pub mod whisper;
+
+use std::path::Path;
+use std::time::Duration;
+
+use callingest_audio::RecordingFormat;
 
 pub use callingest_audio::Stop;
 pub use pcm::{load_channels, load_channels_until, load_channels_up_to};
@@ -123,6 +129,29 @@ pub trait Transcriber: Send + Sync {
         audio: Vec<ChannelAudio>,
         stop: &Stop,
     ) -> Result<Transcript, TranscribeError>;
+
+    /// Decodes and transcribes the recording at `path` (of `format`, from
+    /// [`callingest_audio::identify`]), refusing one longer than `max_duration` as
+    /// [`TranscribeError::Permanent`] and stopping like [`Transcriber::transcribe_until`].
+    ///
+    /// The engines here stream it: each channel goes through decoding, resampling, speech
+    /// detection and the engine in pieces of speech, so memory does not grow with the length of
+    /// the call (the default, for other engines, loads whole channels first).
+    async fn transcribe_recording(
+        &self,
+        path: &Path,
+        format: RecordingFormat,
+        max_duration: Duration,
+        stop: &Stop,
+    ) -> Result<Transcript, TranscribeError> {
+        let (path, loading) = (path.to_path_buf(), stop.clone());
+        let channels = tokio::task::spawn_blocking(move || {
+            load_channels_until(&path, format, max_duration, &loading)
+        })
+        .await
+        .map_err(|e| TranscribeError::Permanent(format!("decoding failed: {e}")))??;
+        self.transcribe_until(channels, stop).await
+    }
 }
 
 /// Resolves once `stop` is requested (looked at every 50 ms), for `select!`s around requests.

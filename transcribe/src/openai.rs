@@ -3,16 +3,22 @@
 //!
 //! Like the in-process engine, only the speech spans of each channel are sent (one request per
 //! span, as 16 kHz 16-bit WAV): a silent side produces nothing, and segment times are shifted
-//! by the span's start so they count from the start of the recording.
+//! by the span's start so they count from the start of the recording. Spans are found as the
+//! recording streams, and each is sent as soon as it is complete.
 
 use std::ops::Range;
+use std::path::Path;
 use std::time::Duration;
+
+use callingest_audio::RecordingFormat;
 
 use serde::Deserialize;
 
+use crate::pcm::{stream_speech, OnPiece};
+use crate::speech::SpeechPieces;
 use crate::{
-    speech_spans, stop_requested, ChannelAudio, Segment, Stop, TranscribeError, Transcriber,
-    Transcript, SAMPLE_RATE,
+    stop_requested, ChannelAudio, Segment, Speaker, Stop, TranscribeError, Transcriber, Transcript,
+    SAMPLE_RATE,
 };
 
 /// How to reach the service. The API key is sent as a bearer token and never printed.
@@ -134,30 +140,91 @@ impl Transcriber for OpenAiEngine {
         audio: Vec<ChannelAudio>,
         stop: &Stop,
     ) -> Result<Transcript, TranscribeError> {
-        // Finding the spans reads every sample: off the async runtime.
-        let (audio, spans) = tokio::task::spawn_blocking(move || {
-            let spans: Vec<Vec<Range<usize>>> = audio
-                .iter()
-                .map(|c| request_spans(speech_spans(&c.samples)))
-                .collect();
-            (audio, spans)
-        })
+        self.transcribe_pieces(
+            move |on_piece| {
+                for channel in &audio {
+                    let mut pieces = SpeechPieces::new(MAX_REQUEST_SAMPLES);
+                    let mut on_piece =
+                        |start: usize, piece: &[f32]| on_piece(channel.speaker, start, piece);
+                    pieces.push(&channel.samples, &mut on_piece)?;
+                    pieces.finish(&mut on_piece)?;
+                }
+                Ok(())
+            },
+            stop,
+        )
         .await
-        .map_err(|e| TranscribeError::Permanent(format!("finding speech failed: {e}")))?;
+    }
+
+    async fn transcribe_recording(
+        &self,
+        path: &Path,
+        format: RecordingFormat,
+        max_duration: Duration,
+        stop: &Stop,
+    ) -> Result<Transcript, TranscribeError> {
+        let (path, finding) = (path.to_path_buf(), stop.clone());
+        self.transcribe_pieces(
+            move |on_piece| {
+                stream_speech(
+                    &path,
+                    format,
+                    Some(max_duration),
+                    &finding,
+                    MAX_REQUEST_SAMPLES,
+                    on_piece,
+                )
+            },
+            stop,
+        )
+        .await
+    }
+}
+
+impl OpenAiEngine {
+    /// Runs `find` on a blocking thread (it reads every sample) and sends one request per piece
+    /// it hands over, from here. At most one piece waits while another is being sent, so memory
+    /// holds two pieces whatever the length of the call.
+    async fn transcribe_pieces(
+        &self,
+        find: impl FnOnce(&mut OnPiece<'_>) -> Result<(), TranscribeError> + Send + 'static,
+        stop: &Stop,
+    ) -> Result<Transcript, TranscribeError> {
+        let (pieces, mut found) = tokio::sync::mpsc::channel::<(Speaker, usize, Vec<f32>)>(1);
+        let finder = tokio::task::spawn_blocking(move || {
+            find(&mut |speaker, start, piece| {
+                // Fails only once the receiving side has given up, with an error of its own.
+                pieces
+                    .blocking_send((speaker, start, piece.to_vec()))
+                    .map_err(|_| TranscribeError::Stopped)
+            })
+        });
         let mut segments = Vec::new();
         let mut language = None;
-        for (channel, spans) in audio.iter().zip(spans) {
-            for span in spans {
+        let sent = async {
+            while let Some((speaker, start, piece)) = found.recv().await {
+                let span = start..start + piece.len();
                 // A request in flight is dropped (its connection closed) when stopped.
                 let answer = tokio::select! {
-                    answer = self.transcribe_span(&channel.samples[span.clone()]) => answer?,
+                    answer = self.transcribe_span(&piece) => answer?,
                     () = stop_requested(stop) => return Err(TranscribeError::Stopped),
                 };
-                language = language.or(answer.language.as_deref().map(language_code));
-                segments.extend(answer.segments(channel, &span));
+                if language.is_none() {
+                    language = answer.language.as_deref().map(language_code);
+                }
+                segments.extend(answer.segments(speaker, &span));
             }
+            Ok(())
         }
-        segments.sort_by_key(|s| s.start_ms);
+        .await;
+        // Unblocks the finder when sending stopped early.
+        drop(found);
+        let finished = finder
+            .await
+            .map_err(|e| TranscribeError::Permanent(format!("finding speech failed: {e}")))?;
+        sent?;
+        finished?;
+        segments.sort_by_key(|s| (s.start_ms, s.channel != Speaker::Agent));
         Ok(Transcript {
             language: language.unwrap_or_else(|| "en".to_owned()),
             segments,
@@ -185,7 +252,7 @@ struct VerboseSegment {
 }
 
 impl VerboseTranscription {
-    fn segments(self, channel: &ChannelAudio, span: &Range<usize>) -> Vec<Segment> {
+    fn segments(self, speaker: Speaker, span: &Range<usize>) -> Vec<Segment> {
         let offset_ms = samples_to_ms(span.start);
         let span_ms = samples_to_ms(span.end) - offset_ms;
         let to_ms = |seconds: f64| ((seconds.max(0.0) * 1000.0).round() as u64).min(span_ms);
@@ -201,7 +268,7 @@ impl VerboseTranscription {
             .filter_map(|(start, end, text)| {
                 let text = text.trim();
                 (!text.is_empty()).then(|| Segment {
-                    channel: channel.speaker,
+                    channel: speaker,
                     start_ms: offset_ms + start,
                     end_ms: offset_ms + end.max(start),
                     text: text.to_owned(),
@@ -212,21 +279,9 @@ impl VerboseTranscription {
 }
 
 /// Longest audio sent in one request: 5 minutes of 16 kHz 16-bit mono is 9.6 MB, well under
-/// the 25 MB OpenAI accepts, and bounds each request's time.
+/// the 25 MB OpenAI accepts, and bounds each request's time. A longer span of speech (a long
+/// monologue on a mono recording) is sent in pieces cut at pauses.
 const MAX_REQUEST_SAMPLES: usize = 300 * SAMPLE_RATE as usize;
-
-/// The speech spans cut into pieces of at most [`MAX_REQUEST_SAMPLES`] (a long monologue on a
-/// mono recording is one span).
-fn request_spans(spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
-    spans
-        .into_iter()
-        .flat_map(|span| {
-            (span.start..span.end)
-                .step_by(MAX_REQUEST_SAMPLES)
-                .map(move |start| start..(start + MAX_REQUEST_SAMPLES).min(span.end))
-        })
-        .collect()
-}
 
 fn samples_to_ms(samples: usize) -> u64 {
     samples as u64 * 1000 / SAMPLE_RATE as u64
@@ -259,7 +314,6 @@ pub fn wav_16k_mono(samples: &[f32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Speaker;
 
     #[test]
     fn wav_header_describes_16k_mono_pcm() {
@@ -282,12 +336,8 @@ mod tests {
                 {"id":2,"start":2.0,"end":2.5,"text":"  "}]}"#,
         )
         .unwrap();
-        let channel = ChannelAudio {
-            speaker: Speaker::Customer,
-            samples: vec![],
-        };
         // The span starts 2 s into the recording and lasts 3 s.
-        let segments = answer.segments(&channel, &(32_000..80_000));
+        let segments = answer.segments(Speaker::Customer, &(32_000..80_000));
         assert_eq!(
             segments,
             vec![
@@ -310,29 +360,9 @@ mod tests {
     #[test]
     fn an_answer_without_segments_is_one_segment_over_the_span() {
         let answer: VerboseTranscription = serde_json::from_str(r#"{"text":" Hello."}"#).unwrap();
-        let channel = ChannelAudio {
-            speaker: Speaker::Mono,
-            samples: vec![],
-        };
-        let segments = answer.segments(&channel, &(0..16_000));
+        let segments = answer.segments(Speaker::Mono, &(0..16_000));
         assert_eq!(segments.len(), 1);
         assert_eq!((segments[0].start_ms, segments[0].end_ms), (0, 1_000));
-    }
-
-    #[test]
-    fn long_spans_are_sent_in_pieces_of_at_most_five_minutes() {
-        let max = MAX_REQUEST_SAMPLES;
-        let short = vec![Range { start: 10, end: 20 }];
-        assert_eq!(request_spans(short.clone()), short);
-        assert_eq!(
-            request_spans(vec![0..max * 2 + 5, max * 3..max * 3 + 1]),
-            vec![
-                0..max,
-                max..max * 2,
-                max * 2..max * 2 + 5,
-                max * 3..max * 3 + 1
-            ]
-        );
     }
 
     #[test]

@@ -1,26 +1,33 @@
 //! Whisper in-process, through whisper.cpp (`whisper-rs`).
 //!
-//! The ggml model is loaded once and shared; every channel of a call gets a fresh decoding
-//! state (states hold the KV caches and are not shareable), on a blocking thread so the async
-//! runtime keeps serving while the CPU works.
+//! The ggml model is loaded once and shared; every call gets its own decoding state (states
+//! hold the KV caches and are not shareable), on a blocking thread so the async runtime keeps
+//! serving while the CPU works.
 //!
 //! Only the speech spans found by [`crate::speech_spans`] are decoded, each on its own:
 //! Whisper makes up text for silence, and a stereo side is silent while the other talks.
 //! A span shorter than Whisper's 30 s window is encoded with a proportionally shorter audio
-//! context, which is most of the speed on conversational audio.
+//! context, which is most of the speed on conversational audio; a longer one is cut at a pause
+//! into pieces of at most 30 s. A recording is streamed ([`Transcriber::transcribe_recording`]):
+//! each piece is decoded as soon as the detector has closed it, both channels from one pass
+//! over the file, so memory holds one piece per channel whatever the length of the call.
 
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use callingest_audio::RecordingFormat;
 
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
+use crate::pcm::stream_speech;
+use crate::speech::SpeechPieces;
 use crate::{
-    speech_spans, ChannelAudio, Segment, Speaker, Stop, TranscribeError, Transcriber, Transcript,
-    SAMPLE_RATE,
+    ChannelAudio, Segment, Speaker, Stop, TranscribeError, Transcriber, Transcript, SAMPLE_RATE,
 };
 
 const LANGUAGE: &str = "en";
@@ -32,6 +39,9 @@ const MIN_AUDIO_CTX: usize = 256;
 /// Spans are zero-padded to this length: whisper.cpp rejects inputs under 100 ms and decodes
 /// very short ones poorly.
 const MIN_SPAN_SAMPLES: usize = SAMPLE_RATE as usize;
+/// Longest piece of speech decoded at once: Whisper's 30 s window. A longer span (a monologue)
+/// is cut at a pause into pieces that each fit one encoder pass, and memory stays bounded.
+const MAX_PIECE_SAMPLES: usize = 30 * SAMPLE_RATE as usize;
 /// Segments Whisper itself rates this likely to be non-speech are dropped.
 const MAX_NO_SPEECH_PROB: f32 = 0.8;
 
@@ -39,13 +49,21 @@ const MAX_NO_SPEECH_PROB: f32 = 0.8;
 pub struct WhisperEngine {
     ctx: Arc<WhisperContext>,
     model: String,
+    settings: Settings,
+}
+
+/// How each piece is decoded.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
     threads: usize,
     trim_audio_ctx: bool,
+    temperature_fallback: bool,
 }
 
 impl WhisperEngine {
-    /// Loads a ggml model file. `threads` is the number of CPU threads one channel decodes
-    /// with; channels of a call run one after another, so a call uses at most `threads`.
+    /// Loads a ggml model file. `threads` is the number of CPU threads a piece of speech is
+    /// decoded with; the pieces of a call (both channels) are decoded one after another, so a
+    /// call uses at most `threads`.
     ///
     /// A missing or unreadable model is permanent: retrying will not make it appear.
     pub fn load(model_path: &Path, threads: usize) -> Result<Self, TranscribeError> {
@@ -71,15 +89,26 @@ impl WhisperEngine {
         Ok(Self {
             ctx: Arc::new(ctx),
             model,
-            threads: threads.max(1),
-            trim_audio_ctx: true,
+            settings: Settings {
+                threads: threads.max(1),
+                trim_audio_ctx: true,
+                temperature_fallback: true,
+            },
         })
     }
 
     /// Whether short spans are encoded with a trimmed audio context (the default, for speed).
     /// Off, every span is encoded as a full 30 s window, as reference Whisper does.
     pub fn with_trimmed_audio_ctx(mut self, trim: bool) -> Self {
-        self.trim_audio_ctx = trim;
+        self.settings.trim_audio_ctx = trim;
+        self
+    }
+
+    /// Whether a piece whose greedy decoding looks unreliable (low average log-probability, a
+    /// repetition loop) is decoded again at rising temperatures, as reference Whisper does (the
+    /// default). Off, the greedy result stands: never a second decoding.
+    pub fn with_temperature_fallback(mut self, fallback: bool) -> Self {
+        self.settings.temperature_fallback = fallback;
         self
     }
 }
@@ -99,55 +128,119 @@ impl Transcriber for WhisperEngine {
         audio: Vec<ChannelAudio>,
         stop: &Stop,
     ) -> Result<Transcript, TranscribeError> {
-        let mut segments = Vec::new();
-        for channel in audio {
-            let ctx = Arc::clone(&self.ctx);
-            let (threads, trim) = (self.threads, self.trim_audio_ctx);
-            let stop = stop.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                transcribe_channel(&ctx, threads, trim, &channel, &stop)
-            })
-            .await
-            .map_err(|e| {
-                // A panic inside whisper.cpp on this audio would happen again.
-                TranscribeError::Permanent(format!("whisper worker failed: {e}"))
-            })??;
-            segments.extend(found);
-        }
-        // Stable sort: on equal start times, the agent (first channel) speaks first.
-        segments.sort_by_key(|s| s.start_ms);
-        Ok(Transcript {
-            language: LANGUAGE.to_string(),
-            segments,
+        let mut decoder = self.piece_decoder(stop);
+        let segments = run_blocking(move || {
+            for channel in &audio {
+                let mut pieces = SpeechPieces::new(MAX_PIECE_SAMPLES);
+                let mut on_piece =
+                    |start: usize, piece: &[f32]| decoder.decode(channel.speaker, start, piece);
+                pieces.push(&channel.samples, &mut on_piece)?;
+                pieces.finish(&mut on_piece)?;
+            }
+            Ok(decoder.segments)
         })
+        .await?;
+        Ok(transcript(segments))
+    }
+
+    async fn transcribe_recording(
+        &self,
+        path: &Path,
+        format: RecordingFormat,
+        max_duration: Duration,
+        stop: &Stop,
+    ) -> Result<Transcript, TranscribeError> {
+        let mut decoder = self.piece_decoder(stop);
+        let (path, stop) = (path.to_path_buf(), stop.clone());
+        let segments = run_blocking(move || {
+            stream_speech(
+                &path,
+                format,
+                Some(max_duration),
+                &stop,
+                MAX_PIECE_SAMPLES,
+                &mut |speaker, start, piece| decoder.decode(speaker, start, piece),
+            )?;
+            Ok(decoder.segments)
+        })
+        .await?;
+        Ok(transcript(segments))
     }
 }
 
-fn transcribe_channel(
-    ctx: &WhisperContext,
-    threads: usize,
-    trim_audio_ctx: bool,
-    channel: &ChannelAudio,
-    stop: &Stop,
-) -> Result<Vec<Segment>, TranscribeError> {
-    let spans = speech_spans(&channel.samples);
-    if spans.is_empty() {
-        return Ok(Vec::new());
+impl WhisperEngine {
+    fn piece_decoder(&self, stop: &Stop) -> PieceDecoder {
+        PieceDecoder {
+            ctx: Arc::clone(&self.ctx),
+            settings: self.settings,
+            stop: stop.clone(),
+            state: None,
+            padded: Vec::new(),
+            segments: Vec::new(),
+        }
     }
-    let mut state = ctx
-        .create_state()
-        .map_err(|e| TranscribeError::Transient(format!("creating whisper state: {e}")))?;
-    let mut out = Vec::new();
-    let mut padded = Vec::new();
-    for span in spans {
-        if stop.requested() {
+}
+
+/// Runs whisper work on a blocking thread, so the async runtime keeps serving meanwhile.
+async fn run_blocking(
+    work: impl FnOnce() -> Result<Vec<Segment>, TranscribeError> + Send + 'static,
+) -> Result<Vec<Segment>, TranscribeError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        // A panic inside whisper.cpp on this audio would happen again.
+        TranscribeError::Permanent(format!("whisper worker failed: {e}"))
+    })?
+}
+
+fn transcript(mut segments: Vec<Segment>) -> Transcript {
+    // The channels' pieces arrive interleaved: on equal start times the agent comes first; the
+    // stable sort keeps each channel's own order.
+    segments.sort_by_key(|s| (s.start_ms, s.channel != Speaker::Agent));
+    Transcript {
+        language: LANGUAGE.to_string(),
+        segments,
+    }
+}
+
+/// Decodes the pieces of speech of one call, one after another, with one decoding state (the
+/// KV caches; created with the first piece, so a call without speech needs none).
+struct PieceDecoder {
+    ctx: Arc<WhisperContext>,
+    settings: Settings,
+    stop: Stop,
+    state: Option<WhisperState>,
+    padded: Vec<f32>,
+    segments: Vec<Segment>,
+}
+
+impl PieceDecoder {
+    /// Transcribes one piece of `speaker`'s channel that starts `start` samples into the
+    /// recording.
+    fn decode(
+        &mut self,
+        speaker: Speaker,
+        start: usize,
+        piece: &[f32],
+    ) -> Result<(), TranscribeError> {
+        if self.stop.requested() {
             return Err(TranscribeError::Stopped);
         }
-        let audio = pad_span(&channel.samples[span.clone()], &mut padded);
-        decode_span(&mut state, threads, trim_audio_ctx, audio, stop)?;
-        collect_segments(&state, channel.speaker, &span, &mut out)?;
+        if self.state.is_none() {
+            let state = self
+                .ctx
+                .create_state()
+                .map_err(|e| TranscribeError::Transient(format!("creating whisper state: {e}")))?;
+            self.state = Some(state);
+        }
+        let state = self.state.as_mut().expect("created above");
+        let audio = pad_span(piece, &mut self.padded);
+        decode_span(state, self.settings, audio, &self.stop)?;
+        collect_segments(
+            state,
+            speaker,
+            &(start..start + piece.len()),
+            &mut self.segments,
+        )
     }
-    Ok(out)
 }
 
 fn pad_span<'a>(span: &'a [f32], padded: &'a mut Vec<f32>) -> &'a [f32] {
@@ -162,8 +255,7 @@ fn pad_span<'a>(span: &'a [f32], padded: &'a mut Vec<f32>) -> &'a [f32] {
 
 fn decode_span(
     state: &mut WhisperState,
-    threads: usize,
-    trim_audio_ctx: bool,
+    settings: Settings,
     audio: &[f32],
     stop: &Stop,
 ) -> Result<(), TranscribeError> {
@@ -180,7 +272,10 @@ fn decode_span(
             stop.as_atomic() as *const AtomicBool as *mut std::ffi::c_void
         );
     }
-    params.set_n_threads(threads as i32);
+    params.set_n_threads(settings.threads as i32);
+    if !settings.temperature_fallback {
+        params.set_temperature_inc(0.0);
+    }
     params.set_language(Some(LANGUAGE));
     params.set_translate(false);
     // Each span stands alone: text from an earlier span must not prompt (or, after a
@@ -194,7 +289,7 @@ fn decode_span(
     params.set_print_progress(false);
     params.set_print_realtime(false);
     params.set_print_timestamps(false);
-    if trim_audio_ctx {
+    if settings.trim_audio_ctx {
         params.set_audio_ctx(audio_ctx_for(audio.len()) as i32);
     }
     state.full(params, audio).map_err(|e| {
@@ -214,7 +309,7 @@ unsafe extern "C" fn stop_requested(data: *mut std::ffi::c_void) -> bool {
 }
 
 /// Encoder positions needed to cover `samples`, with a margin; 0 (whisper.cpp's default, the
-/// full window) once the span fills a 30 s window anyway.
+/// full window) once the piece fills a 30 s window anyway.
 fn audio_ctx_for(samples: usize) -> usize {
     let seconds = samples as f64 / f64::from(SAMPLE_RATE);
     let needed = (seconds * AUDIO_CTX_PER_SECOND).ceil() as usize + 32;

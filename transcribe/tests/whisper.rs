@@ -302,3 +302,95 @@ async fn a_stop_request_ends_a_long_transcription_within_a_second_or_two() {
         "stopped after {took:?}"
     );
 }
+
+/// What the worker runs: the recording streamed from its file. A 48 s agent monologue (longer
+/// than Whisper's 30 s window, so it is decoded in pieces cut at its pauses) and, after a long
+/// silence, a customer sentence at a known time.
+#[tokio::test]
+async fn a_streamed_recording_keeps_its_words_and_times_across_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut monologue = Vec::new();
+    let mut said = Vec::new();
+    while monologue.len() < samples(48.0) {
+        for sentence in SENTENCES {
+            // Without espeak-ng's silences around it, and a short breath after: one span.
+            let clip = speak(sentence, dir.path());
+            let first = clip.iter().position(|v| v.abs() > 1e-3).unwrap_or(0);
+            let last = clip
+                .iter()
+                .rposition(|v| v.abs() > 1e-3)
+                .unwrap_or(clip.len());
+            monologue.extend_from_slice(&clip[first..=last]);
+            monologue.extend(vec![0.0; samples(0.4)]);
+            said.push(*sentence);
+        }
+    }
+    let customer = speak(CUSTOMER, dir.path());
+    let customer_at = samples(1.0) + monologue.len() + samples(20.0);
+    let len = customer_at + customer.len() + samples(1.0);
+    let mut left = vec![0.0; len];
+    place(&mut left, samples(1.0), &monologue);
+    let mut right = vec![0.0; len];
+    place(&mut right, customer_at, &customer);
+    let wav = dir.path().join("call.wav");
+    write_wav(&wav, &[left, right]);
+
+    let limit = std::time::Duration::from_secs(3600);
+    let stop = callingest_transcribe::Stop::new();
+    let streamed = engine()
+        .transcribe_recording(&wav, RecordingFormat::Wav, limit, &stop)
+        .await
+        .expect("transcription succeeds");
+    for s in &streamed.segments {
+        eprintln!("{:?} {}-{} ms: {}", s.channel, s.start_ms, s.end_ms, s.text);
+    }
+    let agent: Vec<&str> = streamed
+        .segments
+        .iter()
+        .filter(|s| s.channel == Speaker::Agent)
+        .map(|s| s.text.as_str())
+        .collect();
+    let wer = word_error_rate(&said.join(" "), &agent.join(" "));
+    eprintln!("agent WER over the pieces {wer:.3}");
+    assert!(wer <= MAX_WER, "agent: {agent:?}");
+    // The customer's segment is where the customer spoke, a minute into the call.
+    let customer_ms = customer_at as u64 * 1000 / 16_000;
+    let heard: Vec<_> = streamed
+        .segments
+        .iter()
+        .filter(|s| s.channel == Speaker::Customer)
+        .collect();
+    assert!(!heard.is_empty());
+    assert!(
+        heard[0].start_ms + 300 >= customer_ms && heard[0].start_ms <= customer_ms + 500,
+        "customer heard at {} ms, spoke at {customer_ms} ms",
+        heard[0].start_ms
+    );
+    let customer_wer = word_error_rate(CUSTOMER, &heard[0].text);
+    assert!(customer_wer <= MAX_WER, "customer: {:?}", heard[0].text);
+
+    // The same pieces as from channels in memory: the same transcript.
+    let whole = transcribe(load_channels(&wav, RecordingFormat::Wav).unwrap()).await;
+    assert_eq!(streamed, whole);
+
+    // Longer than the limit: refused, permanently.
+    let short = std::time::Duration::from_secs(30);
+    let err = engine()
+        .transcribe_recording(&wav, RecordingFormat::Wav, short, &stop)
+        .await
+        .expect_err("too long");
+    assert!(
+        matches!(err, callingest_transcribe::TranscribeError::Permanent(_)),
+        "{err}"
+    );
+    // Asked to stop before it starts: stopped, whatever the recording.
+    stop.request();
+    let err = engine()
+        .transcribe_recording(&wav, RecordingFormat::Wav, limit, &stop)
+        .await
+        .expect_err("stopped");
+    assert!(
+        matches!(err, callingest_transcribe::TranscribeError::Stopped),
+        "{err}"
+    );
+}

@@ -107,3 +107,35 @@ pub fn write_wav(path: &Path, planes: &[Vec<f32>]) {
 pub fn place(plane: &mut [f32], at: usize, clip: &[f32]) {
     plane[at..at + clip.len()].copy_from_slice(clip);
 }
+
+/// Turns of a support call, agent first, alternating.
+pub const SUPPORT: &[&str] = &[
+    "Good morning, thank you for calling the support line, my name is Sarah, how can I help?",
+    "Hello, I am having trouble logging into my account since yesterday evening.",
+    "I am sorry to hear that. Could you tell me the email address on the account?",
+    "Sure, it is the same address I used when I signed up last spring.",
+    "Thank you. I can see a lock on the account after several failed attempts.",
+    "That makes sense, I think I typed an old password a few times.",
+    "No problem. I have sent a reset link to your inbox, it is valid for one hour.",
+    "Great, I just received it and the new password works now.",
+    "Wonderful. Is there anything else I can help you with today?",
+    "No, that was everything. Thank you very much for your help.",
+    "You are welcome. Have a lovely day and goodbye.",
+    "Goodbye.",
+];
+
+/// Turns of a billing call (different words and rhythm), agent first, alternating.
+pub const BILLING: &[&str] = &[
+    "Hi, you are through to billing, this is Mark speaking.",
+    "Hi Mark, my last invoice shows a charge I do not recognise.",
+    "Let me look into that for you. Which month is the invoice for?",
+    "It is the one from October, there is an extra forty dollars on it.",
+    "I see it. That is the installation fee for the second router you ordered.",
+    "Oh, I forgot about the router. Can the fee be split over three months?",
+    "Yes, I can spread it over your next three bills at no extra cost.",
+    "Perfect, please do that. Will I get a new invoice by email?",
+    "You will receive an updated invoice within two working days.",
+    "Thanks for sorting that out so quickly.",
+    "My pleasure. Is there anything else on your account I can check?",
+    "No, that is all for today, thank you.",
+];
