@@ -18,6 +18,9 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 
+/// The master key of the bench's service (fixed: a bench may reuse its database).
+const BENCH_MASTER_KEY: &str = "YmVuY2ggbWFzdGVyIGtleSBvZiBjYWxsaW5nZXN0ISE=";
+
 /// The system allocator, counting bytes in use and their peak.
 struct Counting;
 
@@ -216,6 +219,7 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
             max_connections: 16,
             acquire_timeout_ms: 5_000,
             connect_deadline_ms: 60_000,
+            master_key: Some(Secret::new(BENCH_MASTER_KEY)),
         },
         listen: "127.0.0.1:0".parse()?,
         role: Role::Api,

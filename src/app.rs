@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use callingest_domain::call::RetryPolicy;
+use callingest_privacy::Privacy;
 use callingest_projections::notifications::NotificationHub;
 use callingest_projections::projector::EVENTS_CHANNEL;
 use callingest_projections::Projector;
@@ -30,6 +31,7 @@ const BACKGROUND_MAX_SILENCE: Duration = Duration::from_secs(30);
 pub struct Application {
     config: ServeConfig,
     pool: PgPool,
+    privacy: Privacy,
     health: Arc<Health>,
     http: HttpServer,
 }
@@ -49,10 +51,11 @@ impl Application {
         tracing::info!(address = %http.address(), role = ?config.role, "callingest listening; preparing the database");
         let database = crate::db::open(&config.database).await?;
         let pool = database.pool;
+        let privacy = crate::db::open_keyring(&pool, &config.database).await?;
         // The API is mounted before readiness turns green, so a load balancer that follows
         // `/readyz` never sends a request in between.
         if config.role.runs_api() {
-            let state = AppState::new(pool.clone(), config.admin_token.clone())
+            let state = AppState::new(pool.clone(), &privacy, config.admin_token.clone())
                 .with_http_config(&config.http)
                 .with_health(health.clone());
             http.serve_api(Arc::new(state));
@@ -62,6 +65,7 @@ impl Application {
         Ok(Self {
             config: config.clone(),
             pool,
+            privacy,
             health,
             http,
         })
@@ -76,6 +80,11 @@ impl Application {
         &self.pool
     }
 
+    /// The keys that seal and open personal fields (checked against the database at build).
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
+    }
+
     /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped), then drains:
     /// the HTTP server stops accepting and finishes the requests in flight while the workers
     /// stop claiming and get `CALLINGEST_SHUTDOWN_GRACE_MS` to finish (see
@@ -83,7 +92,11 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         self.config.processing.check()?;
         let background = if self.config.role.runs_workers() {
-            Some(spawn_background(&self.pool, &self.config.processing)?)
+            Some(spawn_background(
+                &self.pool,
+                &self.privacy,
+                &self.config.processing,
+            )?)
         } else {
             None
         };
@@ -208,7 +221,11 @@ impl Background {
 }
 
 /// Starts one projector per projection, the processing workers and the callback senders.
-pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Result<Background> {
+pub fn spawn_background(
+    pool: &PgPool,
+    privacy: &Privacy,
+    config: &ProcessingConfig,
+) -> anyhow::Result<Background> {
     config.check()?;
     // One LISTEN connection for every projector, worker and sender of this process.
     let channels = [
@@ -218,7 +235,7 @@ pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Res
     ];
     let (hub, listener) = NotificationHub::start(pool.clone(), &channels);
     let mut services = vec![listener];
-    for projection in callingest_projections::all() {
+    for projection in callingest_projections::all(privacy) {
         let projector = Projector::new(pool.clone(), projection);
         services.push(tokio::spawn(projector.run(hub.subscribe(EVENTS_CHANNEL))));
     }
@@ -226,6 +243,7 @@ pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Res
     let start_pool = |queue, step: Arc<dyn Step>, settings: crate::jobs::PoolSettings| {
         let runner = Arc::new(Runner::new(
             pool.clone(),
+            privacy,
             queue,
             step,
             settings,
@@ -285,7 +303,7 @@ pub fn spawn_background(pool: &PgPool, config: &ProcessingConfig) -> anyhow::Res
             config.transcription_pool(),
         ));
     }
-    let sender = CallbackSender::new(pool.clone(), &config.callback_settings())
+    let sender = CallbackSender::new(pool.clone(), privacy, &config.callback_settings())
         .context("could not set up the callback client")?;
     slots.extend(start_pool(
         &crate::jobs::CALLBACKS,

@@ -9,6 +9,8 @@ use callingest_domain::values::{CallId, PartnerId};
 use clap::{Parser, Subcommand};
 
 use crate::app::Application;
+use callingest_privacy::Privacy;
+
 use crate::config::{DatabaseConfig, ServeConfig};
 use crate::partners::{self, DEFAULT_RATE_LIMIT_PER_MINUTE};
 use crate::rebuild_progress;
@@ -203,11 +205,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database,
         }) => {
             let pool = crate::db::prepare(&database).await?;
-            print_history(&pool, &partner, &call, json).await
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            print_history(&pool, &privacy, &partner, &call, json).await
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             let pool = crate::db::prepare(&database).await?;
-            rebuild_projections(&pool, name.as_deref()).await
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            rebuild_projections(&pool, &privacy, name.as_deref()).await
         }
         Command::Projections(ProjectionsCommand::Failures {
             projection,
@@ -219,16 +223,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Projections(ProjectionsCommand::Retry { name, database }) => {
             let pool = crate::db::prepare(&database).await?;
-            retry_projections(&pool, name.as_deref()).await
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            retry_projections(&pool, &privacy, name.as_deref()).await
         }
     }
 }
 
 /// The projection called `name`, or all of them without a name.
 fn projections_named(
+    privacy: &Privacy,
     name: Option<&str>,
 ) -> anyhow::Result<Vec<std::sync::Arc<dyn callingest_projections::Projection>>> {
-    let projections: Vec<_> = callingest_projections::all()
+    let projections: Vec<_> = callingest_projections::all(privacy)
         .into_iter()
         .filter(|p| name.is_none_or(|n| n == p.name()))
         .collect();
@@ -238,8 +244,12 @@ fn projections_named(
     Ok(projections)
 }
 
-async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
-    for projection in projections_named(name)? {
+async fn rebuild_projections(
+    pool: &sqlx::PgPool,
+    privacy: &Privacy,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    for projection in projections_named(privacy, name)? {
         let name = projection.name();
         let projector = callingest_projections::Projector::new(pool.clone(), projection);
         let started = std::time::Instant::now();
@@ -288,8 +298,12 @@ async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow:
     Ok(())
 }
 
-async fn retry_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
-    for projection in projections_named(name)? {
+async fn retry_projections(
+    pool: &sqlx::PgPool,
+    privacy: &Privacy,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    for projection in projections_named(privacy, name)? {
         let name = projection.name();
         let projector = callingest_projections::Projector::new(pool.clone(), projection);
         let outcome = projector
@@ -312,7 +326,9 @@ async fn print_failures(
     json: bool,
 ) -> anyhow::Result<()> {
     if let Some(name) = projection {
-        projections_named(Some(name))?;
+        if !callingest_projections::NAMES.contains(&name) {
+            anyhow::bail!("unknown projection {name:?}");
+        }
     }
     let parked = callingest_projections::parking::list(pool, projection, i64::MAX)
         .await
@@ -352,6 +368,7 @@ async fn print_failures(
 
 async fn print_history(
     pool: &sqlx::PgPool,
+    privacy: &Privacy,
     partner: &str,
     call: &str,
     json: bool,
@@ -361,7 +378,7 @@ async fn print_history(
         (Ok(partner), Ok(call)) => call_aggregate_id(&partner, &call),
         _ => anyhow::bail!("no call {call} of partner {partner}"),
     };
-    let events = crate::queries::history::call_history(pool, &aggregate_id, true).await?;
+    let events = crate::queries::history::call_history(pool, privacy, &aggregate_id, true).await?;
     if events.is_empty() {
         anyhow::bail!("no call {call} of partner {partner}");
     }

@@ -72,6 +72,18 @@ pub struct DatabaseConfig {
         default_value_t = 120_000
     )]
     pub connect_deadline_ms: u64,
+
+    /// The master key that wraps every call's data keys: 32 random bytes in standard base64
+    /// (`openssl rand -base64 32`). Required to start: personal fields are stored sealed and
+    /// cannot be written or read without it. A key other than the one the database was first
+    /// started with is refused at start. Keep it out of database backups.
+    #[arg(
+        long = "master-key",
+        env = "CALLINGEST_MASTER_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub master_key: Option<Secret>,
 }
 
 impl DatabaseConfig {

@@ -1,13 +1,17 @@
 //! The `transcript` and `transcript_segment` read models: each call's transcript as the
 //! `TranscriptProduced` event carries it, one row per call and one per segment.
 
-use callingest_domain::call::{split_call_aggregate_id, CallEvent, TranscriptProduced};
+use callingest_domain::call::{
+    split_call_aggregate_id, CallEvent, TranscriptProduced, TranscriptSegment,
+};
 use sqlx::PgConnection;
 
 use crate::event_log::StoredEvent;
+use crate::opened::open_call_events;
 use crate::projector::{Projection, ProjectionError};
 
-pub struct Transcripts;
+/// Opens `TranscriptProduced` for its segments (personal, sealed).
+pub struct Transcripts(pub callingest_privacy::Privacy);
 
 #[async_trait::async_trait]
 impl Projection for Transcripts {
@@ -26,15 +30,12 @@ impl Projection for Transcripts {
     ) -> Result<(), ProjectionError> {
         let mut calls = Columns::default();
         let mut segments = SegmentColumns::default();
-        for event in events.iter().filter(|e| e.aggregate_type == "Call") {
-            // Only one event type matters: skip the rest without decoding them.
-            if event.event_type != "TranscriptProduced" {
-                continue;
-            }
-            let CallEvent::TranscriptProduced(t) = event
-                .decode::<CallEvent>()
-                .map_err(|e| ProjectionError::undecodable(event, e))?
-            else {
+        // Only one event type matters: skip the rest without decoding them.
+        let produced = events
+            .iter()
+            .filter(|e| e.aggregate_type == "Call" && e.event_type == "TranscriptProduced");
+        for (event, decoded) in open_call_events(&mut *conn, &self.0, produced).await? {
+            let CallEvent::TranscriptProduced(t) = decoded else {
                 continue;
             };
             let (partner_id, call_id) =
@@ -95,10 +96,14 @@ impl Projection for Transcripts {
     }
 }
 
+/// The segments, none once erased.
+pub fn segments(t: &TranscriptProduced) -> &[TranscriptSegment] {
+    t.segments.clear().map(Vec::as_slice).unwrap_or_default()
+}
+
 /// The transcript text: segment texts in time order, one space between them.
 pub fn transcript_text(t: &TranscriptProduced) -> String {
-    let parts: Vec<&str> = t
-        .segments
+    let parts: Vec<&str> = segments(t)
         .iter()
         .map(|s| s.text.trim())
         .filter(|s| !s.is_empty())
@@ -125,10 +130,10 @@ impl Columns {
         self.partner_ids.push(partner_id.to_owned());
         self.call_ids.push(call_id.to_owned());
         self.texts.push(transcript_text(&t));
+        self.segment_counts.push(segments(&t).len() as i32);
         self.engines.push(t.engine);
         self.models.push(t.model);
         self.languages.push(t.language);
-        self.segment_counts.push(t.segments.len() as i32);
         self.word_counts.push(t.word_count as i64);
         self.produced_at.push(t.produced_at);
     }
@@ -148,7 +153,7 @@ struct SegmentColumns {
 
 impl SegmentColumns {
     fn push(&mut self, partner_id: &str, call_id: &str, t: &TranscriptProduced) {
-        for (seq, segment) in t.segments.iter().enumerate() {
+        for (seq, segment) in segments(t).iter().enumerate() {
             self.partner_ids.push(partner_id.to_owned());
             self.call_ids.push(call_id.to_owned());
             self.seqs.push(seq as i32);

@@ -37,6 +37,8 @@ pub use ingest::MAX_BODY_BYTES;
 
 use callingest_domain::call::Call;
 
+use callingest_privacy::Privacy;
+
 use crate::config::{HttpConfig, Secret};
 use crate::event_store::Store;
 use crate::health::Health;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub ingest: IngestService,
     pub calls: Store<Call>,
+    /// Opens the sealed personal fields of what handlers read from the event log.
+    pub privacy: Privacy,
     pub rate_limits: rate_limit::PartnerRateLimits,
     pub admin_token: Option<Secret>,
     /// Turns of batch validation, off the async runtime's threads.
@@ -58,11 +62,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, admin_token: Option<Secret>) -> Self {
+    pub fn new(pool: PgPool, privacy: &Privacy, admin_token: Option<Secret>) -> Self {
         let (global, per_partner) = HttpConfig::default().validation_limits();
         Self {
-            ingest: IngestService::new(pool.clone()),
-            calls: crate::event_store::store(pool.clone()),
+            ingest: IngestService::new(pool.clone(), privacy),
+            calls: crate::event_store::store(pool.clone(), privacy),
+            privacy: privacy.clone(),
             rate_limits: rate_limit::PartnerRateLimits::new(&pool),
             health: Arc::new(Health::connected(pool.clone())),
             pool,
@@ -141,7 +146,14 @@ pub fn openapi_json() -> String {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://spec-only.invalid/none")
         .expect("a static URL parses");
-    document(&api_service(Arc::new(AppState::new(pool, None))))
+    // Nothing is sealed or opened either: any key will do.
+    let privacy = Privacy::new(
+        &callingest_privacy::MasterKey::from_base64(
+            &callingest_privacy::MasterKey::generate_base64(),
+        )
+        .expect("a generated key parses"),
+    );
+    document(&api_service(Arc::new(AppState::new(pool, &privacy, None))))
 }
 
 /// The document of `service`, with the security requirements it must state (see

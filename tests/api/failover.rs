@@ -344,6 +344,7 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
         max_connections: 4,
         acquire_timeout_ms: 30_000,
         connect_deadline_ms: 30_000,
+        master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
     })
     .await
     .unwrap();

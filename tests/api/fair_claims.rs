@@ -19,6 +19,7 @@ async fn database() -> (TestDatabase, PgPool) {
         max_connections: 4,
         acquire_timeout_ms: 5_000,
         connect_deadline_ms: 10_000,
+        master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
     })
     .await
     .expect("the database migrates");

@@ -6,6 +6,7 @@ use std::time::Duration;
 use callingest::app::Application;
 use callingest::config::{DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig};
 use callingest::partners::{create_partner, PartnerCredentials};
+use callingest_privacy::{MasterKey, Privacy};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
@@ -80,14 +81,23 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub partner: PartnerCredentials,
+    /// The service's keys (from [`TEST_MASTER_KEY`]), for tests that run projectors by hand.
+    pub privacy: Privacy,
     config: ServeConfig,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Held so the database lives exactly as long as the app (dropped with it).
     _database: TestDatabase,
 }
 
+/// The keys of [`TEST_MASTER_KEY`].
+pub fn test_privacy() -> Privacy {
+    Privacy::new(&MasterKey::from_base64(TEST_MASTER_KEY).expect("a valid key"))
+}
+
 /// The admin token every test app is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The master key of every test service and CLI run (32 bytes of base64; tests only).
+pub const TEST_MASTER_KEY: &str = "dGVzdCBtYXN0ZXIga2V5IG9mIGNhbGxpbmdlc3QhISE=";
 
 /// The API alone: nothing is processed, so a test sees exactly the events ingest wrote.
 pub async fn spawn_app() -> TestApp {
@@ -166,6 +176,7 @@ pub async fn spawn_app_with_http(
             max_connections: 10,
             acquire_timeout_ms: 2_000,
             connect_deadline_ms: 120_000,
+            master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         role,
@@ -186,6 +197,7 @@ pub async fn spawn_app_with_http(
         pool,
         client,
         partner,
+        privacy: test_privacy(),
         config,
         server,
         _database: database,
@@ -258,8 +270,33 @@ impl TestApp {
             .unwrap()
     }
 
-    /// `(event_type, payload)` of one call's events, in order.
+    /// `(event_type, payload)` of one call's events, in order, as readers see them: personal
+    /// fields opened through the service's one decrypt path.
     pub async fn call_events(&self, partner_id: &str, call_id: &str) -> Vec<(String, Value)> {
+        let id = format!("{partner_id}:{call_id}");
+        let keys = callingest_privacy::keyring::load(&self.pool, &self.privacy, &[id.clone()])
+            .await
+            .unwrap();
+        self.stored_call_events(partner_id, call_id)
+            .await
+            .into_iter()
+            .map(|(event_type, payload)| {
+                let event: callingest_domain::call::CallEvent =
+                    serde_json::from_value(payload).unwrap();
+                let opened =
+                    callingest_privacy::seal::open_event(&self.privacy, &id, event, keys.get(&id))
+                        .unwrap();
+                (event_type, serde_json::to_value(opened).unwrap())
+            })
+            .collect()
+    }
+
+    /// `(event_type, payload)` of one call's events, in order, as the event log holds them.
+    pub async fn stored_call_events(
+        &self,
+        partner_id: &str,
+        call_id: &str,
+    ) -> Vec<(String, Value)> {
         sqlx::query_as(
             "select event_type, payload from events
              where aggregate_type = 'Call' and aggregate_id = $1 order by sequence",

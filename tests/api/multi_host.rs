@@ -15,6 +15,7 @@ fn config(url: String) -> DatabaseConfig {
         max_connections: 2,
         acquire_timeout_ms: 5_000,
         connect_deadline_ms: 5_000,
+        master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
     }
 }
 

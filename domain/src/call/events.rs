@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::commands::{AudioAnalytics, TranscriptSegment};
 use crate::interaction::TranscriptFigures;
+use crate::personal::{Personal, Sealed};
 use crate::submission::NewCall;
 use crate::values::{PartnerId, TenantId};
 
@@ -42,6 +43,10 @@ pub struct CallAccepted {
     pub accepted_at: DateTime<Utc>,
     /// Boxed: it dwarfs the other events (same JSON either way).
     pub call: Box<NewCall>,
+    /// As stored: the personal fields of `call`, sealed (they are then absent from `call`).
+    /// Readers get the event opened, with this `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
 }
 
 /// A known call id was submitted again. It is not processed again; this is the audit trail.
@@ -121,11 +126,16 @@ pub struct TranscriptProduced {
     pub language: String,
     pub segment_count: u64,
     pub word_count: u64,
-    pub segments: Vec<TranscriptSegment>,
+    /// What was said: personal, sealed under the call's key like [`CallAccepted::call`].
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub segments: Personal<Vec<TranscriptSegment>>,
     pub produced_at: DateTime<Utc>,
     /// Words, pace and questions per side (all `None` for mono and before version 2).
     #[serde(flatten)]
     pub figures: TranscriptFigures,
+    /// As stored: `segments` sealed (see [`CallAccepted::sealed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
