@@ -43,6 +43,9 @@ pub enum Command {
     /// Look at calls (support).
     #[command(subcommand)]
     Call(CallCommand),
+    /// Data subjects' rights (support): a person's calls, and erasing their personal data.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
     /// Serve the configured transcription engine (CALLINGEST_TRANSCRIBER=whisper) over the
     /// OpenAI-compatible API `POST /v1/audio/transcriptions`, for other instances' openai
     /// engine.
@@ -77,6 +80,43 @@ pub enum CallCommand {
         call: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+}
+
+/// A data subject: exactly one of the two.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct SubjectArgs {
+    /// The customer's phone number.
+    #[arg(long)]
+    phone_number: Option<String>,
+    /// A customer's or an agent's e-mail address.
+    #[arg(long)]
+    email: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Print the partner's calls that hold the subject's data, as JSON lines
+    /// (`{"call_id", "role"}`).
+    Calls {
+        #[arg(long)]
+        partner: String,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Erase the subject's personal data from the partner's calls (as the partner's
+    /// `POST /api/v1/partner/data-privacy/erase`); prints
+    /// `{"calls_erased", "agent_calls_erased", "call_ids"}`.
+    Erase {
+        #[arg(long)]
+        partner: String,
+        #[command(flatten)]
+        subject: SubjectArgs,
         #[command(flatten)]
         database: DatabaseConfig,
     },
@@ -207,6 +247,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = crate::db::prepare(&database).await?;
             let privacy = crate::db::open_keyring(&pool, &database).await?;
             print_history(&pool, &privacy, &partner, &call, json).await
+        }
+        Command::Privacy(PrivacyCommand::Calls {
+            partner,
+            subject,
+            database,
+        }) => {
+            let pool = crate::db::prepare(&database).await?;
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            let subject = crate::erasure::Subject::from_request(
+                subject.phone_number.as_deref(),
+                subject.email.as_deref(),
+            )?;
+            for call in crate::erasure::calls_of(&pool, &privacy, &partner, &subject).await? {
+                println!("{}", serde_json::to_string(&call)?);
+            }
+            Ok(())
+        }
+        Command::Privacy(PrivacyCommand::Erase {
+            partner,
+            subject,
+            database,
+        }) => {
+            let pool = crate::db::prepare(&database).await?;
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            let subject = crate::erasure::Subject::from_request(
+                subject.phone_number.as_deref(),
+                subject.email.as_deref(),
+            )?;
+            let calls = crate::event_store::store(pool.clone(), &privacy);
+            let erased = crate::erasure::erase(
+                &pool,
+                &privacy,
+                &calls,
+                &partner,
+                &subject,
+                callingest_domain::call::ErasureReason::Request,
+            )
+            .await?;
+            tracing::info!(
+                partner,
+                calls = erased.calls.len(),
+                agent_calls = erased.agent_calls.len(),
+                "personal data erased (cli)"
+            );
+            println!(
+                "{}",
+                serde_json::json!({
+                    "calls_erased": erased.calls.len(),
+                    "agent_calls_erased": erased.agent_calls.len(),
+                    "call_ids": erased.calls.iter().chain(&erased.agent_calls).collect::<Vec<_>>(),
+                })
+            );
+            Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             let pool = crate::db::prepare(&database).await?;

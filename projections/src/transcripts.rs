@@ -2,7 +2,7 @@
 //! `TranscriptProduced` event carries it, one row per call and one per segment.
 
 use callingest_domain::call::{
-    split_call_aggregate_id, CallEvent, TranscriptProduced, TranscriptSegment,
+    split_call_aggregate_id, CallEvent, ErasureScope, TranscriptProduced, TranscriptSegment,
 };
 use sqlx::PgConnection;
 
@@ -46,54 +46,121 @@ impl Projection for Transcripts {
             segments.push(partner_id, call_id, &t);
             calls.push(partner_id, call_id, t);
         }
-        if calls.partner_ids.is_empty() {
-            return Ok(());
-        }
-        // A call completes once, so it has one transcript; replacing keeps a replay harmless.
-        sqlx::query(
-            "delete from transcript_segment s using unnest($1::text[], $2::text[]) as k(p, c)
-             where s.partner_id = k.p and s.call_id = k.c",
-        )
-        .bind(&calls.partner_ids)
-        .bind(&calls.call_ids)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "insert into transcript
-                 (partner_id, call_id, engine, model, language, text, segment_count, word_count, produced_at)
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::int[], $8::bigint[], $9::timestamptz[])
-             on conflict (partner_id, call_id) do update set
-                 engine = excluded.engine, model = excluded.model, language = excluded.language,
-                 text = excluded.text, segment_count = excluded.segment_count,
-                 word_count = excluded.word_count, produced_at = excluded.produced_at",
-        )
-        .bind(&calls.partner_ids)
-        .bind(&calls.call_ids)
-        .bind(&calls.engines)
-        .bind(&calls.models)
-        .bind(&calls.languages)
-        .bind(&calls.texts)
-        .bind(&calls.segment_counts)
-        .bind(&calls.word_counts)
-        .bind(&calls.produced_at)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "insert into transcript_segment (partner_id, call_id, seq, channel, start_ms, end_ms, text)
-             select * from unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::bigint[], $7::text[])",
-        )
-        .bind(&segments.partner_ids)
-        .bind(&segments.call_ids)
-        .bind(&segments.seqs)
-        .bind(&segments.channels)
-        .bind(&segments.starts)
-        .bind(&segments.ends)
-        .bind(&segments.texts)
-        .execute(&mut *conn)
-        .await?;
+        store(&mut *conn, &calls, &segments).await?;
+        erase(&mut *conn, events).await?;
         Ok(())
     }
+}
+
+/// Writes a page's transcripts (replacing any earlier ones of the same calls).
+async fn store(
+    conn: &mut PgConnection,
+    calls: &Columns,
+    segments: &SegmentColumns,
+) -> Result<(), ProjectionError> {
+    if calls.partner_ids.is_empty() {
+        return Ok(());
+    }
+    // A call completes once, so it has one transcript; replacing keeps a replay harmless.
+    sqlx::query(
+        "delete from transcript_segment s using unnest($1::text[], $2::text[]) as k(p, c)
+         where s.partner_id = k.p and s.call_id = k.c",
+    )
+    .bind(&calls.partner_ids)
+    .bind(&calls.call_ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into transcript
+             (partner_id, call_id, engine, model, language, text, segment_count, word_count, produced_at)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::int[], $8::bigint[], $9::timestamptz[])
+         on conflict (partner_id, call_id) do update set
+             engine = excluded.engine, model = excluded.model, language = excluded.language,
+             text = excluded.text, segment_count = excluded.segment_count,
+             word_count = excluded.word_count, produced_at = excluded.produced_at",
+    )
+    .bind(&calls.partner_ids)
+    .bind(&calls.call_ids)
+    .bind(&calls.engines)
+    .bind(&calls.models)
+    .bind(&calls.languages)
+    .bind(&calls.texts)
+    .bind(&calls.segment_counts)
+    .bind(&calls.word_counts)
+    .bind(&calls.produced_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into transcript_segment (partner_id, call_id, seq, channel, start_ms, end_ms, text)
+         select * from unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::bigint[], $7::text[])",
+    )
+    .bind(&segments.partner_ids)
+    .bind(&segments.call_ids)
+    .bind(&segments.seqs)
+    .bind(&segments.channels)
+    .bind(&segments.starts)
+    .bind(&segments.ends)
+    .bind(&segments.texts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A call whose personal data was erased keeps its transcript's figures but no text.
+async fn erase(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+    let mut partner_ids = Vec::new();
+    let mut call_ids = Vec::new();
+    for event in events
+        .iter()
+        .filter(|e| e.aggregate_type == "Call" && e.event_type == "PersonalDataErased")
+    {
+        let CallEvent::PersonalDataErased(erased) = event
+            .decode::<CallEvent>()
+            .map_err(|e| ProjectionError::undecodable(event, e))?
+        else {
+            continue;
+        };
+        if erased.scope != ErasureScope::Call {
+            continue;
+        }
+        if let Some((partner_id, call_id)) = split_call_aggregate_id(&event.aggregate_id) {
+            partner_ids.push(partner_id.to_owned());
+            call_ids.push(call_id.to_owned());
+        }
+    }
+    if partner_ids.is_empty() {
+        return Ok(());
+    }
+    scrub(conn, &partner_ids, &call_ids).await?;
+    Ok(())
+}
+
+/// Removes the text of these calls' transcripts (the erasure request scrubs at once with
+/// this too, without waiting for the projection).
+pub async fn scrub(
+    conn: &mut PgConnection,
+    partner_ids: &[String],
+    call_ids: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "delete from transcript_segment s using unnest($1::text[], $2::text[]) as k(p, c)
+         where s.partner_id = k.p and s.call_id = k.c",
+    )
+    .bind(partner_ids)
+    .bind(call_ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "update transcript t set text = '', segment_count = 0
+         from unnest($1::text[], $2::text[]) as k(p, c)
+         where t.partner_id = k.p and t.call_id = k.c",
+    )
+    .bind(partner_ids)
+    .bind(call_ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The segments, none once erased.

@@ -9,6 +9,7 @@ mod auth;
 mod body_limit;
 mod calls;
 mod client_addr;
+mod data_privacy;
 mod error;
 mod health;
 mod ingest;
@@ -100,6 +101,8 @@ enum ApiTags {
     Calls,
     /// Support staff: auditing and redelivering (admin token).
     Support,
+    /// Data subjects' rights: finding and erasing a person's data (GDPR art. 15 and 17).
+    DataPrivacy,
     /// Probes for orchestrators and load balancers.
     Operations,
 }
@@ -110,6 +113,7 @@ type Apis = (
     agents::AgentsApi,
     admin::AdminApi,
     admin_projections::AdminProjectionsApi,
+    data_privacy::DataPrivacyApi,
     health::HealthApi,
 );
 
@@ -128,6 +132,9 @@ fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         admin_projections::AdminProjectionsApi {
+            state: state.clone(),
+        },
+        data_privacy::DataPrivacyApi {
             state: state.clone(),
         },
         health::HealthApi {

@@ -112,7 +112,12 @@ pub struct CallView {
     pub batch_id: Uuid,
     pub agent_id: String,
     pub customer_id: String,
-    pub contact_number: String,
+    /// `null` once erased.
+    #[oai(nullable)]
+    pub contact_number: Option<String>,
+    /// The call's personal data was erased at a data subject's request or by retention:
+    /// personal fields read `null`.
+    pub personal_data_erased: bool,
     #[serde(serialize_with = "rfc3339::serialize")]
     pub start_time: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339::serialize")]
@@ -204,7 +209,7 @@ pub struct CallView {
 }
 
 const CALL_COLUMNS: &str = "call_id, partner_id, status, tenant_id, sub_tenant_id, batch_id,
-    agent_id, customer_id, contact_number, start_time, end_time, accepted_at, fetch_started_at,
+    agent_id, customer_id, contact_number, personal_data_erased, start_time, end_time, accepted_at, fetch_started_at,
     fetched_at, completed_at, failed_at, processing_time_ms, fetch_attempts,
     duplicate_submissions, error, recording_format, recording_bytes, recording_sha256,
     recording_duration_ms, sample_rate, channels, codec, agent_talk_ms, customer_talk_ms,
@@ -437,7 +442,8 @@ mod serialisation_tests {
             batch_id: Uuid::from_u128(7),
             agent_id: "a".into(),
             customer_id: "cu".into(),
-            contact_number: "+1234567890".into(),
+            contact_number: Some("+1234567890".into()),
+            personal_data_erased: false,
             start_time: at("2024-05-01T12:00:00Z"),
             end_time: at("2024-05-01T12:30:00.5Z"),
             accepted_at: at("2024-05-01T12:31:00.123456Z"),

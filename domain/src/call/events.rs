@@ -6,7 +6,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::commands::{AudioAnalytics, TranscriptSegment};
+use super::commands::{AudioAnalytics, ErasureReason, ErasureScope, TranscriptSegment};
 use crate::interaction::TranscriptFigures;
 use crate::personal::{Personal, Sealed};
 use crate::submission::NewCall;
@@ -31,6 +31,7 @@ pub enum CallEvent {
     CallbackDelivered(CallbackDelivered),
     CallbackAbandoned(CallbackAbandoned),
     CallbackRedeliveryRequested(CallbackRedeliveryRequested),
+    PersonalDataErased(PersonalDataErased),
 }
 
 /// A call was taken in; it holds everything the partner submitted, extra fields included.
@@ -226,6 +227,17 @@ pub struct CallbackRedeliveryRequested {
     pub requested_at: DateTime<Utc>,
 }
 
+/// The keys of some of the call's personal data were destroyed: those fields now read as
+/// erased in every event and every copy of the log. Holds no personal data itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonalDataErased {
+    pub scope: ErasureScope,
+    pub reason: ErasureReason,
+    /// How many fields the destroyed key sealed.
+    pub fields: u32,
+    pub erased_at: DateTime<Utc>,
+}
+
 impl DomainEvent for CallEvent {
     fn event_type(&self) -> String {
         match self {
@@ -246,6 +258,7 @@ impl DomainEvent for CallEvent {
             CallEvent::CallbackDelivered(_) => "CallbackDelivered",
             CallEvent::CallbackAbandoned(_) => "CallbackAbandoned",
             CallEvent::CallbackRedeliveryRequested(_) => "CallbackRedeliveryRequested",
+            CallEvent::PersonalDataErased(_) => "PersonalDataErased",
         }
         .to_owned()
     }

@@ -241,6 +241,15 @@ impl Aggregate for Call {
                 self.stage = Stage::Accepted;
             }
             CallEvent::DuplicateSubmissionReceived(_) => {}
+            // A call loaded before its keys were destroyed drops the fields here too.
+            CallEvent::PersonalDataErased(e) => {
+                if let Some(accepted) = self.accepted.as_mut() {
+                    if e.scope == ErasureScope::Call {
+                        accepted.call.take_call_personal();
+                    }
+                    accepted.call.take_agent_personal();
+                }
+            }
             CallEvent::RecordingFetchStarted(e) => {
                 self.fetch_attempts = e.attempt;
                 self.stage = Stage::Fetching;
@@ -313,6 +322,14 @@ impl Call {
         };
         match command {
             CallCommand::AcceptCall(cmd) => self.accept(*cmd).map(|e| vec![e]),
+            CallCommand::RecordErasure { scope, reason, at } => {
+                Ok(vec![CallEvent::PersonalDataErased(PersonalDataErased {
+                    scope,
+                    reason,
+                    fields: scope.field_count(),
+                    erased_at: at,
+                })])
+            }
             CallCommand::RecordCallbackSuccess(success) => {
                 self.require_pending_callback()?;
                 Ok(vec![CallEvent::CallbackDelivered(CallbackDelivered {

@@ -2,7 +2,7 @@
 //! Field names are the column names (rows travel to and from PostgreSQL as JSON records).
 
 use callingest_domain::batch::BatchSubmitted;
-use callingest_domain::call::{CallAccepted, CallEvent};
+use callingest_domain::call::{CallAccepted, CallEvent, ErasureScope};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -190,6 +190,12 @@ impl CallRow {
         match event {
             CallEvent::CallAccepted(_) => {}
             CallEvent::DuplicateSubmissionReceived(_) => self.duplicate_submissions += 1,
+            CallEvent::PersonalDataErased(e) => {
+                if e.scope == ErasureScope::Call {
+                    self.contact_number = None;
+                    self.personal_data_erased = true;
+                }
+            }
             CallEvent::RecordingFetchStarted(e) => {
                 self.status = CallStatus::Fetching;
                 self.fetch_attempts = e.attempt as i32;
