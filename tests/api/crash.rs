@@ -180,6 +180,7 @@ async fn killing_the_service_under_load_loses_and_doubles_nothing() {
     let load_seconds = load_started.elapsed().as_secs_f64();
     let accepted: Vec<String> = accepted.lock().unwrap().clone();
     let rate = accepted.len() as f64 / load_seconds;
+    eprintln!("{rate:.0} calls/s accepted under load");
     assert!(rate >= 500.0, "only {rate:.0} calls/s accepted under load");
 
     let ids: Vec<String> = accepted.iter().map(|c| format!("partner-a:{c}")).collect();
