@@ -273,6 +273,11 @@ pub fn spawn_background(
             .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
     );
     services.push(tokio::spawn(sweep_spool(spool.clone())));
+    services.push(tokio::spawn(crate::erasure::run_retention(
+        pool.clone(),
+        crate::event_store::store(pool.clone(), privacy),
+        std::time::Duration::from_secs(600),
+    )));
     let mut worker = Worker::new(pool.clone(), fetcher.clone(), retry)
         .with_max_recording(config.max_recording_duration());
     if engine.is_some() {

@@ -189,27 +189,8 @@ pub async fn erase(
     .await?;
     scrub_read_models(&mut tx, &customer).await?;
     tx.commit().await?;
-
-    let at = Utc::now();
-    let metadata = HashMap::from([("erasure".to_owned(), format!("{reason:?}").to_lowercase())]);
-    for (ids, scope) in [
-        (&customer, ErasureScope::Call),
-        (&agent, ErasureScope::Agent),
-    ] {
-        for id in ids {
-            execute(
-                calls,
-                id,
-                CallCommand::RecordErasure { scope, reason, at },
-                &metadata,
-            )
-            .await
-            .map_err(|e| ErasureError::Record {
-                call: id.clone(),
-                source: Box::new(e),
-            })?;
-        }
-    }
+    record(calls, &customer, ErasureScope::Call, reason).await?;
+    record(calls, &agent, ErasureScope::Agent, reason).await?;
     let call_ids = |ids: Vec<String>| {
         ids.iter()
             .filter_map(|id| split_call_aggregate_id(id).map(|(_, c)| c.to_owned()))
@@ -253,4 +234,82 @@ async fn scrub_read_models(
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// Records `PersonalDataErased` on each call whose keys were destroyed.
+async fn record(
+    calls: &Store<Call>,
+    aggregate_ids: &[String],
+    scope: ErasureScope,
+    reason: ErasureReason,
+) -> Result<(), ErasureError> {
+    let at = Utc::now();
+    let metadata = HashMap::from([("erasure".to_owned(), format!("{reason:?}").to_lowercase())]);
+    for id in aggregate_ids {
+        execute(
+            calls,
+            id,
+            CallCommand::RecordErasure { scope, reason, at },
+            &metadata,
+        )
+        .await
+        .map_err(|e| ErasureError::Record {
+            call: id.clone(),
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// Most calls one retention pass erases (the next pass goes on).
+const RETENTION_BATCH: i64 = 500;
+
+/// Erases the personal data of calls older than their partner's `retention_days` (by the
+/// time their keys were made, i.e. their acceptance), up to [`RETENTION_BATCH`] per call;
+/// answers how many calls it erased.
+pub async fn apply_retention(pool: &PgPool, calls: &Store<Call>) -> Result<usize, ErasureError> {
+    let mut tx = pool.begin().await?;
+    let erased: Vec<String> = sqlx::query_scalar(
+        "update keyring.call_key k set
+             call_key = null, agent_key = null,
+             contact_number_index = null, customer_email_index = null, agent_email_index = null,
+             call_erased_at = now(), agent_erased_at = coalesce(k.agent_erased_at, now())
+         where k.call_aggregate_id in (
+             select c.call_aggregate_id from keyring.call_key c
+             join partner p on p.partner_id = c.partner_id
+             where p.retention_days is not null and c.call_key is not null
+               and c.created_at < now() - make_interval(days => p.retention_days)
+             limit $1
+             for update of c skip locked)
+         returning k.call_aggregate_id",
+    )
+    .bind(RETENTION_BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    scrub_read_models(&mut tx, &erased).await?;
+    tx.commit().await?;
+    record(calls, &erased, ErasureScope::Call, ErasureReason::Retention).await?;
+    metrics::counter!("callingest_personal_data_erased_calls_total", "reason" => "retention")
+        .increment(erased.len() as u64);
+    Ok(erased.len())
+}
+
+/// The retention job of a worker process: a pass every `every`, more at once while a pass
+/// finds a full batch. Every instance may run it: rows are claimed with `skip locked`.
+pub async fn run_retention(pool: PgPool, calls: Store<Call>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        loop {
+            match apply_retention(&pool, &calls).await {
+                Ok(n) if n as i64 == RETENTION_BATCH => continue,
+                Ok(0) => {}
+                Ok(n) => tracing::info!(calls = n, "personal data erased by retention"),
+                Err(err) => {
+                    tracing::warn!(error = %crate::error_chain::ErrorChain(&err), "retention pass failed")
+                }
+            }
+            break;
+        }
+    }
 }

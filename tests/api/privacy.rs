@@ -450,3 +450,74 @@ async fn erasing_a_phone_number_leaves_no_trace_of_the_subject_while_other_calls
         json!([{"id": "erase-1", "status": "duplicate"}])
     );
 }
+
+#[tokio::test]
+async fn calls_older_than_the_partners_retention_lose_their_personal_data_and_newer_ones_keep_it() {
+    let app = spawn_app().await;
+    let items = vec![
+        subject_item(
+            "old",
+            "+447700900001",
+            "Old Caller",
+            "old@example.org",
+            "https://r.invalid/a.wav",
+        ),
+        subject_item(
+            "new",
+            "+447700900002",
+            "New Caller",
+            "new@example.org",
+            "https://r.invalid/b.wav",
+        ),
+    ];
+    assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+    let calls = callingest::event_store::store(app.pool.clone(), &app.privacy);
+    // No retention set: nothing is erased, however old.
+    sqlx::query(
+        "update keyring.call_key set created_at = now() - interval '40 days'
+         where call_aggregate_id = 'partner-a:old'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        callingest::erasure::apply_retention(&app.pool, &calls)
+            .await
+            .unwrap(),
+        0
+    );
+
+    sqlx::query("update partner set retention_days = 30 where partner_id = 'partner-a'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        callingest::erasure::apply_retention(&app.pool, &calls)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        callingest::erasure::apply_retention(&app.pool, &calls)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let old = app.call_events("partner-a", "old").await;
+    let accepted = &old[0].1["CallAccepted"]["call"];
+    assert!(
+        accepted["call"].get("contact_number").is_none(),
+        "{accepted}"
+    );
+    assert!(accepted["customer"].get("name").is_none(), "{accepted}");
+    let last = old.last().unwrap();
+    assert_eq!(last.0, "PersonalDataErased");
+    assert_eq!(last.1["PersonalDataErased"]["reason"], "retention");
+    let new = app.call_events("partner-a", "new").await;
+    assert_eq!(
+        new[0].1["CallAccepted"]["call"]["call"]["contact_number"],
+        "+447700900002"
+    );
+    assert_eq!(new.len(), 1);
+}
