@@ -99,9 +99,10 @@ pub struct Erased {
     pub agent_calls: Vec<String>,
 }
 
-fn split(
-    indexes: &[Option<(IndexKind, Vec<u8>)>; 2],
-) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) {
+/// The blind indexes to look for: contact number, customer e-mail, agent e-mail.
+type Indexes = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn split(indexes: &[Option<(IndexKind, Vec<u8>)>; 2]) -> Indexes {
     let mut number = None;
     let mut customer_email = None;
     let mut agent_email = None;

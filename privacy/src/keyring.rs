@@ -144,6 +144,9 @@ pub async fn ensure_row(
         .unwrap_or_default())
 }
 
+/// A call's id and its wrapped call and agent keys, as stored.
+type WrappedKeys = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// The keys of these calls, unwrapped, in one query. A call without a row, or whose keys were
 /// destroyed, has no (or only some) keys: its sealed fields read as erased.
 pub async fn load<'c>(
@@ -154,7 +157,7 @@ pub async fn load<'c>(
     if aggregate_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+    let rows: Vec<WrappedKeys> = sqlx::query_as(
         "select call_aggregate_id, call_key, agent_key from keyring.call_key
          where call_aggregate_id = any($1)",
     )

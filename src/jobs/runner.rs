@@ -124,7 +124,7 @@ impl Runner {
         shutdown: Shutdown,
     ) -> Self {
         Self {
-            recorder: Arc::new(Recorder::new(pool.clone(), &privacy)),
+            recorder: Arc::new(Recorder::new(pool.clone(), privacy)),
             pool,
             queue,
             step,

@@ -274,9 +274,10 @@ impl TestApp {
     /// fields opened through the service's one decrypt path.
     pub async fn call_events(&self, partner_id: &str, call_id: &str) -> Vec<(String, Value)> {
         let id = format!("{partner_id}:{call_id}");
-        let keys = callingest_privacy::keyring::load(&self.pool, &self.privacy, &[id.clone()])
-            .await
-            .unwrap();
+        let keys =
+            callingest_privacy::keyring::load(&self.pool, &self.privacy, std::slice::from_ref(&id))
+                .await
+                .unwrap();
         self.stored_call_events(partner_id, call_id)
             .await
             .into_iter()

@@ -13,6 +13,15 @@ use crate::helpers::{
 use crate::instances::free_port;
 use crate::processing::RecordingServer;
 
+/// Both wrapped keys and the three blind indexes of a `keyring.call_key` row.
+type KeyRow = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
 /// The clear values of [`published_item`] that are personal data.
 const PERSONAL: [&str; 7] = [
     "+1234567890",
@@ -55,13 +64,7 @@ async fn personal_fields_are_sealed_in_the_event_log_and_read_back_in_clear() {
     assert!(accepted["sealed"]["agent"].is_string());
 
     // One key row, both keys and the blind indexes of the number and both e-mails.
-    let (call_key, agent_key, number, customer, agent): (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-    ) = sqlx::query_as(
+    let (call_key, agent_key, number, customer, agent): KeyRow = sqlx::query_as(
         "select call_key, agent_key, contact_number_index, customer_email_index, agent_email_index
          from keyring.call_key where call_aggregate_id = 'partner-a:call123'",
     )
