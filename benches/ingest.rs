@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 
+/// The master key of the bench's service (fixed: a bench may reuse its database).
+const BENCH_MASTER_KEY: &str = "YmVuY2ggbWFzdGVyIGtleSBvZiBjYWxsaW5nZXN0ISE=";
+
 const CLIENTS: usize = 8;
 const CALLS_PER_BATCH: usize = 50;
 
@@ -69,6 +72,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(5),
             connect_deadline: std::time::Duration::from_secs(120),
+            master_key: Some(Secret::new(BENCH_MASTER_KEY)),
         },
         // Ingest alone: processing would compete for the same two cores.
         role: Role::Api,

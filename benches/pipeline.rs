@@ -52,6 +52,15 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 
+/// The master key of the bench's service (fixed: a bench may reuse its database).
+const BENCH_MASTER_KEY: &str = "YmVuY2ggbWFzdGVyIGtleSBvZiBjYWxsaW5nZXN0ISE=";
+
+fn bench_privacy() -> callingest_privacy::Privacy {
+    callingest_privacy::Privacy::new(
+        &callingest_privacy::MasterKey::from_base64(BENCH_MASTER_KEY).expect("a valid key"),
+    )
+}
+
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/audio/tests/fixtures/left-only.wav"
@@ -103,6 +112,7 @@ fn database_config(url: &str) -> DatabaseConfig {
         max_connections: 24,
         acquire_timeout: Duration::from_secs(10),
         connect_deadline: Duration::from_secs(120),
+        master_key: Some(Secret::new(BENCH_MASTER_KEY)),
     }
 }
 
@@ -174,7 +184,7 @@ async fn replay(calls: usize) -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let pool = callingest::db::prepare(&database_config(&db.url)).await?;
     callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
-    let ingest = Arc::new(IngestService::new(pool.clone()));
+    let ingest = Arc::new(IngestService::new(pool.clone(), &bench_privacy()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..8 {
@@ -243,7 +253,7 @@ async fn replay(calls: usize) -> anyhow::Result<()> {
 }
 
 async fn rebuild_all(pool: &PgPool, label: &str) -> anyhow::Result<()> {
-    for projection in callingest_projections::all() {
+    for projection in callingest_projections::all(&bench_privacy()) {
         let name = projection.name();
         let projector = Projector::new(pool.clone(), projection);
         let started = Instant::now();
@@ -348,7 +358,7 @@ async fn latency() -> anyhow::Result<()> {
     let pool = app.pool().clone();
     let server = tokio::spawn(app.run());
     callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
-    let ingest = IngestService::new(pool.clone());
+    let ingest = IngestService::new(pool.clone(), &bench_privacy());
     let (batches, per_batch) = (50, 10);
     for b in 0..batches {
         let items = (0..per_batch)
@@ -396,7 +406,7 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
     let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;
     let pool = callingest::db::prepare(&database_config(&db.url)).await?;
     callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
-    let ingest = IngestService::new(pool.clone());
+    let ingest = IngestService::new(pool.clone(), &bench_privacy());
     for b in 0..n / 50 {
         let items = (0..50)
             .map(|i| {
@@ -419,7 +429,7 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
     for worker in 0..8 {
         let (pool, ids) = (pool.clone(), ids.clone());
         tasks.push(tokio::spawn(async move {
-            let store = event_store::store::<Call>(pool);
+            let store = event_store::store::<Call>(pool, &bench_privacy());
             for id in ids.iter().skip(worker).step_by(8) {
                 for command in completion() {
                     execute(&store, id, command, &HashMap::new()).await?;
@@ -454,8 +464,13 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
         .unwrap_or(32);
     let runner = Arc::new(Runner::new(
         pool.clone(),
+        &bench_privacy(),
         &CALLBACKS,
-        Arc::new(CallbackSender::new(pool.clone(), &settings)?),
+        Arc::new(CallbackSender::new(
+            pool.clone(),
+            &bench_privacy(),
+            &settings,
+        )?),
         PoolSettings {
             concurrency: senders,
             ..WorkersConfig::default().callback_pool()

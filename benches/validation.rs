@@ -18,6 +18,9 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 
+/// The master key of the bench's service (fixed: a bench may reuse its database).
+const BENCH_MASTER_KEY: &str = "YmVuY2ggbWFzdGVyIGtleSBvZiBjYWxsaW5nZXN0ISE=";
+
 /// The system allocator, counting bytes in use and their peak.
 struct Counting;
 
@@ -216,6 +219,7 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(5),
             connect_deadline: std::time::Duration::from_secs(60),
+            master_key: Some(Secret::new(BENCH_MASTER_KEY)),
         },
         role: Role::Api,
         http: HttpConfig {

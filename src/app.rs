@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use callingest_privacy::Privacy;
 use callingest_projections::notifications::NotificationHub;
 use callingest_projections::projector::EVENTS_CHANNEL;
 use callingest_projections::Projector;
@@ -29,6 +30,7 @@ const BACKGROUND_MAX_SILENCE: Duration = Duration::from_secs(30);
 pub struct Application {
     config: ServeConfig,
     pool: PgPool,
+    privacy: Privacy,
     health: Arc<Health>,
     http: HttpServer,
 }
@@ -51,10 +53,11 @@ impl Application {
         tracing::info!(address = %http.address(), role = ?config.role, "callingest listening; preparing the database");
         let database = crate::db::open(&config.database).await?;
         let pool = database.pool;
+        let privacy = crate::db::open_keyring(&pool, &config.database).await?;
         // The API is mounted before readiness turns green, so a load balancer that follows
         // `/readyz` never sends a request in between.
         if config.role.runs_api() {
-            let state = AppState::new(pool.clone(), config.http.admin_token.clone())
+            let state = AppState::new(pool.clone(), &privacy, config.http.admin_token.clone())
                 .with_http_config(&config.http)
                 .with_health(health.clone());
             http.serve_api(Arc::new(state));
@@ -64,6 +67,7 @@ impl Application {
         Ok(Self {
             config: config.clone(),
             pool,
+            privacy,
             health,
             http,
         })
@@ -78,13 +82,22 @@ impl Application {
         &self.pool
     }
 
+    /// The keys that seal and open personal fields (checked against the database at build).
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
+    }
+
     /// Serves until the process gets Ctrl-C / SIGTERM (or the future is dropped), then drains:
     /// the HTTP server stops accepting and finishes the requests in flight while the workers
     /// stop claiming and get `CALLINGEST_SHUTDOWN_GRACE_MS` to finish (see
     /// [`Background::drain`]).
     pub async fn run(self) -> anyhow::Result<()> {
         let background = if self.config.role.runs_workers() {
-            Some(spawn_background(&self.pool, &self.config.workers)?)
+            Some(spawn_background(
+                &self.pool,
+                &self.privacy,
+                &self.config.workers,
+            )?)
         } else {
             None
         };
@@ -210,7 +223,11 @@ impl Background {
 
 /// Starts one projector per projection, the processing workers and the callback senders.
 /// The configuration is taken as valid: [`Application::build`] validated it.
-pub fn spawn_background(pool: &PgPool, config: &WorkersConfig) -> anyhow::Result<Background> {
+pub fn spawn_background(
+    pool: &PgPool,
+    privacy: &Privacy,
+    config: &WorkersConfig,
+) -> anyhow::Result<Background> {
     // One LISTEN connection for every projector, worker and sender of this process.
     let channels = [
         EVENTS_CHANNEL,
@@ -219,7 +236,7 @@ pub fn spawn_background(pool: &PgPool, config: &WorkersConfig) -> anyhow::Result
     ];
     let (hub, listener) = NotificationHub::start(pool.clone(), &channels);
     let mut services = vec![listener];
-    for projection in callingest_projections::all() {
+    for projection in callingest_projections::all(privacy) {
         let projector = Projector::new(pool.clone(), projection);
         services.push(tokio::spawn(projector.run(hub.subscribe(EVENTS_CHANNEL))));
     }
@@ -227,6 +244,7 @@ pub fn spawn_background(pool: &PgPool, config: &WorkersConfig) -> anyhow::Result
     let start_pool = |queue, step: Arc<dyn Step>, settings: crate::jobs::PoolSettings| {
         let runner = Arc::new(Runner::new(
             pool.clone(),
+            privacy,
             queue,
             step,
             settings,
@@ -249,6 +267,11 @@ pub fn spawn_background(pool: &PgPool, config: &WorkersConfig) -> anyhow::Result
             .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
     );
     services.push(tokio::spawn(sweep_spool(spool.clone())));
+    services.push(tokio::spawn(crate::erasure::run_retention(
+        pool.clone(),
+        crate::event_store::store(pool.clone(), privacy),
+        std::time::Duration::from_secs(600),
+    )));
     let mut worker = Worker::new(pool.clone(), fetcher.clone(), config.fetch.retry())
         .with_max_recording(config.fetch.max_recording);
     if engine.is_some() {
@@ -271,7 +294,7 @@ pub fn spawn_background(pool: &PgPool, config: &WorkersConfig) -> anyhow::Result
             config.transcription_pool(),
         ));
     }
-    let sender = CallbackSender::new(pool.clone(), &config.callback_settings())
+    let sender = CallbackSender::new(pool.clone(), privacy, &config.callback_settings())
         .context("could not set up the callback client")?;
     slots.extend(start_pool(
         &crate::jobs::CALLBACKS,

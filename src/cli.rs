@@ -9,6 +9,8 @@ use callingest_domain::values::{CallId, PartnerId};
 use clap::{Parser, Subcommand};
 
 use crate::app::Application;
+use callingest_privacy::Privacy;
+
 use crate::config::{DatabaseConfig, ServeConfig};
 use crate::partners::{self, DEFAULT_RATE_LIMIT_PER_MINUTE};
 use crate::rebuild_progress;
@@ -44,6 +46,9 @@ pub enum Command {
     /// Look at calls (support).
     #[command(subcommand)]
     Call(CallCommand),
+    /// Data subjects' rights (support): a person's calls, and erasing their personal data.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
     /// Serve the configured transcription engine (CALLINGEST_TRANSCRIBER=whisper) over the
     /// OpenAI-compatible API `POST /v1/audio/transcriptions`, for other instances' openai
     /// engine.
@@ -78,6 +83,43 @@ pub enum CallCommand {
         call: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+}
+
+/// A data subject: exactly one of the two.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct SubjectArgs {
+    /// The customer's phone number.
+    #[arg(long)]
+    phone_number: Option<String>,
+    /// A customer's or an agent's e-mail address.
+    #[arg(long)]
+    email: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Print the partner's calls that hold the subject's data, as JSON lines
+    /// (`{"call_id", "role"}`).
+    Calls {
+        #[arg(long)]
+        partner: String,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Erase the subject's personal data from the partner's calls (as the partner's
+    /// `POST /api/v1/partner/data-privacy/erase`); prints
+    /// `{"calls_erased", "agent_calls_erased", "call_ids"}`.
+    Erase {
+        #[arg(long)]
+        partner: String,
+        #[command(flatten)]
+        subject: SubjectArgs,
         #[command(flatten)]
         database: DatabaseConfig,
     },
@@ -207,11 +249,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database,
         }) => {
             let pool = crate::db::prepare(&database).await?;
-            print_history(&pool, &partner, &call, json).await
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            print_history(&pool, &privacy, &partner, &call, json).await
+        }
+        Command::Privacy(PrivacyCommand::Calls {
+            partner,
+            subject,
+            database,
+        }) => {
+            let pool = crate::db::prepare(&database).await?;
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            let subject = crate::erasure::Subject::from_request(
+                subject.phone_number.as_deref(),
+                subject.email.as_deref(),
+            )?;
+            for call in crate::erasure::calls_of(&pool, &privacy, &partner, &subject).await? {
+                println!("{}", serde_json::to_string(&call)?);
+            }
+            Ok(())
+        }
+        Command::Privacy(PrivacyCommand::Erase {
+            partner,
+            subject,
+            database,
+        }) => {
+            let pool = crate::db::prepare(&database).await?;
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            let subject = crate::erasure::Subject::from_request(
+                subject.phone_number.as_deref(),
+                subject.email.as_deref(),
+            )?;
+            let calls = crate::event_store::store(pool.clone(), &privacy);
+            let erased = crate::erasure::erase(
+                &pool,
+                &privacy,
+                &calls,
+                &partner,
+                &subject,
+                callingest_domain::call::ErasureReason::Request,
+            )
+            .await?;
+            tracing::info!(
+                partner,
+                calls = erased.calls.len(),
+                agent_calls = erased.agent_calls.len(),
+                "personal data erased (cli)"
+            );
+            println!(
+                "{}",
+                serde_json::json!({
+                    "calls_erased": erased.calls.len(),
+                    "agent_calls_erased": erased.agent_calls.len(),
+                    "call_ids": erased.calls.iter().chain(&erased.agent_calls).collect::<Vec<_>>(),
+                })
+            );
+            Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             let pool = crate::db::prepare(&database).await?;
-            rebuild_projections(&pool, name.as_deref()).await
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            rebuild_projections(&pool, &privacy, name.as_deref()).await
         }
         Command::Projections(ProjectionsCommand::Failures {
             projection,
@@ -223,16 +320,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Projections(ProjectionsCommand::Retry { name, database }) => {
             let pool = crate::db::prepare(&database).await?;
-            retry_projections(&pool, name.as_deref()).await
+            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            retry_projections(&pool, &privacy, name.as_deref()).await
         }
     }
 }
 
 /// The projection called `name`, or all of them without a name.
 fn projections_named(
+    privacy: &Privacy,
     name: Option<&str>,
 ) -> anyhow::Result<Vec<std::sync::Arc<dyn callingest_projections::Projection>>> {
-    let projections: Vec<_> = callingest_projections::all()
+    let projections: Vec<_> = callingest_projections::all(privacy)
         .into_iter()
         .filter(|p| name.is_none_or(|n| n == p.name()))
         .collect();
@@ -242,8 +341,12 @@ fn projections_named(
     Ok(projections)
 }
 
-async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
-    for projection in projections_named(name)? {
+async fn rebuild_projections(
+    pool: &sqlx::PgPool,
+    privacy: &Privacy,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    for projection in projections_named(privacy, name)? {
         let name = projection.name();
         let projector = callingest_projections::Projector::new(pool.clone(), projection);
         let started = std::time::Instant::now();
@@ -292,8 +395,12 @@ async fn rebuild_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow:
     Ok(())
 }
 
-async fn retry_projections(pool: &sqlx::PgPool, name: Option<&str>) -> anyhow::Result<()> {
-    for projection in projections_named(name)? {
+async fn retry_projections(
+    pool: &sqlx::PgPool,
+    privacy: &Privacy,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    for projection in projections_named(privacy, name)? {
         let name = projection.name();
         let projector = callingest_projections::Projector::new(pool.clone(), projection);
         let outcome = projector
@@ -316,7 +423,9 @@ async fn print_failures(
     json: bool,
 ) -> anyhow::Result<()> {
     if let Some(name) = projection {
-        projections_named(Some(name))?;
+        if !callingest_projections::NAMES.contains(&name) {
+            anyhow::bail!("unknown projection {name:?}");
+        }
     }
     let parked = callingest_projections::parking::list(pool, projection, i64::MAX)
         .await
@@ -356,6 +465,7 @@ async fn print_failures(
 
 async fn print_history(
     pool: &sqlx::PgPool,
+    privacy: &Privacy,
     partner: &str,
     call: &str,
     json: bool,
@@ -365,7 +475,7 @@ async fn print_history(
         (Ok(partner), Ok(call)) => call_aggregate_id(&partner, &call),
         _ => anyhow::bail!("no call {call} of partner {partner}"),
     };
-    let events = crate::queries::history::call_history(pool, &aggregate_id, true).await?;
+    let events = crate::queries::history::call_history(pool, privacy, &aggregate_id, true).await?;
     if events.is_empty() {
         anyhow::bail!("no call {call} of partner {partner}");
     }

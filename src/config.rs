@@ -139,6 +139,18 @@ pub struct DatabaseConfig {
         value_parser = millis
     )]
     pub connect_deadline: Duration,
+
+    /// The master key that wraps every call's data keys: 32 random bytes in standard base64
+    /// (`openssl rand -base64 32`). Required to start: personal fields are stored sealed and
+    /// cannot be written or read without it. A key other than the one the database was first
+    /// started with is refused at start. Keep it out of database backups.
+    #[arg(
+        long = "master-key",
+        env = "CALLINGEST_MASTER_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub master_key: Option<Secret>,
 }
 
 /// Which parts of the service this process runs, so operators can scale them apart.

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use callingest_privacy::{keyring, MasterKey, Privacy};
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
@@ -279,6 +280,23 @@ async fn connect_pool(
         .await?;
     follower.spawn_watch(pool.clone());
     Ok(Database { pool, follower })
+}
+
+/// The keys that seal personal fields: the master key from configuration, checked against the
+/// one this database's keyring was sealed with. A missing or wrong key stops the start here,
+/// with a message that says what to do.
+pub async fn open_keyring(pool: &PgPool, config: &DatabaseConfig) -> anyhow::Result<Privacy> {
+    let Some(key) = &config.master_key else {
+        anyhow::bail!(
+            "CALLINGEST_MASTER_KEY is not set: the service needs the master key that wraps the \
+             keys of personal data (32 random bytes in base64, e.g. `openssl rand -base64 32`; \
+             scripts/run makes one for local use)"
+        );
+    };
+    let master = MasterKey::from_base64(key.expose())?;
+    let privacy = Privacy::new(&master);
+    keyring::verify_master_key(pool, &privacy).await?;
+    Ok(privacy)
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

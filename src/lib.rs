@@ -6,6 +6,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod erasure;
 pub mod error_chain;
 pub mod event_store;
 pub mod health;

@@ -125,7 +125,7 @@ async fn backlog_run(pool_kind: Pool, with_a: bool) -> anyhow::Result<BacklogRun
     for partner in ["a", "b"] {
         callingest::partners::create_partner(&pool, partner, None, 1_000_000).await?;
     }
-    let ingest = IngestService::new(pool.clone());
+    let ingest = IngestService::new(pool.clone(), &super::bench_privacy());
     let no_callback = "https://127.0.0.1:9/unused";
     for chunk in 0..backlog.div_ceil(50) {
         let items = (chunk * 50..((chunk + 1) * 50).min(backlog))

@@ -4,5 +4,6 @@
 pub mod batch;
 pub mod call;
 pub mod interaction;
+pub mod personal;
 pub mod submission;
 pub mod values;

@@ -11,9 +11,11 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::event_log::StoredEvent;
+use crate::opened::open_call_events;
 use crate::projector::{Projection, ProjectionError};
 
-pub struct ProcessingJobs;
+/// Opens `CallAccepted` for the recording's address (personal, sealed).
+pub struct ProcessingJobs(pub callingest_privacy::Privacy);
 
 /// What a page does to one call's job; later events of the page override earlier ones.
 #[derive(Default)]
@@ -50,17 +52,23 @@ impl Projection for ProcessingJobs {
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
         let mut changes: HashMap<&str, Change> = HashMap::new();
-        for event in events.iter().filter(|e| e.aggregate_type == "Call") {
-            let decoded = event
-                .decode::<CallEvent>()
-                .map_err(|e| ProjectionError::undecodable(event, e))?;
+        let calls = events.iter().filter(|e| e.aggregate_type == "Call");
+        for (event, decoded) in open_call_events(&mut *conn, &self.0, calls).await? {
             let change = changes.entry(event.aggregate_id.as_str()).or_default();
             match decoded {
                 CallEvent::CallAccepted(e) => {
                     change.new.get_or_insert(NewJob {
                         partner_id: e.partner_id.to_string(),
                         call_id: e.call.call.id.to_string(),
-                        recording_url: e.call.call.recording_url.to_string(),
+                        // Erased before it was fetched: an empty address, which the fetch
+                        // refuses as invalid, so the call fails rather than waits forever.
+                        recording_url: e
+                            .call
+                            .call
+                            .recording_url
+                            .clear()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
                     });
                     change.due_at.get_or_insert(e.accepted_at);
                 }

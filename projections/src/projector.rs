@@ -32,6 +32,16 @@ pub enum ProjectionError {
         #[source]
         source: serde_json::Error,
     },
+    /// An event's sealed fields did not open with their key (altered data).
+    #[error("event {global_position} cannot be opened")]
+    Sealed {
+        global_position: i64,
+        #[source]
+        source: callingest_privacy::SealError,
+    },
+    /// Keys that do not unwrap: the master key is wrong for every event alike.
+    #[error("keyring")]
+    Keyring(#[source] callingest_privacy::KeyringError),
     #[error("unknown projection {0}")]
     Unknown(String),
 }
@@ -43,7 +53,7 @@ impl ProjectionError {
     /// missing table) would fail any event: the page is retried as a whole instead.
     pub fn lies_in_the_data(&self) -> bool {
         match self {
-            Self::Undecodable { .. } => true,
+            Self::Undecodable { .. } | Self::Sealed { .. } => true,
             Self::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
                 // 22: data exception, 23: integrity constraint violation, 54: program limit
                 // exceeded (an index row too big, ...), P0: raised by PL/pgSQL (a trigger's
@@ -55,7 +65,7 @@ impl ProjectionError {
             // Read-model rows that do not (de)serialise.
             Self::Database(sqlx::Error::Decode(_) | sqlx::Error::Encode(_)) => true,
             Self::Database(sqlx::Error::ColumnDecode { .. }) => true,
-            Self::Database(_) | Self::Unknown(_) => false,
+            Self::Database(_) | Self::Keyring(_) | Self::Unknown(_) => false,
         }
     }
 

@@ -50,7 +50,11 @@ pub struct CallbackSender {
 }
 
 impl CallbackSender {
-    pub fn new(pool: PgPool, settings: &CallbackSettings) -> Result<Self, NetError> {
+    pub fn new(
+        pool: PgPool,
+        privacy: &callingest_privacy::Privacy,
+        settings: &CallbackSettings,
+    ) -> Result<Self, NetError> {
         let policy = OutboundPolicy {
             allow_private: settings.allow_private,
             ..Default::default()
@@ -63,7 +67,7 @@ impl CallbackSender {
             follow_redirects: false,
         };
         Ok(Self {
-            calls: event_store::store(pool.clone()),
+            calls: event_store::store(pool.clone(), privacy),
             pool,
             client: OutboundClient::new(policy, &options)?,
             retry: RetryPolicy {

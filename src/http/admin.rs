@@ -109,7 +109,7 @@ impl AdminApi {
         call_id: Path<String>,
     ) -> Result<SerdeJson<CallHistory>, ApiError> {
         let partner = PartnerId::parse(&partner_id.0).map_err(|_| ApiError::not_found())?;
-        call_history_of(&self.state.pool, &partner, &call_id.0, true).await
+        call_history_of(&self.state, &partner, &call_id.0, true).await
     }
 
     /// Search all calls

@@ -87,8 +87,11 @@ pub struct ProjectionRetries {
 }
 
 /// The projection called `name` (all without one); 400 for a name no projection has.
-fn projections_named(name: Option<&str>) -> Result<Vec<Arc<dyn Projection>>, ApiError> {
-    let projections: Vec<_> = callingest_projections::all()
+fn projections_named(
+    privacy: &callingest_privacy::Privacy,
+    name: Option<&str>,
+) -> Result<Vec<Arc<dyn Projection>>, ApiError> {
+    let projections: Vec<_> = callingest_projections::all(privacy)
         .into_iter()
         .filter(|p| name.is_none_or(|n| n == p.name()))
         .collect();
@@ -123,7 +126,7 @@ impl AdminProjectionsApi {
         limit: Query<Option<i64>>,
     ) -> Result<Json<ProjectionFailures>, ApiError> {
         if let Some(name) = projection.0.as_deref() {
-            projections_named(Some(name))?;
+            projections_named(&self.state.privacy, Some(name))?;
         }
         let limit = limit.0.unwrap_or(100);
         let mut parked =
@@ -155,7 +158,7 @@ impl AdminProjectionsApi {
         projection: Query<Option<String>>,
     ) -> Result<Json<ProjectionRetries>, ApiError> {
         let mut projections = Vec::new();
-        for projection in projections_named(projection.0.as_deref())? {
+        for projection in projections_named(&self.state.privacy, projection.0.as_deref())? {
             let name = projection.name();
             let outcome = Projector::new(self.state.pool.clone(), projection)
                 .retry()

@@ -56,14 +56,15 @@ pub(super) async fn call_page(
 /// The events of `partner`'s call `call_id`, oldest first, with the metadata of the requests
 /// that wrote them for support only; 404 for a call with none (never sent, or another's).
 pub(super) async fn call_history_of(
-    pool: &sqlx::PgPool,
+    state: &AppState,
     partner: &PartnerId,
     call_id: &str,
     with_metadata: bool,
 ) -> Result<SerdeJson<CallHistory>, ApiError> {
     let call = CallId::parse(call_id).map_err(|_| ApiError::not_found())?;
+    let aggregate_id = call_aggregate_id(partner, &call);
     let events =
-        history::call_history(pool, &call_aggregate_id(partner, &call), with_metadata).await?;
+        history::call_history(&state.pool, &state.privacy, &aggregate_id, with_metadata).await?;
     if events.is_empty() {
         return Err(ApiError::not_found());
     }
@@ -195,7 +196,7 @@ impl CallsApi {
         /// Your call id.
         call_id: Path<String>,
     ) -> Result<SerdeJson<CallHistory>, ApiError> {
-        call_history_of(&self.state.pool, &partner.id, &call_id.0, false).await
+        call_history_of(&self.state, &partner.id, &call_id.0, false).await
     }
 
     /// Get the transcript of one of your calls
@@ -221,7 +222,8 @@ impl CallsApi {
             return Ok(SerdeJson(transcript));
         }
         if let Some(transcript) =
-            transcripts::transcript_from_events(pool, partner_id, &call_id.0).await?
+            transcripts::transcript_from_events(pool, &self.state.privacy, partner_id, &call_id.0)
+                .await?
         {
             return Ok(SerdeJson(transcript));
         }

@@ -254,6 +254,17 @@ impl From<PartnerError> for ApiError {
     }
 }
 
+impl From<crate::erasure::ErasureError> for ApiError {
+    fn from(err: crate::erasure::ErasureError) -> Self {
+        use crate::erasure::ErasureError;
+        match err {
+            ErasureError::Invalid(message) => Self::bad_request(message),
+            ErasureError::Database(db) => db.into(),
+            other => Self::storage_failure(&other),
+        }
+    }
+}
+
 impl From<ProjectionError> for ApiError {
     fn from(err: ProjectionError) -> Self {
         Self::storage_failure(&err)

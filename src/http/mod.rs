@@ -9,6 +9,7 @@ mod auth;
 mod body_limit;
 mod calls;
 mod client_addr;
+mod data_privacy;
 mod error;
 mod health;
 mod ingest;
@@ -38,6 +39,8 @@ pub use ingest::MAX_BODY_BYTES;
 
 use callingest_domain::call::Call;
 
+use callingest_privacy::Privacy;
+
 use crate::config::{HttpConfig, Secret};
 use crate::event_store::Store;
 use crate::health::Health;
@@ -48,6 +51,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub ingest: IngestService,
     pub calls: Store<Call>,
+    /// Opens the sealed personal fields of what handlers read from the event log.
+    pub privacy: Privacy,
     pub rate_limits: rate_limit::PartnerRateLimits,
     pub admin_token: Option<Secret>,
     /// Turns of batch validation, off the async runtime's threads.
@@ -59,11 +64,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, admin_token: Option<Secret>) -> Self {
+    pub fn new(pool: PgPool, privacy: &Privacy, admin_token: Option<Secret>) -> Self {
         let (global, per_partner) = HttpConfig::default().validation_limits();
         Self {
-            ingest: IngestService::new(pool.clone()),
-            calls: crate::event_store::store(pool.clone()),
+            ingest: IngestService::new(pool.clone(), privacy),
+            calls: crate::event_store::store(pool.clone(), privacy),
+            privacy: privacy.clone(),
             rate_limits: rate_limit::PartnerRateLimits::new(&pool),
             health: Arc::new(Health::connected(pool.clone())),
             pool,
@@ -96,6 +102,8 @@ enum ApiTags {
     Calls,
     /// Support staff: auditing and redelivering (admin token).
     Support,
+    /// Data subjects' rights: finding and erasing a person's data (GDPR art. 15 and 17).
+    DataPrivacy,
     /// Probes for orchestrators and load balancers.
     Operations,
 }
@@ -106,6 +114,7 @@ type Apis = (
     agents::AgentsApi,
     admin::AdminApi,
     admin_projections::AdminProjectionsApi,
+    data_privacy::DataPrivacyApi,
     health::HealthApi,
 );
 
@@ -126,6 +135,9 @@ fn api_service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         admin_projections::AdminProjectionsApi {
             state: state.clone(),
         },
+        data_privacy::DataPrivacyApi {
+            state: state.clone(),
+        },
         health::HealthApi {
             health: state.health.clone(),
         },
@@ -142,7 +154,14 @@ pub fn openapi_json() -> String {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://spec-only.invalid/none")
         .expect("a static URL parses");
-    document(&api_service(Arc::new(AppState::new(pool, None))))
+    // Nothing is sealed or opened either: any key will do.
+    let privacy = Privacy::new(
+        &callingest_privacy::MasterKey::from_base64(
+            &callingest_privacy::MasterKey::generate_base64(),
+        )
+        .expect("a generated key parses"),
+    );
+    document(&api_service(Arc::new(AppState::new(pool, &privacy, None))))
 }
 
 /// The document of `service`, with the security requirements it must state (see

@@ -6,11 +6,17 @@
 //! one statement. The primary key `(aggregate_type, aggregate_id, sequence)` is the optimistic
 //! lock: if any call was appended concurrently the whole transaction rolls back and the caller
 //! falls back to the call-by-call path.
+//!
+//! Each new call's key row (its data keys and blind indexes) goes into the same transaction,
+//! one multi-row insert for the batch, and its personal fields are sealed with the keys just
+//! made: nothing is read back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use callingest_domain::batch::{Batch, BatchCommand};
 use callingest_domain::call::{call_aggregate_id, Call, CallCommand, CallEvent};
+use callingest_privacy::{keyring, seal, CallKeyRow, Privacy};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use sqlx::PgPool;
@@ -55,11 +61,15 @@ struct Loaded {
 
 pub struct BatchAppender {
     pool: PgPool,
+    privacy: Privacy,
 }
 
 impl BatchAppender {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, privacy: &Privacy) -> Self {
+        Self {
+            pool,
+            privacy: privacy.clone(),
+        }
     }
 
     /// Appends the whole batch, or returns `None` when a concurrent append got in first.
@@ -76,6 +86,7 @@ impl BatchAppender {
         let mut loaded = self.load_calls(&ids).await?;
 
         let mut rows = EventRows::default();
+        let mut key_rows = Vec::new();
         let mut outcomes = Vec::with_capacity(s.calls.len());
         for (cmd, id) in commands::accept_calls(batch_id, s).zip(&ids) {
             let call_id = cmd.call.call.id.clone();
@@ -92,7 +103,18 @@ impl BatchAppender {
                         _ => CallOutcome::Duplicate,
                     },
                 ));
-                rows.push::<Call>(id, entry.last_sequence, &event)?;
+                let stored = match &event {
+                    CallEvent::CallAccepted(accepted) => {
+                        let (keys, key_row) =
+                            self.privacy
+                                .new_key_row(s.partner_id.as_str(), id, &accepted.call);
+                        key_rows.push(key_row);
+                        seal::seal_event(&self.privacy, id, &event, &keys)
+                            .map_err(|e| IngestError::Store(Box::new(e)))?
+                    }
+                    _ => Cow::Borrowed(&event),
+                };
+                rows.push::<Call>(id, entry.last_sequence, &stored)?;
             }
         }
         let mut batch = Batch::default();
@@ -103,7 +125,7 @@ impl BatchAppender {
 
         let metadata = serde_json::to_string(&s.request.event_metadata())
             .map_err(|e| IngestError::Store(Box::new(e)))?;
-        match self.insert(&rows, &metadata).await {
+        match self.insert(&rows, &key_rows, &metadata).await {
             Ok(()) => Ok(Some(Receipt {
                 batch_id,
                 calls: outcomes,
@@ -125,9 +147,20 @@ impl BatchAppender {
         .await
         .map_err(IngestError::from)?;
         let mut loaded: HashMap<String, Loaded> = HashMap::new();
+        if rows.is_empty() {
+            return Ok(loaded);
+        }
+        // Known calls (duplicates): their keys, to compare the submissions in clear.
+        let mut known: Vec<String> = rows.iter().map(|(id, _, _)| id.clone()).collect();
+        known.dedup();
+        let keys = keyring::load(&self.pool, &self.privacy, &known)
+            .await
+            .map_err(|e| IngestError::Store(Box::new(e)))?;
         for (id, sequence, payload) in rows {
             let event: CallEvent =
                 serde_json::from_value(payload).map_err(|e| IngestError::Store(Box::new(e)))?;
+            let event = seal::open_event(&self.privacy, &id, event, keys.get(&id))
+                .map_err(|e| IngestError::Store(Box::new(e)))?;
             let entry = loaded.entry(id).or_insert_with(|| Loaded {
                 call: Call::default(),
                 last_sequence: 0,
@@ -138,8 +171,14 @@ impl BatchAppender {
         Ok(loaded)
     }
 
-    async fn insert(&self, rows: &EventRows, metadata: &str) -> Result<(), sqlx::Error> {
+    async fn insert(
+        &self,
+        rows: &EventRows,
+        key_rows: &[CallKeyRow],
+        metadata: &str,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        keyring::insert_rows(&mut tx, key_rows).await?;
         sqlx::query(
             "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload::jsonb, $7::jsonb

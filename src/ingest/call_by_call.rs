@@ -18,10 +18,10 @@ pub struct CallByCall {
 }
 
 impl CallByCall {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, privacy: &callingest_privacy::Privacy) -> Self {
         Self {
-            calls: event_store::store(pool.clone()),
-            batches: event_store::store(pool),
+            calls: event_store::store(pool.clone(), privacy),
+            batches: event_store::store(pool, privacy),
         }
     }
 

@@ -96,10 +96,10 @@ pub struct IngestService {
 }
 
 impl IngestService {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, privacy: &callingest_privacy::Privacy) -> Self {
         Self {
-            fast: BatchAppender::new(pool.clone()),
-            slow: CallByCall::new(pool),
+            fast: BatchAppender::new(pool.clone(), privacy),
+            slow: CallByCall::new(pool, privacy),
         }
     }
 

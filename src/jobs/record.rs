@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use callingest_domain::call::{Call, CallCommand, CallError, CallEvent};
+use callingest_privacy::{keyring, seal, CallKeys, Privacy};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent, EventStore};
 use sqlx::PgPool;
@@ -40,13 +41,15 @@ impl Recorded {
 pub(super) struct Recorder {
     pool: PgPool,
     calls: Store<Call>,
+    privacy: Privacy,
 }
 
 impl Recorder {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, privacy: &Privacy) -> Self {
         Self {
-            calls: event_store::store(pool.clone()),
+            calls: event_store::store(pool.clone(), privacy),
             pool,
+            privacy: privacy.clone(),
         }
     }
 
@@ -110,6 +113,24 @@ impl Recorder {
         if events.is_empty() {
             return Ok(());
         }
+        // A transcript is sealed under the call's key, loaded before the transaction (which
+        // must take its id only when it writes).
+        let keys = if events
+            .iter()
+            .any(|e| matches!(e, CallEvent::TranscriptProduced(_)))
+        {
+            keyring::load(
+                &self.pool,
+                &self.privacy,
+                std::slice::from_ref(&claim.call_aggregate_id),
+            )
+            .await
+            .map_err(AppendError::Keyring)?
+            .remove(&claim.call_aggregate_id)
+            .unwrap_or_default()
+        } else {
+            CallKeys::default()
+        };
         let mut tx = self.pool.begin().await?;
         // Locking the row keeps a new claim out until this commits (the claim skips locked
         // rows), so no other worker starts on the call from a state without these events.
@@ -130,7 +151,9 @@ impl Recorder {
             sequences.push((last_sequence + i + 1) as i64);
             types.push(event.event_type());
             versions.push(event.event_version());
-            payloads.push(serde_json::to_string(event).map_err(AppendError::Serialize)?);
+            let stored = seal::seal_event(&self.privacy, &claim.call_aggregate_id, event, &keys)
+                .map_err(AppendError::Seal)?;
+            payloads.push(serde_json::to_string(&stored).map_err(AppendError::Serialize)?);
         }
         sqlx::query(
             "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -160,4 +183,8 @@ enum AppendError {
     LeaseLost,
     #[error("could not serialise an event")]
     Serialize(#[source] serde_json::Error),
+    #[error("could not seal an event")]
+    Seal(#[source] callingest_privacy::SealError),
+    #[error("could not load the call's keys")]
+    Keyring(#[source] callingest_privacy::KeyringError),
 }

@@ -117,13 +117,14 @@ pub struct Runner {
 impl Runner {
     pub fn new(
         pool: PgPool,
+        privacy: &callingest_privacy::Privacy,
         queue: &'static Queue,
         step: Arc<dyn Step>,
         settings: PoolSettings,
         shutdown: Shutdown,
     ) -> Self {
         Self {
-            recorder: Arc::new(Recorder::new(pool.clone())),
+            recorder: Arc::new(Recorder::new(pool.clone(), privacy)),
             pool,
             queue,
             step,

@@ -106,7 +106,12 @@ pub struct CallView {
     pub batch_id: Uuid,
     pub agent_id: String,
     pub customer_id: String,
-    pub contact_number: String,
+    /// `null` once erased.
+    #[oai(nullable)]
+    pub contact_number: Option<String>,
+    /// The call's personal data was erased at a data subject's request or by retention:
+    /// personal fields read `null`.
+    pub personal_data_erased: bool,
     #[serde(serialize_with = "rfc3339::serialize")]
     pub start_time: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339::serialize")]
@@ -154,7 +159,7 @@ pub struct CallView {
 }
 
 const CALL_COLUMNS: &str = "call_id, partner_id, status, tenant_id, sub_tenant_id, batch_id,
-    agent_id, customer_id, contact_number, start_time, end_time, accepted_at, fetch_started_at,
+    agent_id, customer_id, contact_number, personal_data_erased, start_time, end_time, accepted_at, fetch_started_at,
     fetched_at, completed_at, failed_at, processing_time_ms, fetch_attempts,
     duplicate_submissions, error, recording_format, recording_bytes, recording_sha256,
     recording_duration_ms, sample_rate, channels, codec, agent_talk_ms, customer_talk_ms,

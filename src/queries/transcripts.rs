@@ -1,7 +1,8 @@
 //! A call's transcript as the `transcript` and `transcript_segment` read models hold it.
 
-use callingest_domain::call::{call_aggregate_id, Speaker, TranscriptProduced};
+use callingest_domain::call::{call_aggregate_id, CallEvent, Speaker};
 use callingest_domain::values::{CallId, PartnerId};
+use callingest_privacy::{keyring, seal, Privacy};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -80,6 +81,7 @@ pub async fn get_transcript(
 /// gets it at once.
 pub async fn transcript_from_events(
     pool: &PgPool,
+    privacy: &Privacy,
     partner_id: &str,
     call_id: &str,
 ) -> Result<Option<TranscriptView>, sqlx::Error> {
@@ -87,24 +89,33 @@ pub async fn transcript_from_events(
     else {
         return Ok(None);
     };
+    let aggregate_id = call_aggregate_id(&partner_id, &call_id);
     let payload: Option<serde_json::Value> = sqlx::query_scalar(
-        "select payload -> 'TranscriptProduced' from events
+        "select payload from events
          where aggregate_type = 'Call' and aggregate_id = $1 and event_type = 'TranscriptProduced'
          order by sequence desc limit 1",
     )
-    .bind(call_aggregate_id(&partner_id, &call_id))
+    .bind(&aggregate_id)
     .fetch_optional(pool)
     .await?;
     let Some(payload) = payload else {
         return Ok(None);
     };
-    let produced: TranscriptProduced =
-        serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let decode = |e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(e);
+    let event: CallEvent = serde_json::from_value(payload).map_err(|e| decode(Box::new(e)))?;
+    let keys = keyring::load(pool, privacy, std::slice::from_ref(&aggregate_id))
+        .await
+        .map_err(|e| decode(Box::new(e)))?;
+    let CallEvent::TranscriptProduced(produced) =
+        seal::open_event(privacy, &aggregate_id, event, keys.get(&aggregate_id))
+            .map_err(|e| decode(Box::new(e)))?
+    else {
+        return Ok(None);
+    };
     Ok(Some(TranscriptView {
         call_id: call_id.to_string(),
         text: callingest_projections::transcripts::transcript_text(&produced),
-        segments: produced
-            .segments
+        segments: callingest_projections::transcripts::segments(&produced)
             .iter()
             .map(|s| SegmentView {
                 channel: match s.channel {

@@ -29,6 +29,7 @@ struct Service {
 impl Service {
     fn start(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_callingest"))
+            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .arg("serve")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
@@ -179,6 +180,7 @@ async fn killing_the_service_under_load_loses_and_doubles_nothing() {
     let load_seconds = load_started.elapsed().as_secs_f64();
     let accepted: Vec<String> = accepted.lock().unwrap().clone();
     let rate = accepted.len() as f64 / load_seconds;
+    eprintln!("{rate:.0} calls/s accepted under load");
     assert!(rate >= 500.0, "only {rate:.0} calls/s accepted under load");
 
     let ids: Vec<String> = accepted.iter().map(|c| format!("partner-a:{c}")).collect();

@@ -19,6 +19,7 @@ async fn database() -> (TestDatabase, PgPool) {
         max_connections: 4,
         acquire_timeout: std::time::Duration::from_secs(5),
         connect_deadline: std::time::Duration::from_secs(10),
+        master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
     })
     .await
     .expect("the database migrates");

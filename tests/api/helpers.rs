@@ -9,6 +9,7 @@ use callingest::config::{
     Secret, ServeConfig, WorkersConfig,
 };
 use callingest::partners::{create_partner, PartnerCredentials};
+use callingest_privacy::{MasterKey, Privacy};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
@@ -83,14 +84,23 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub partner: PartnerCredentials,
+    /// The service's keys (from [`TEST_MASTER_KEY`]), for tests that run projectors by hand.
+    pub privacy: Privacy,
     config: ServeConfig,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Held so the database lives exactly as long as the app (dropped with it).
     _database: TestDatabase,
 }
 
+/// The keys of [`TEST_MASTER_KEY`].
+pub fn test_privacy() -> Privacy {
+    Privacy::new(&MasterKey::from_base64(TEST_MASTER_KEY).expect("a valid key"))
+}
+
 /// The admin token every test app is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The master key of every test service and CLI run (32 bytes of base64; tests only).
+pub const TEST_MASTER_KEY: &str = "dGVzdCBtYXN0ZXIga2V5IG9mIGNhbGxpbmdlc3QhISE=";
 
 /// The API alone: nothing is processed, so a test sees exactly the events ingest wrote.
 pub async fn spawn_app() -> TestApp {
@@ -177,6 +187,7 @@ pub async fn spawn_app_with_http(
             max_connections: 10,
             acquire_timeout: Duration::from_secs(2),
             connect_deadline: Duration::from_secs(120),
+            master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
         },
         role,
         http: HttpConfig {
@@ -199,6 +210,7 @@ pub async fn spawn_app_with_http(
         pool,
         client,
         partner,
+        privacy: test_privacy(),
         config,
         server,
         _database: database,
@@ -271,8 +283,38 @@ impl TestApp {
             .unwrap()
     }
 
-    /// `(event_type, payload)` of one call's events, in order.
+    /// `(event_type, payload)` of one call's events, in order, as readers see them: personal
+    /// fields opened through the service's one decrypt path.
     pub async fn call_events(&self, partner_id: &str, call_id: &str) -> Vec<(String, Value)> {
+        let id = format!("{partner_id}:{call_id}");
+        let keys =
+            callingest_privacy::keyring::load(&self.pool, &self.privacy, std::slice::from_ref(&id))
+                .await
+                .unwrap();
+        self.stored_call_events(partner_id, call_id)
+            .await
+            .into_iter()
+            .map(|(event_type, payload)| {
+                // An event a test wrote undecodable on purpose is shown as stored.
+                let Ok(event) =
+                    serde_json::from_value::<callingest_domain::call::CallEvent>(payload.clone())
+                else {
+                    return (event_type, payload);
+                };
+                let opened =
+                    callingest_privacy::seal::open_event(&self.privacy, &id, event, keys.get(&id))
+                        .unwrap();
+                (event_type, serde_json::to_value(opened).unwrap())
+            })
+            .collect()
+    }
+
+    /// `(event_type, payload)` of one call's events, in order, as the event log holds them.
+    pub async fn stored_call_events(
+        &self,
+        partner_id: &str,
+        call_id: &str,
+    ) -> Vec<(String, Value)> {
         sqlx::query_as(
             "select event_type, payload from events
              where aggregate_type = 'Call' and aggregate_id = $1 order by sequence",

@@ -47,6 +47,7 @@ impl Service {
             )
             .await;
         let created = Command::new(env!("CARGO_BIN_EXE_callingest"))
+            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .args(["partner", "create", "--id", "partner-a"])
             .env("DATABASE_URL", &database.url)
             .output()

@@ -30,6 +30,7 @@ impl Instance {
             Stdio::null()
         };
         let child = Command::new(env!("CARGO_BIN_EXE_callingest"))
+            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("CALLINGEST_LISTEN", format!("127.0.0.1:{port}"))

@@ -25,6 +25,7 @@ async fn keys_secrets_tokens_and_url_query_strings_never_reach_the_logs() {
     let log_file = tempfile::NamedTempFile::new().unwrap();
     let admin_token = "admin-TOKEN-9f3c";
     let mut service = Command::new(env!("CARGO_BIN_EXE_callingest"))
+        .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .arg("serve")
         .env("DATABASE_URL", &database.url)
         .env("CALLINGEST_LISTEN", format!("127.0.0.1:{port}"))
@@ -50,6 +51,7 @@ async fn keys_secrets_tokens_and_url_query_strings_never_reach_the_logs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let created = Command::new(env!("CARGO_BIN_EXE_callingest"))
+        .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .args(["partner", "create", "--id", "partner-a"])
         .env("DATABASE_URL", &database.url)
         .env("CALLINGEST_LOG", "debug")

@@ -25,6 +25,7 @@ mod operations;
 mod outage;
 mod parking;
 mod partners;
+mod privacy;
 mod processing;
 mod read_side;
 mod runner;

@@ -15,6 +15,7 @@ fn config(url: String) -> DatabaseConfig {
         max_connections: 2,
         acquire_timeout: std::time::Duration::from_secs(5),
         connect_deadline: std::time::Duration::from_secs(5),
+        master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
     }
 }
 

@@ -140,6 +140,7 @@ async fn rebuilding_a_projection_reports_progress_on_stderr() {
     assert!(total >= 3);
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
+        .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .args(["projections", "rebuild", "read_models"])
         .env(
             "DATABASE_URL",

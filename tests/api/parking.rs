@@ -25,6 +25,7 @@ fn database_url(app: &TestApp) -> String {
 /// the middle of a page would hold the checkpoint lock the command waits for.
 async fn callingest(app: &TestApp, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_callingest"))
+        .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .args(args)
         .env("DATABASE_URL", database_url(app))
         .output()

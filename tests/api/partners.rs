@@ -10,6 +10,7 @@ async fn partner_create_prints_only_the_credentials_as_json_and_stores_only_a_ha
     let database = TestDatabase::create().await;
 
     let output = Command::new(env!("CARGO_BIN_EXE_callingest"))
+        .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .args([
             "partner",
             "create",
@@ -63,6 +64,7 @@ async fn partner_create_refuses_a_bad_or_taken_id() {
     let database = TestDatabase::create().await;
     let run = |id: &str| {
         Command::new(env!("CARGO_BIN_EXE_callingest"))
+            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .args(["partner", "create", "--id", id])
             .env("DATABASE_URL", &database.url)
             .output()

@@ -255,6 +255,7 @@ pub fn fetch_runner(app: &TestApp, processing: &WorkersConfig, retry: RetryPolic
     let fetcher = Arc::new(callingest::app::fetcher(processing).unwrap());
     Runner::new(
         app.pool.clone(),
+        &app.privacy,
         &callingest::jobs::FETCH,
         Arc::new(callingest::processing::Worker::new(
             app.pool.clone(),
@@ -540,7 +541,10 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
         &server.url("/hang-once/left-only.wav"),
     )]))
     .await;
-    let jobs = Projector::new(app.pool.clone(), Arc::new(ProcessingJobs));
+    let jobs = Projector::new(
+        app.pool.clone(),
+        Arc::new(ProcessingJobs(app.privacy.clone())),
+    );
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 1).await;
 
     // The default lease (30 s): the killed worker's claim runs out, then another takes it.
@@ -641,8 +645,8 @@ async fn rebuilding_each_projection_gives_the_same_rows_as_the_live_tables() {
         final_row(&app, id).await;
     }
     let projections: Vec<Arc<dyn Projection>> = vec![
-        Arc::new(ReadModels),
-        Arc::new(ProcessingJobs),
+        Arc::new(ReadModels(app.privacy.clone())),
+        Arc::new(ProcessingJobs(app.privacy.clone())),
         Arc::new(CallbackDeliveries),
     ];
     for projection in projections {
@@ -680,7 +684,7 @@ async fn rebuilding_each_projection_gives_the_same_rows_as_the_live_tables() {
 async fn the_projector_never_skips_an_event_that_commits_late() {
     let app = spawn_app().await;
     app.post_batch(&batch(vec![item_with_id("seed")])).await;
-    let read_models = Projector::new(app.pool.clone(), Arc::new(ReadModels));
+    let read_models = Projector::new(app.pool.clone(), Arc::new(ReadModels(app.privacy.clone())));
     catch_up_until(&read_models, &app, "select count(*) from call", 1).await;
     let payload: Value =
         sqlx::query_scalar("select payload from events where aggregate_id = 'partner-a:seed'")

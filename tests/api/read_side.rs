@@ -30,7 +30,7 @@ async fn json_of(request: reqwest::RequestBuilder, status: u16) -> Value {
 
 /// Applies the read models by hand (the API-only app runs no projector) until `calls` rows exist.
 async fn project(app: &TestApp, calls: i64) {
-    let projector = Projector::new(app.pool.clone(), Arc::new(ReadModels));
+    let projector = Projector::new(app.pool.clone(), Arc::new(ReadModels(app.privacy.clone())));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         projector.catch_up().await.unwrap();
@@ -442,6 +442,7 @@ async fn the_cli_prints_a_call_history_and_rotates_keys() {
     let database_url = app_database_url(&url);
     let callingest = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_callingest"))
+            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .args(args)
             .env("DATABASE_URL", &database_url)
             .output()

@@ -39,7 +39,10 @@ const RETRY: RetryPolicy = RetryPolicy {
 /// Submits one call of `recording_url` and projects its job (no background tasks run).
 async fn one_job(app: &TestApp, id: &str, recording_url: &str) -> Projector {
     app.post_batch(&batch(vec![item(id, recording_url)])).await;
-    let jobs = Projector::new(app.pool.clone(), Arc::new(ProcessingJobs));
+    let jobs = Projector::new(
+        app.pool.clone(),
+        Arc::new(ProcessingJobs(app.privacy.clone())),
+    );
     catch_up_until(&jobs, app, "select count(*) from processing_job", 1).await;
     jobs
 }
@@ -248,7 +251,8 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
     // One attempt only: were the interrupted attempt counted, the call would fail.
     let mut processing = slow_downloads();
     processing.fetch.max_attempts = 1;
-    let instance = callingest::app::spawn_background(&app.pool, &processing).unwrap();
+    let instance =
+        callingest::app::spawn_background(&app.pool, &app.privacy, &processing).unwrap();
     app.post_batch(&batch(vec![item(
         "drained",
         &server.url("/delay-once/60000/left-only.wav"),
@@ -294,7 +298,7 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
 
     // Another instance takes the call at once and completes it with the same single attempt.
     let restarted = Instant::now();
-    let _other = callingest::app::spawn_background(&app.pool, &processing).unwrap();
+    let _other = callingest::app::spawn_background(&app.pool, &app.privacy, &processing).unwrap();
     let row = final_row(&app, "drained").await;
     assert_eq!(row["status"], "completed", "{row}");
     assert_eq!(row["fetch_attempts"], 1);
@@ -319,7 +323,7 @@ async fn a_drain_lets_a_step_that_ends_within_the_grace_finish() {
     let app = spawn_app().await;
     let server = RecordingServer::start().await;
     let processing = slow_downloads();
-    let instance = callingest::app::spawn_background(&app.pool, &processing).unwrap();
+    let instance = callingest::app::spawn_background(&app.pool, &app.privacy, &processing).unwrap();
     app.post_batch(&batch(vec![item(
         "finishing",
         &server.url("/delay/3000/left-only.wav"),

@@ -151,6 +151,7 @@ async fn an_instance_gives_up_at_its_connect_deadline_with_a_clear_error() {
         .to_string();
     let started = Instant::now();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
+        .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .arg("serve")
         .env("DATABASE_URL", &url)
         .env("CALLINGEST_LISTEN", format!("127.0.0.1:{}", free_port()))

@@ -27,7 +27,7 @@ async fn submit_hostile_call(app: &TestApp) {
     let response = app.post_batch(&batch(vec![item])).await;
     assert_eq!(response.status(), StatusCode::OK);
 
-    let projector = Projector::new(app.pool.clone(), Arc::new(ReadModels));
+    let projector = Projector::new(app.pool.clone(), Arc::new(ReadModels(app.privacy.clone())));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         projector.catch_up().await.unwrap();

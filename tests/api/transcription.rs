@@ -197,7 +197,10 @@ async fn without_an_engine_calls_complete_after_analysis_and_have_no_transcript(
 
 /// Runs one step on the call as a worker would.
 async fn step(app: &TestApp, call_id: &str, command: callingest_domain::call::CallCommand) {
-    let store = callingest::event_store::store::<callingest_domain::call::Call>(app.pool.clone());
+    let store = callingest::event_store::store::<callingest_domain::call::Call>(
+        app.pool.clone(),
+        &app.privacy,
+    );
     callingest::event_store::execute(
         &store,
         &format!("partner-a:{call_id}"),

@@ -59,6 +59,45 @@ pub enum CallCommand {
         requested_by: String,
         at: DateTime<Utc>,
     },
+    /// The keys of the call's personal data in `scope` were destroyed: record it. Allowed at
+    /// any stage; the call goes on (and calls back) without those fields.
+    RecordErasure {
+        scope: ErasureScope,
+        reason: ErasureReason,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Which personal data of a call an erasure destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErasureScope {
+    /// Everything personal of the call (the subject is its customer: number or e-mail).
+    Call,
+    /// The agent's name, e-mail and unknown fields only (the subject is the agent).
+    Agent,
+}
+
+impl ErasureScope {
+    /// How many fields the scope's key sealed: the count the event records.
+    pub fn field_count(self) -> u32 {
+        match self {
+            // Number, recording URL, customer name/e-mail/extra fields, call extra fields,
+            // metadata, custom fields, top-level extra fields, transcript; and the agent's 3.
+            ErasureScope::Call => 10 + 3,
+            ErasureScope::Agent => 3,
+        }
+    }
+}
+
+/// Why personal data was erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErasureReason {
+    /// The partner (or support for it) asked, for a data subject.
+    Request,
+    /// The partner's retention period passed.
+    Retention,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,8 +6,9 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::commands::{AudioAnalytics, TranscriptSegment};
+use super::commands::{AudioAnalytics, ErasureReason, ErasureScope, TranscriptSegment};
 use crate::interaction::TranscriptFigures;
+use crate::personal::{Personal, Sealed};
 use crate::submission::NewCall;
 use crate::values::{PartnerId, TenantId};
 
@@ -30,6 +31,7 @@ pub enum CallEvent {
     CallbackDelivered(CallbackDelivered),
     CallbackAbandoned(CallbackAbandoned),
     CallbackRedeliveryRequested(CallbackRedeliveryRequested),
+    PersonalDataErased(PersonalDataErased),
 }
 
 /// A call was taken in; it holds everything the partner submitted, extra fields included.
@@ -42,6 +44,10 @@ pub struct CallAccepted {
     pub accepted_at: DateTime<Utc>,
     /// Boxed: it dwarfs the other events (same JSON either way).
     pub call: Box<NewCall>,
+    /// As stored: the personal fields of `call`, sealed (they are then absent from `call`).
+    /// Readers get the event opened, with this `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
 }
 
 /// A known call id was submitted again. It is not processed again; this is the audit trail.
@@ -121,11 +127,16 @@ pub struct TranscriptProduced {
     pub language: String,
     pub segment_count: u64,
     pub word_count: u64,
-    pub segments: Vec<TranscriptSegment>,
+    /// What was said: personal, sealed under the call's key like [`CallAccepted::call`].
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub segments: Personal<Vec<TranscriptSegment>>,
     pub produced_at: DateTime<Utc>,
     /// Words, pace and questions per side (all `None` for mono and before version 2).
     #[serde(flatten)]
     pub figures: TranscriptFigures,
+    /// As stored: `segments` sealed (see [`CallAccepted::sealed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +227,17 @@ pub struct CallbackRedeliveryRequested {
     pub requested_at: DateTime<Utc>,
 }
 
+/// The keys of some of the call's personal data were destroyed: those fields now read as
+/// erased in every event and every copy of the log. Holds no personal data itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonalDataErased {
+    pub scope: ErasureScope,
+    pub reason: ErasureReason,
+    /// How many fields the destroyed key sealed.
+    pub fields: u32,
+    pub erased_at: DateTime<Utc>,
+}
+
 impl DomainEvent for CallEvent {
     fn event_type(&self) -> String {
         match self {
@@ -236,6 +258,7 @@ impl DomainEvent for CallEvent {
             CallEvent::CallbackDelivered(_) => "CallbackDelivered",
             CallEvent::CallbackAbandoned(_) => "CallbackAbandoned",
             CallEvent::CallbackRedeliveryRequested(_) => "CallbackRedeliveryRequested",
+            CallEvent::PersonalDataErased(_) => "PersonalDataErased",
         }
         .to_owned()
     }

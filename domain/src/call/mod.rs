@@ -17,6 +17,7 @@ pub use commands::*;
 pub use events::*;
 
 use crate::interaction::TranscriptFigures;
+use crate::personal::Personal;
 use crate::submission::NewCall;
 use crate::values::{CallId, PartnerId, TenantId};
 
@@ -151,7 +152,9 @@ impl Call {
     }
 
     /// The callback body: the outcome, the analytics figures and the partner's metadata,
-    /// echoed unchanged. The same bytes for every attempt of every series.
+    /// echoed unchanged. The same bytes for every attempt of every series, unless the call's
+    /// personal data is erased in between: then `metadata` is `null` and
+    /// `personal_data_erased` `true`.
     pub fn callback_payload(&self) -> Option<serde_json::Value> {
         let call = &self.accepted.as_ref()?.call;
         let (status, processing_time_ms, error, results) = match self.outcome.as_ref()? {
@@ -189,14 +192,20 @@ impl Call {
                 serde_json::Value::Null,
             ),
         };
-        Some(serde_json::json!({
+        let mut payload = serde_json::json!({
             "call_id": call.call.id,
             "status": status,
             "processing_time": processing_time_ms as f64 / 1000.0,
             "error": error,
             "results": results,
             "metadata": call.metadata,
-        }))
+        });
+        // Erased before the callback went out: the partner's metadata went with it.
+        if call.personal_data_erased() {
+            payload["metadata"] = serde_json::Value::Null;
+            payload["personal_data_erased"] = serde_json::Value::Bool(true);
+        }
+        Some(payload)
     }
 }
 
@@ -232,6 +241,15 @@ impl Aggregate for Call {
                 self.stage = Stage::Accepted;
             }
             CallEvent::DuplicateSubmissionReceived(_) => {}
+            // A call loaded before its keys were destroyed drops the fields here too.
+            CallEvent::PersonalDataErased(e) => {
+                if let Some(accepted) = self.accepted.as_mut() {
+                    if e.scope == ErasureScope::Call {
+                        accepted.call.take_call_personal();
+                    }
+                    accepted.call.take_agent_personal();
+                }
+            }
             CallEvent::RecordingFetchStarted(e) => {
                 self.fetch_attempts = e.attempt;
                 self.stage = Stage::Fetching;
@@ -304,6 +322,14 @@ impl Call {
         };
         match command {
             CallCommand::AcceptCall(cmd) => self.accept(*cmd).map(|e| vec![e]),
+            CallCommand::RecordErasure { scope, reason, at } => {
+                Ok(vec![CallEvent::PersonalDataErased(PersonalDataErased {
+                    scope,
+                    reason,
+                    fields: scope.field_count(),
+                    erased_at: at,
+                })])
+            }
             CallCommand::RecordCallbackSuccess(success) => {
                 self.require_pending_callback()?;
                 Ok(vec![CallEvent::CallbackDelivered(CallbackDelivered {
@@ -576,7 +602,8 @@ impl Call {
                         language: done.language,
                         segment_count: done.segments.len() as u64,
                         word_count,
-                        segments: done.segments,
+                        segments: Personal::Clear(done.segments),
+                        sealed: None,
                         produced_at: done.at,
                         figures,
                     }),
@@ -635,6 +662,7 @@ impl Call {
                 batch_id: cmd.batch_id,
                 accepted_at: cmd.received_at,
                 call: Box::new(cmd.call),
+                sealed: None,
             }));
         };
         if known.partner_id != cmd.partner_id {

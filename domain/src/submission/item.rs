@@ -12,6 +12,7 @@ use super::{
     Agent, CallDetails, CustomField, Customer, ExtraFields, NewCall, MAX_CUSTOM_FIELDS,
     MAX_METADATA_KEY_CHARS, MAX_METADATA_PAIRS, MAX_VALUE_CHARS,
 };
+use crate::personal::Personal;
 use crate::values::{
     CallId, E164Number, EmailAddress, ExternalId, HttpsUrl, RecordingUrl, ShortText, UtcTimestamp,
     ValueError,
@@ -223,10 +224,10 @@ fn parse_call<'de>(
     }
     let details = CallDetails {
         id: id?,
-        recording_url: recording_url?,
+        recording_url: Personal::Clear(recording_url?),
         start_time: start_time?,
         end_time: end_time?,
-        contact_number: contact_number?,
+        contact_number: Personal::Clear(contact_number?),
         extra: ExtraFields::new(),
     };
     Some((details, raw))
@@ -245,8 +246,8 @@ fn parse_agent<'de>(
     let name = parsed(&path, "name", name, false, ShortText::parse, errors);
     let agent = Agent {
         id: id?,
-        email,
-        name,
+        email: Personal::Clear(email),
+        name: Personal::Clear(name),
         extra: ExtraFields::new(),
     };
     Some((agent, raw))
@@ -273,8 +274,8 @@ fn parse_customer<'de>(
     );
     let customer = Customer {
         id: id?,
-        name,
-        email,
+        name: Personal::Clear(name),
+        email: Personal::Clear(email),
         disposition_status,
         extra: ExtraFields::new(),
     };

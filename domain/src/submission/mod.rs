@@ -22,6 +22,7 @@ mod scan;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::personal::Personal;
 use crate::values::{
     CallId, E164Number, EmailAddress, ExternalId, HttpsUrl, RecordingUrl, ShortText, UtcTimestamp,
 };
@@ -75,10 +76,12 @@ pub type ExtraFields = std::collections::BTreeMap<String, RawJson>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallDetails {
     pub id: CallId,
-    pub recording_url: RecordingUrl,
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub recording_url: Personal<RecordingUrl>,
     pub start_time: UtcTimestamp,
     pub end_time: UtcTimestamp,
-    pub contact_number: E164Number,
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub contact_number: Personal<E164Number>,
     #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
@@ -87,8 +90,10 @@ pub struct CallDetails {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: ExternalId,
-    pub email: Option<EmailAddress>,
-    pub name: Option<ShortText>,
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub email: Personal<Option<EmailAddress>>,
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub name: Personal<Option<ShortText>>,
     #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
@@ -97,8 +102,10 @@ pub struct Agent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
     pub id: ExternalId,
-    pub name: Option<ShortText>,
-    pub email: Option<EmailAddress>,
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub name: Personal<Option<ShortText>>,
+    #[serde(default, skip_serializing_if = "Personal::is_erased")]
+    pub email: Personal<Option<EmailAddress>>,
     pub disposition_status: Option<ShortText>,
     #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,

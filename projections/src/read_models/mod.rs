@@ -17,11 +17,15 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use callingest_privacy::Privacy;
+
 use crate::event_log::StoredEvent;
+use crate::opened::open_call_events;
 use crate::projector::{Projection, ProjectionError};
 use rows::{AgentDailyStatsRow, BatchRow, CallRow, CallStatus, DailyTenantStatsRow};
 
-pub struct ReadModels;
+/// Opens call events for the `call` row's personal columns.
+pub struct ReadModels(pub Privacy);
 
 type CallKey = (String, String);
 type DayKey = (NaiveDate, String, String);
@@ -48,7 +52,7 @@ impl Projection for ReadModels {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let decoded = decode_all(events)?;
+        let decoded = decode_all(&mut *conn, &self.0, events).await?;
 
         let mut call_keys: Vec<CallKey> = decoded
             .iter()
@@ -149,17 +153,25 @@ impl Projection for ReadModels {
     }
 }
 
-fn decode_all(events: &[StoredEvent]) -> Result<Vec<(&StoredEvent, Decoded)>, ProjectionError> {
+/// The page's events in order, call events opened (see [`open_call_events`]).
+async fn decode_all<'e>(
+    conn: &mut PgConnection,
+    privacy: &Privacy,
+    events: &'e [StoredEvent],
+) -> Result<Vec<(&'e StoredEvent, Decoded)>, ProjectionError> {
+    let is_call = |e: &&StoredEvent| {
+        e.aggregate_type == "Call" && split_call_aggregate_id(&e.aggregate_id).is_some()
+    };
+    let mut calls = open_call_events(conn, privacy, events.iter().filter(is_call))
+        .await?
+        .into_iter();
     let mut decoded = Vec::with_capacity(events.len());
     for event in events {
         let d = match event.aggregate_type.as_str() {
-            "Call" => {
-                let Some((partner, call)) = split_call_aggregate_id(&event.aggregate_id) else {
-                    continue;
-                };
-                let payload = event
-                    .decode()
-                    .map_err(|e| ProjectionError::undecodable(event, e))?;
+            "Call" if is_call(&event) => {
+                let (_, payload) = calls.next().expect("one opened event per call event");
+                let (partner, call) =
+                    split_call_aggregate_id(&event.aggregate_id).expect("checked by is_call");
                 Decoded::Call((partner.to_owned(), call.to_owned()), payload)
             }
             "Batch" => Decoded::Batch(

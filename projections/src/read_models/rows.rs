@@ -2,7 +2,7 @@
 //! Field names are the column names (rows travel to and from PostgreSQL as JSON records).
 
 use callingest_domain::batch::BatchSubmitted;
-use callingest_domain::call::{CallAccepted, CallEvent};
+use callingest_domain::call::{CallAccepted, CallEvent, ErasureScope};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -26,7 +26,11 @@ pub struct CallRow {
     pub batch_id: Uuid,
     pub agent_id: String,
     pub customer_id: String,
-    pub contact_number: String,
+    /// `None` once erased.
+    pub contact_number: Option<String>,
+    /// The customer's side of the call was erased (issue 16).
+    #[serde(default)]
+    pub personal_data_erased: bool,
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
     pub call_duration_ms: i64,
@@ -116,7 +120,8 @@ impl CallRow {
             batch_id: e.batch_id,
             agent_id: call.agent.id.to_string(),
             customer_id: call.customer.id.to_string(),
-            contact_number: call.call.contact_number.to_string(),
+            contact_number: call.call.contact_number.clear().map(ToString::to_string),
+            personal_data_erased: call.personal_data_erased(),
             start_time: start,
             end_time: end,
             call_duration_ms: (end - start).num_milliseconds(),
@@ -185,6 +190,12 @@ impl CallRow {
         match event {
             CallEvent::CallAccepted(_) => {}
             CallEvent::DuplicateSubmissionReceived(_) => self.duplicate_submissions += 1,
+            CallEvent::PersonalDataErased(e) => {
+                if e.scope == ErasureScope::Call {
+                    self.contact_number = None;
+                    self.personal_data_erased = true;
+                }
+            }
             CallEvent::RecordingFetchStarted(e) => {
                 self.status = CallStatus::Fetching;
                 self.fetch_attempts = e.attempt as i32;

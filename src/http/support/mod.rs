@@ -84,7 +84,7 @@ async fn page(
         Err(err) => return ApiError::from(err).into_response(),
     };
     let aggregate_id = call_aggregate_id(&partner_id, &call_id);
-    let events = match call_history(&state.pool, &aggregate_id, true).await {
+    let events = match call_history(&state.pool, &state.privacy, &aggregate_id, true).await {
         Ok(events) => events,
         Err(err) => return ApiError::from(err).into_response(),
     };

@@ -194,7 +194,12 @@ fn summary(body: &mut String, call: &CallView) {
         ("batch id", call.batch_id.to_string()),
         ("agent id", call.agent_id.clone()),
         ("customer id", call.customer_id.clone()),
-        ("contact number", call.contact_number.clone()),
+        (
+            "contact number",
+            call.contact_number
+                .clone()
+                .unwrap_or_else(|| "(erased)".to_owned()),
+        ),
         ("start time", time(call.start_time)),
         ("end time", time(call.end_time)),
         ("accepted at", time(call.accepted_at)),

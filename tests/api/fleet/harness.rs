@@ -62,6 +62,7 @@ impl Fleet {
         // Migrate once with the binary itself, so instances started together do not race on it.
         let log = logs.path().join("migrate.log");
         let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
+            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .arg("migrate")
             .env("DATABASE_URL", &database.url)
             .stdout(Stdio::null())
@@ -435,6 +436,7 @@ impl Instance {
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

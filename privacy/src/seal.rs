@@ -1,0 +1,188 @@
+//! An event's stored form and back. Every path that writes call events seals them here, and
+//! every path that reads them opens them here, so the personal fields are never stored in clear
+//! and an erased field always reads the same way: [`Personal::Erased`], never an error.
+
+use std::borrow::Cow;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use callingest_domain::call::CallEvent;
+use callingest_domain::personal::{AgentPersonal, CallPersonal, Personal, Sealed};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::keys::{field_aad, CallKeys, DataKey, Part, Privacy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// A sealed field whose key exists did not open: the data was altered, or the keyring
+    /// does not belong to this event log.
+    #[error("the sealed personal data of {aggregate_id} does not open with its key")]
+    DoesNotOpen { aggregate_id: String },
+    #[error("personal data of {aggregate_id} could not be encoded")]
+    Encoding {
+        aggregate_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Whether a stored event holds sealed fields (and so needs its call's keys to be read).
+pub fn is_sealed(event: &CallEvent) -> bool {
+    match event {
+        CallEvent::CallAccepted(e) => e.sealed.is_some(),
+        CallEvent::TranscriptProduced(e) => e.sealed.is_some(),
+        _ => false,
+    }
+}
+
+/// The form of `event` to store: its personal fields sealed under `keys`. A field whose key is
+/// already gone (the call was erased while this event was being made) is not stored at all.
+pub fn seal_event<'e>(
+    privacy: &Privacy,
+    aggregate_id: &str,
+    event: &'e CallEvent,
+    keys: &CallKeys,
+) -> Result<Cow<'e, CallEvent>, SealError> {
+    let sealer = Sealer {
+        privacy,
+        aggregate_id,
+    };
+    match event {
+        CallEvent::CallAccepted(e) if e.sealed.is_none() => {
+            let mut stored = e.clone();
+            let call = stored.call.take_call_personal();
+            let agent = stored.call.take_agent_personal();
+            stored.sealed = Some(Sealed {
+                call: sealer.seal("CallAccepted", Part::Call, keys.call.as_ref(), &call)?,
+                agent: sealer.seal("CallAccepted", Part::Agent, keys.agent.as_ref(), &agent)?,
+            });
+            Ok(Cow::Owned(CallEvent::CallAccepted(stored)))
+        }
+        CallEvent::TranscriptProduced(e) if e.sealed.is_none() => {
+            let mut stored = e.clone();
+            let segments = stored.segments.take();
+            stored.sealed = Some(Sealed {
+                call: sealer.seal(
+                    "TranscriptProduced",
+                    Part::Call,
+                    keys.call.as_ref(),
+                    &segments,
+                )?,
+                agent: None,
+            });
+            Ok(Cow::Owned(CallEvent::TranscriptProduced(stored)))
+        }
+        _ => Ok(Cow::Borrowed(event)),
+    }
+}
+
+/// The event as readers see it: sealed fields opened with `keys`, or left erased where a key
+/// is gone (`keys` `None`: the call has no keys left at all).
+pub fn open_event(
+    privacy: &Privacy,
+    aggregate_id: &str,
+    event: CallEvent,
+    keys: Option<&CallKeys>,
+) -> Result<CallEvent, SealError> {
+    let no_keys = CallKeys::default();
+    let keys = keys.unwrap_or(&no_keys);
+    let sealer = Sealer {
+        privacy,
+        aggregate_id,
+    };
+    Ok(match event {
+        CallEvent::CallAccepted(mut e) => {
+            if let Some(sealed) = e.sealed.take() {
+                if let Some(call) = sealer.open::<CallPersonal>(
+                    "CallAccepted",
+                    Part::Call,
+                    keys.call.as_ref(),
+                    sealed.call.as_deref(),
+                )? {
+                    e.call.restore_call_personal(call);
+                }
+                if let Some(agent) = sealer.open::<AgentPersonal>(
+                    "CallAccepted",
+                    Part::Agent,
+                    keys.agent.as_ref(),
+                    sealed.agent.as_deref(),
+                )? {
+                    e.call.restore_agent_personal(agent);
+                }
+            }
+            CallEvent::CallAccepted(e)
+        }
+        CallEvent::TranscriptProduced(mut e) => {
+            if let Some(sealed) = e.sealed.take() {
+                e.segments = sealer
+                    .open::<Personal<_>>(
+                        "TranscriptProduced",
+                        Part::Call,
+                        keys.call.as_ref(),
+                        sealed.call.as_deref(),
+                    )?
+                    .unwrap_or_default();
+            }
+            CallEvent::TranscriptProduced(e)
+        }
+        other => other,
+    })
+}
+
+struct Sealer<'a> {
+    privacy: &'a Privacy,
+    aggregate_id: &'a str,
+}
+
+impl Sealer<'_> {
+    fn seal<T: Serialize>(
+        &self,
+        event_type: &str,
+        part: Part,
+        key: Option<&DataKey>,
+        value: &T,
+    ) -> Result<Option<String>, SealError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let plain = serde_json::to_vec(value).map_err(|source| SealError::Encoding {
+            aggregate_id: self.aggregate_id.to_owned(),
+            source,
+        })?;
+        let aad = field_aad(self.aggregate_id, event_type, part);
+        Ok(Some(
+            STANDARD_NO_PAD.encode(self.privacy.seal(key, &aad, &plain)),
+        ))
+    }
+
+    /// `None` when there is nothing to open or its key is gone: the fields stay erased.
+    fn open<T: DeserializeOwned>(
+        &self,
+        event_type: &str,
+        part: Part,
+        key: Option<&DataKey>,
+        sealed: Option<&str>,
+    ) -> Result<Option<T>, SealError> {
+        let (Some(key), Some(sealed)) = (key, sealed) else {
+            return Ok(None);
+        };
+        let does_not_open = || SealError::DoesNotOpen {
+            aggregate_id: self.aggregate_id.to_owned(),
+        };
+        let bytes = STANDARD_NO_PAD
+            .decode(sealed)
+            .map_err(|_| does_not_open())?;
+        let aad = field_aad(self.aggregate_id, event_type, part);
+        let plain = self
+            .privacy
+            .open(key, &aad, &bytes)
+            .map_err(|_| does_not_open())?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|source| SealError::Encoding {
+                aggregate_id: self.aggregate_id.to_owned(),
+                source,
+            })
+    }
+}
