@@ -76,6 +76,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
         processing: ProcessingConfig::default(),
         admin_token: None,
         http: Default::default(),
+        replica: Default::default(),
     };
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");

@@ -115,6 +115,7 @@ fn serve_config(url: &str, role: Role, processing: ProcessingConfig) -> ServeCon
         processing,
         admin_token: None,
         http: Default::default(),
+        replica: Default::default(),
     }
 }
 

@@ -222,6 +222,7 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
         processing: ProcessingConfig::default(),
         admin_token: None,
         http: Default::default(),
+        replica: Default::default(),
     };
     let app = Application::build(&config).await?;
     let base = format!("http://{}", app.address().expect("the API role binds"));

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::CallbackSender;
 use crate::config::{ProcessingConfig, ServeConfig};
+use crate::db::replica::{Reads, Replica};
 use crate::health::{Health, Liveness};
 use crate::http::server::HttpServer;
 use crate::http::AppState;
@@ -44,6 +45,15 @@ impl Application {
             .role
             .runs_workers()
             .then(|| Liveness::new(BACKGROUND_MAX_SILENCE));
+        // A malformed read URL is a configuration error: refused at once, not after the
+        // primary is reached.
+        let read_target = match (&config.replica.read_url, config.role.runs_api()) {
+            (Some(url), true) => Some(
+                crate::db::reader_target(url.expose())
+                    .context("DATABASE_READ_URL is not a valid PostgreSQL URL")?,
+            ),
+            _ => None,
+        };
         let health = Arc::new(Health::starting(background));
         let http = HttpServer::start(config.listen, health.clone(), config.role.runs_api()).await?;
         tracing::info!(address = %http.address(), role = ?config.role, "callingest listening; preparing the database");
@@ -52,9 +62,23 @@ impl Application {
         // The API is mounted before readiness turns green, so a load balancer that follows
         // `/readyz` never sends a request in between.
         if config.role.runs_api() {
+            let reads = match read_target {
+                Some(target) => {
+                    let replica = Replica::start(
+                        target,
+                        pool.clone(),
+                        &config.database,
+                        config.replica.max_lag(),
+                    );
+                    health.database_replica(replica.clone());
+                    Reads::with_replica(pool.clone(), replica)
+                }
+                None => Reads::primary_only(pool.clone()),
+            };
             let state = AppState::new(pool.clone(), config.admin_token.clone())
                 .with_http_config(&config.http)
-                .with_health(health.clone());
+                .with_health(health.clone())
+                .with_reads(reads);
             http.serve_api(Arc::new(state));
         }
         health.database_followed(database.follower);

@@ -129,6 +129,51 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub http: HttpConfig,
+
+    #[command(flatten)]
+    pub replica: ReplicaConfig,
+}
+
+/// Default of `CALLINGEST_DB_READ_MAX_LAG_MS`.
+pub const DEFAULT_READ_MAX_LAG_MS: u64 = 5_000;
+
+/// An optional read replica for the listing endpoints (see README, Read replicas).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicaConfig {
+    /// PostgreSQL URL of a read replica (one host or libpq's list of hosts, e.g. with
+    /// `target_session_attrs=prefer-standby`), serving the call list, batches, the support
+    /// search and page. Unset: every read goes to `DATABASE_URL`. Never logged.
+    #[arg(
+        long = "database-read-url",
+        env = "DATABASE_READ_URL",
+        hide_env_values = true
+    )]
+    pub read_url: Option<Secret>,
+
+    /// How far behind the primary the replica may be while it serves reads; further behind
+    /// (or not measured yet), reads go to the primary.
+    #[arg(
+        long = "db-read-max-lag-ms",
+        env = "CALLINGEST_DB_READ_MAX_LAG_MS",
+        default_value_t = DEFAULT_READ_MAX_LAG_MS
+    )]
+    pub read_max_lag_ms: u64,
+}
+
+impl ReplicaConfig {
+    pub fn max_lag(&self) -> Duration {
+        Duration::from_millis(self.read_max_lag_ms)
+    }
+}
+
+impl Default for ReplicaConfig {
+    /// No replica.
+    fn default() -> Self {
+        Self {
+            read_url: None,
+            read_max_lag_ms: DEFAULT_READ_MAX_LAG_MS,
+        }
+    }
 }
 
 /// How the HTTP API protects itself: who may speak for clients, and how much request

@@ -15,6 +15,7 @@ use super::auth::PartnerAuth;
 use super::error::ApiError;
 use super::serde_json_body::SerdeJson;
 use super::{ApiTags, AppState};
+use crate::db::replica::Reads;
 use crate::queries::calls::{
     self, BatchView, CallFilter, CallStatus, CallView, Cursor, TranscriptionStatus,
 };
@@ -41,16 +42,24 @@ pub struct CallHistory {
     pub events: Vec<CallEventView>,
 }
 
-/// One page of the calls `filter` selects, for the partner and support listings alike.
+/// One page of the calls `filter` selects, for the partner and support listings alike: read
+/// from the replica when one serves reads (a listing may lag the primary by up to
+/// `CALLINGEST_DB_READ_MAX_LAG_MS`).
 pub(super) async fn call_page(
-    pool: &sqlx::PgPool,
+    reads: &Reads,
     filter: &CallFilter,
     limit: Option<i64>,
     cursor: Option<&str>,
 ) -> Result<SerdeJson<CallPage>, ApiError> {
     let limit = page_limit(limit)?;
     let after = page_cursor(cursor)?;
-    let (calls, next) = calls::list_calls(pool, filter, after.as_ref(), limit).await?;
+    let after = after.as_ref();
+    let (calls, next) = reads
+        .read(
+            |pool| async move { calls::list_calls(&pool, filter, after, limit).await },
+            |_| false,
+        )
+        .await?;
     Ok(SerdeJson(CallPage {
         calls,
         next_cursor: next.map(|c| c.encode()),
@@ -158,7 +167,7 @@ impl CallsApi {
             accepted_after: accepted_after.0,
             accepted_before: accepted_before.0,
         };
-        call_page(&self.state.pool, &filter, limit.0, cursor.0.as_deref()).await
+        call_page(&self.state.reads, &filter, limit.0, cursor.0.as_deref()).await
     }
 
     /// Get one of your batches
@@ -178,7 +187,15 @@ impl CallsApi {
         let Ok(batch_id) = batch_id.0.parse::<Uuid>() else {
             return Err(ApiError::not_found());
         };
-        calls::get_batch(&self.state.pool, partner.id.as_str(), batch_id)
+        // From the replica, or the primary when the replica does not have it yet (a batch
+        // fetched right after its ingest).
+        let partner_id = partner.id.as_str();
+        self.state
+            .reads
+            .read(
+                |pool| async move { calls::get_batch(&pool, partner_id, batch_id).await },
+                Option::is_none,
+            )
             .await?
             .map(Json)
             .ok_or_else(ApiError::not_found)

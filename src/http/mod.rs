@@ -38,6 +38,7 @@ pub use ingest::MAX_BODY_BYTES;
 use callingest_domain::call::Call;
 
 use crate::config::{HttpConfig, Secret};
+use crate::db::replica::Reads;
 use crate::event_store::Store;
 use crate::health::Health;
 use crate::ingest::IngestService;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub login_throttle: login_throttle::LoginThrottle,
     /// What `/healthz` and `/readyz` report.
     pub health: Arc<Health>,
+    /// Where the listing endpoints read: a replica when configured, else `pool`.
+    pub reads: Reads,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             calls: crate::event_store::store(pool.clone()),
             rate_limits: rate_limit::PartnerRateLimits::new(&pool),
             health: Arc::new(Health::connected(pool.clone())),
+            reads: Reads::primary_only(pool.clone()),
             pool,
             admin_token,
             validation: validation_gate::ValidationGate::new(global, per_partner),
@@ -84,6 +88,11 @@ impl AppState {
     /// Probes report `health` (the instance's own, with its background heartbeat).
     pub fn with_health(self, health: Arc<Health>) -> Self {
         Self { health, ..self }
+    }
+
+    /// The listing endpoints read through `reads` (a replica, see [`crate::db::replica`]).
+    pub fn with_reads(self, reads: Reads) -> Self {
+        Self { reads, ..self }
     }
 }
 

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use callingest::app::Application;
-use callingest::config::{DatabaseConfig, HttpConfig, ProcessingConfig, Role, Secret, ServeConfig};
+use callingest::config::{
+    DatabaseConfig, HttpConfig, ProcessingConfig, ReplicaConfig, Role, Secret, ServeConfig,
+};
 use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -155,6 +157,39 @@ pub async fn spawn_app_with_http(
     processing: ProcessingConfig,
     http: HttpConfig,
 ) -> TestApp {
+    spawn_app_configured(
+        server_url,
+        role,
+        rate_limit_per_minute,
+        processing,
+        http,
+        false,
+    )
+    .await
+}
+
+/// The service whose `DATABASE_READ_URL` is its own database: the read endpoints go through
+/// the replica path (lag measured, fallbacks) on the one server.
+pub async fn spawn_app_reading_from_itself(role: Role) -> TestApp {
+    spawn_app_configured(
+        &server_url(),
+        role,
+        600,
+        test_processing(),
+        Default::default(),
+        true,
+    )
+    .await
+}
+
+async fn spawn_app_configured(
+    server_url: &str,
+    role: Role,
+    rate_limit_per_minute: u32,
+    processing: ProcessingConfig,
+    http: HttpConfig,
+    read_from_itself: bool,
+) -> TestApp {
     // Quiet unless asked: `TEST_LOG=1 cargo test ...` shows the service's logs.
     if std::env::var_os("TEST_LOG").is_some() {
         callingest::telemetry::init_logging();
@@ -172,6 +207,10 @@ pub async fn spawn_app_with_http(
         processing,
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
         http,
+        replica: ReplicaConfig {
+            read_url: read_from_itself.then(|| Secret::new(database.url.clone())),
+            ..Default::default()
+        },
     };
     let (address, pool, server) = start(&config).await;
     let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)

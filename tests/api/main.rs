@@ -27,6 +27,7 @@ mod parking;
 mod partners;
 mod processing;
 mod read_side;
+mod replica;
 mod runner;
 mod sdk;
 mod startup;
