@@ -489,8 +489,9 @@ async fn a_streaming_replica_serves_listings_within_the_lag_allowed_and_hands_ov
         .text()
         .await
         .unwrap();
+    // The gauge is set at each measurement, once a second.
     assert!(
-        metric(&metrics, "callingest_database_replica_lag_seconds") > max_lag.as_secs_f64(),
+        metric(&metrics, "callingest_database_replica_lag_seconds") > max_lag.as_secs_f64() - 1.5,
         "{metrics}"
     );
     assert!(
