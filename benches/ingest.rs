@@ -82,6 +82,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
             ..Default::default()
         },
         workers: Default::default(),
+        replica: Default::default(),
     };
     let app = Application::build(&config).await?;
     let address = app.address().expect("the API role binds");

@@ -127,6 +127,7 @@ fn serve_config(url: &str, role: Role, workers: WorkersConfig) -> ServeConfig {
             ..Default::default()
         },
         workers,
+        replica: Default::default(),
     }
 }
 

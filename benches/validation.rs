@@ -228,6 +228,7 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
             ..Default::default()
         },
         workers: Default::default(),
+        replica: Default::default(),
     };
     let app = Application::build(&config).await?;
     let base = format!("http://{}", app.address().expect("the API role binds"));

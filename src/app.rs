@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::CallbackSender;
 use crate::config::{ServeConfig, WorkersConfig};
+use crate::db::replica::{Reads, Replica};
 use crate::health::{Health, Liveness};
 use crate::http::server::HttpServer;
 use crate::http::AppState;
@@ -47,6 +48,15 @@ impl Application {
             .role
             .runs_workers()
             .then(|| Liveness::new(BACKGROUND_MAX_SILENCE));
+        // A malformed read URL is a configuration error: refused at once, not after the
+        // primary is reached.
+        let read_target = match (&config.replica.read_url, config.role.runs_api()) {
+            (Some(url), true) => Some(
+                crate::db::reader_target(url.expose())
+                    .context("DATABASE_READ_URL is not a valid PostgreSQL URL")?,
+            ),
+            _ => None,
+        };
         let health = Arc::new(Health::starting(background));
         let http =
             HttpServer::start(config.http.listen, health.clone(), config.role.runs_api()).await?;
@@ -57,9 +67,23 @@ impl Application {
         // The API is mounted before readiness turns green, so a load balancer that follows
         // `/readyz` never sends a request in between.
         if config.role.runs_api() {
+            let reads = match read_target {
+                Some(target) => {
+                    let replica = Replica::start(
+                        target,
+                        pool.clone(),
+                        &config.database,
+                        config.replica.max_lag,
+                    );
+                    health.database_replica(replica.clone());
+                    Reads::with_replica(pool.clone(), replica)
+                }
+                None => Reads::primary_only(pool.clone()),
+            };
             let state = AppState::new(pool.clone(), &privacy, config.http.admin_token.clone())
                 .with_http_config(&config.http)
-                .with_health(health.clone());
+                .with_health(health.clone())
+                .with_reads(reads);
             http.serve_api(Arc::new(state));
         }
         health.database_followed(database.follower);

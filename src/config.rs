@@ -185,6 +185,9 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
 
     #[command(flatten)]
+    pub replica: ReplicaConfig,
+
+    #[command(flatten)]
     pub http: HttpConfig,
 
     #[command(flatten)]
@@ -197,6 +200,43 @@ impl ServeConfig {
     /// start-up, before anything listens or connects.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.workers.validate()
+    }
+}
+
+/// Section `replica`: an optional read replica for the listing endpoints (README, "Read
+/// replicas").
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicaConfig {
+    /// PostgreSQL URL of a read replica (one host or libpq's list of hosts, e.g. with
+    /// `target_session_attrs=prefer-standby`), serving the call list, batches, the support
+    /// search and page. Unset: every read goes to `DATABASE_URL`. Never logged.
+    #[arg(
+        long = "database-read-url",
+        env = "DATABASE_READ_URL",
+        hide_env_values = true
+    )]
+    pub read_url: Option<Secret>,
+
+    /// How far behind the primary the replica may be while it serves reads; further behind
+    /// (or not measured yet), reads go to the primary. In milliseconds.
+    #[arg(
+        id = "db_read_max_lag_ms",
+        value_name = "DB_READ_MAX_LAG_MS",
+        long = "db-read-max-lag-ms",
+        env = "CALLINGEST_DB_READ_MAX_LAG_MS",
+        default_value = "5000",
+        value_parser = millis
+    )]
+    pub max_lag: Duration,
+}
+
+impl Default for ReplicaConfig {
+    /// No replica.
+    fn default() -> Self {
+        Self {
+            read_url: None,
+            max_lag: Duration::from_secs(5),
+        }
     }
 }
 

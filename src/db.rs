@@ -10,6 +10,8 @@
 
 pub mod derived;
 pub mod follower;
+pub mod lag;
+pub mod replica;
 pub mod session;
 pub mod target;
 
@@ -168,6 +170,12 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), PrepareError
 /// default when the URL does not say, so a list of hosts always leads to the primary.
 fn writer_target(config: &DatabaseConfig) -> Result<Target, PrepareError> {
     Target::parse(config.url.expose(), SessionAttrs::ReadWrite).map_err(PrepareError::Url)
+}
+
+/// `DATABASE_READ_URL` read as a list of hosts. Without `target_session_attrs` any host that
+/// answers will do, as in libpq (`prefer-standby` is the usual choice for a replica list).
+pub fn reader_target(url: &str) -> Result<Target, target::TargetError> {
+    Target::parse(url, SessionAttrs::Any)
 }
 
 /// A pool and the follower that keeps it on the right node.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::db::follower::{Follower, NodeStatus};
+use crate::db::replica::{Replica, ReplicaStatus};
 
 /// How long a readiness probe waits for the database to answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,6 +74,7 @@ impl Liveness {
 pub struct Health {
     pool: OnceLock<PgPool>,
     follower: OnceLock<Arc<Follower>>,
+    replica: OnceLock<Arc<Replica>>,
     background: Option<Liveness>,
 }
 
@@ -107,6 +109,7 @@ impl Health {
         Self {
             pool: OnceLock::new(),
             follower: OnceLock::new(),
+            replica: OnceLock::new(),
             background,
         }
     }
@@ -126,6 +129,17 @@ impl Health {
     /// The database is followed across failovers by `follower`: readiness reports its node.
     pub fn database_followed(&self, follower: Arc<Follower>) {
         let _ = self.follower.set(follower);
+    }
+
+    /// Reads may be served by `replica`: readiness reports its lag (a replica never makes the
+    /// instance unready: reads fall back to the primary).
+    pub fn database_replica(&self, replica: Arc<Replica>) {
+        let _ = self.replica.set(replica);
+    }
+
+    /// The read replica's node and lag, when one is configured.
+    pub fn replica(&self) -> Option<ReplicaStatus> {
+        self.replica.get().map(|replica| replica.status())
     }
 
     /// The node of the database and what it said at the last check, once connected.

@@ -142,7 +142,7 @@ impl AdminApi {
             accepted_before: accepted_before.0,
             ..Default::default()
         };
-        call_page(&self.state.pool, &filter, limit.0, cursor.0.as_deref()).await
+        call_page(&self.state.reads, &filter, limit.0, cursor.0.as_deref()).await
     }
 
     /// Create a partner

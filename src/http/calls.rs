@@ -15,7 +15,10 @@ use super::error::ApiError;
 use super::serde_json_body::SerdeJson;
 use super::view_schema;
 use super::{ApiTags, AppState};
-use crate::queries::calls::{self, BatchView, CallFilter, CallView, Cursor, TranscriptionStatus};
+use crate::db::replica::Reads;
+use crate::queries::calls::{
+    self, BatchView, CallFilter, CallStatus, CallView, Cursor, TranscriptionStatus,
+};
 use crate::queries::history::{self, CallEventView};
 use crate::queries::transcripts::{self, TranscriptView};
 
@@ -37,16 +40,24 @@ pub struct CallHistory {
     pub events: Vec<CallEventView>,
 }
 
-/// One page of the calls `filter` selects, for the partner and support listings alike.
+/// One page of the calls `filter` selects, for the partner and support listings alike: read
+/// from the replica when one serves reads (a listing may lag the primary by up to
+/// `CALLINGEST_DB_READ_MAX_LAG_MS`).
 pub(super) async fn call_page(
-    pool: &sqlx::PgPool,
+    reads: &Reads,
     filter: &CallFilter,
     limit: Option<i64>,
     cursor: Option<&str>,
 ) -> Result<SerdeJson<CallPage>, ApiError> {
     let limit = page_limit(limit)?;
     let after = page_cursor(cursor)?;
-    let (calls, next) = calls::list_calls(pool, filter, after.as_ref(), limit).await?;
+    let after = after.as_ref();
+    let (calls, next) = reads
+        .read(
+            |pool| async move { calls::list_calls(&pool, filter, after, limit).await },
+            |_| false,
+        )
+        .await?;
     Ok(SerdeJson(CallPage {
         calls,
         next_cursor: next.map(|c| c.encode()),
@@ -155,7 +166,7 @@ impl CallsApi {
             accepted_after: accepted_after.0,
             accepted_before: accepted_before.0,
         };
-        call_page(&self.state.pool, &filter, limit.0, cursor.0.as_deref()).await
+        call_page(&self.state.reads, &filter, limit.0, cursor.0.as_deref()).await
     }
 
     /// Get one of your batches
@@ -175,7 +186,15 @@ impl CallsApi {
         let Ok(batch_id) = batch_id.0.parse::<Uuid>() else {
             return Err(ApiError::not_found());
         };
-        calls::get_batch(&self.state.pool, partner.id.as_str(), batch_id)
+        // From the replica, or the primary when the replica does not have it yet (a batch
+        // fetched right after its ingest).
+        let partner_id = partner.id.as_str();
+        self.state
+            .reads
+            .read(
+                |pool| async move { calls::get_batch(&pool, partner_id, batch_id).await },
+                Option::is_none,
+            )
             .await?
             .map(SerdeJson)
             .ok_or_else(ApiError::not_found)

@@ -21,6 +21,21 @@ pub struct HealthStatus {
     /// On `/readyz`: the database node this instance writes to.
     #[oai(skip_serializing_if_is_none)]
     pub database: Option<DatabaseNode>,
+    /// On `/readyz`, when a read replica is configured (`DATABASE_READ_URL`): how far behind
+    /// it is. It never makes the instance unready: reads fall back to the primary.
+    #[oai(skip_serializing_if_is_none)]
+    pub replica: Option<ReplicaNode>,
+}
+
+/// The read replica at its last measurement (once a second).
+#[derive(Object)]
+pub struct ReplicaNode {
+    /// Whether the listing endpoints read from it now: connected and no further behind than
+    /// `CALLINGEST_DB_READ_MAX_LAG_MS`.
+    pub serving_reads: bool,
+    /// How old its view of the data may be, in seconds: it holds every commit older than
+    /// this. `null` until measured (not connected yet).
+    pub lag_seconds: Option<f64>,
 }
 
 /// What the database node said at its last check (once a second).
@@ -44,6 +59,7 @@ impl HealthApi {
         Json(HealthStatus {
             status: "ok".into(),
             database: None,
+            replica: None,
         })
     }
 
@@ -65,6 +81,10 @@ impl HealthApi {
                             synchronous_commit: state.commits_synchronously(),
                         },
                     ),
+                    replica: self.health.replica().map(|replica| ReplicaNode {
+                        serving_reads: replica.serving_reads,
+                        lag_seconds: replica.lag.map(|lag| lag.as_secs_f64()),
+                    }),
                 }))
             }
             // Logged: an outage of a running instance is worth a line.

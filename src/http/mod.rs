@@ -42,6 +42,7 @@ use callingest_domain::call::Call;
 use callingest_privacy::Privacy;
 
 use crate::config::{HttpConfig, Secret};
+use crate::db::replica::Reads;
 use crate::event_store::Store;
 use crate::health::Health;
 use crate::ingest::IngestService;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub login_throttle: login_throttle::LoginThrottle,
     /// What `/healthz` and `/readyz` report.
     pub health: Arc<Health>,
+    /// Where the listing endpoints read: a replica when configured, else `pool`.
+    pub reads: Reads,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
             privacy: privacy.clone(),
             rate_limits: rate_limit::PartnerRateLimits::new(&pool),
             health: Arc::new(Health::connected(pool.clone())),
+            reads: Reads::primary_only(pool.clone()),
             pool,
             admin_token,
             validation: validation_gate::ValidationGate::new(global, per_partner),
@@ -91,6 +95,11 @@ impl AppState {
     /// Probes report `health` (the instance's own, with its background heartbeat).
     pub fn with_health(self, health: Arc<Health>) -> Self {
         Self { health, ..self }
+    }
+
+    /// The listing endpoints read through `reads` (a replica, see [`crate::db::replica`]).
+    pub fn with_reads(self, reads: Reads) -> Self {
+        Self { reads, ..self }
     }
 }
 

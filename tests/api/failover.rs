@@ -422,7 +422,12 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
 
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut failovers = Vec::new();
-    for _ in 0..2 {
+    // Two by default (there and back); `FAILOVER_TEST_ROUNDS` runs more to hunt rare faults.
+    let rounds: usize = std::env::var("FAILOVER_TEST_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    for _ in 0..rounds {
         let started = Instant::now();
         formation.fail_over().await;
         failovers.push(started);
@@ -500,14 +505,48 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
             .fetch_all(&pool)
             .await
             .unwrap();
+            let waiting_ids: Vec<&String> = waiting.iter().map(|(id, _)| id).collect();
+            // And where their queues and the projections stand.
+            let queues: Vec<(String, String, String)> = sqlx::query_as(
+                "select 'processing_job', call_aggregate_id,
+                        format('stage=%s due=%s lease=%s owner=%s', stage, due_at, lease_until, lease_owner)
+                 from processing_job where call_aggregate_id = any($1)
+                 union all
+                 select 'callback_delivery', call_aggregate_id,
+                        format('due=%s lease=%s owner=%s', due_at, lease_until, lease_owner)
+                 from callback_delivery where call_aggregate_id = any($1)",
+            )
+            .bind(&waiting_ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let checkpoints: Vec<(String, String)> = sqlx::query_as(
+                "select name, format('tx=%s pos=%s (max pos %s, parked %s)', tx_id, global_position,
+                        (select max(global_position) from events),
+                        (select count(*) from projection_failure f where f.projection = c.name))
+                 from projection_checkpoint c",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
             panic!(
-                "{delivered} of {} callbacks delivered; still waiting: {waiting:?}",
+                "{delivered} of {} callbacks delivered; still waiting: {waiting:?}; their queue rows: {queues:?}; projections: {checkpoints:?}",
                 accepted.len()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_each_call_logged_processed_and_called_back_once(&pool, "partner-a", &accepted).await;
+    // No call's history has a hole: every event was appended on the state its writer read,
+    // never on a read of a node that was failing over.
+    let holes: Vec<(String, Vec<i64>)> = sqlx::query_as(
+        "select aggregate_id, array_agg(sequence order by sequence) from events
+         group by aggregate_type, aggregate_id having max(sequence) <> count(*) limit 5",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(holes.is_empty(), "histories with holes: {holes:?}");
     // The projections catch up: each has read every event, and the call table has them all.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -536,8 +575,16 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let retried: Vec<(String, String, i64)> = sqlx::query_as(
+        "select event_type, coalesce(payload->event_type->>'error', ''), count(*) from events
+         where event_type in ('CallbackAttemptFailed', 'RecordingFetchFailed', 'CallbackAbandoned')
+         group by 1, 2 order by 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     println!(
-        "failover test: {} calls accepted, answers {by_status:?}, 2 failovers, longest time without a 200: {:.1} s",
+        "failover test: {} calls accepted, answers {by_status:?}, {rounds} failovers, longest time without a 200: {:.1} s; failed attempts: {retried:?}",
         accepted.len(),
         longest.as_secs_f64()
     );

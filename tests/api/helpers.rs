@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use callingest::app::Application;
 use callingest::config::{
-    CallbacksConfig, DatabaseConfig, FetchConfig, HttpConfig, JobsConfig, OutboundConfig, Role,
-    Secret, ServeConfig, WorkersConfig,
+    CallbacksConfig, DatabaseConfig, FetchConfig, HttpConfig, JobsConfig, OutboundConfig,
+    ReplicaConfig, Role, Secret, ServeConfig, WorkersConfig,
 };
 use callingest::partners::{create_partner, PartnerCredentials};
 use callingest_privacy::{MasterKey, Privacy};
@@ -176,6 +176,39 @@ pub async fn spawn_app_with_http(
     processing: WorkersConfig,
     http: HttpConfig,
 ) -> TestApp {
+    spawn_app_configured(
+        server_url,
+        role,
+        rate_limit_per_minute,
+        processing,
+        http,
+        false,
+    )
+    .await
+}
+
+/// The service whose `DATABASE_READ_URL` is its own database: the read endpoints go through
+/// the replica path (lag measured, fallbacks) on the one server.
+pub async fn spawn_app_reading_from_itself(role: Role) -> TestApp {
+    spawn_app_configured(
+        &server_url(),
+        role,
+        600,
+        test_processing(),
+        Default::default(),
+        true,
+    )
+    .await
+}
+
+async fn spawn_app_configured(
+    server_url: &str,
+    role: Role,
+    rate_limit_per_minute: u32,
+    processing: ProcessingConfig,
+    http: HttpConfig,
+    read_from_itself: bool,
+) -> TestApp {
     // Quiet unless asked: `TEST_LOG=1 cargo test ...` shows the service's logs.
     if std::env::var_os("TEST_LOG").is_some() {
         callingest::telemetry::init_logging(&Default::default()).expect("CALLINGEST_LOG parses");
@@ -196,6 +229,10 @@ pub async fn spawn_app_with_http(
             ..http
         },
         workers: processing,
+        replica: ReplicaConfig {
+            read_url: read_from_itself.then(|| Secret::new(database.url.clone())),
+            ..Default::default()
+        },
     };
     let (address, pool, server) = start(&config).await;
     let partner = create_partner(&pool, "partner-a", Some("Partner A"), rate_limit_per_minute)

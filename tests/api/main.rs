@@ -28,6 +28,7 @@ mod partners;
 mod privacy;
 mod processing;
 mod read_side;
+mod replica;
 mod runner;
 mod sdk;
 mod startup;

@@ -79,13 +79,23 @@ async fn page(
             &call_page(&lookup, Some((None, Vec::new()))),
         );
     };
-    let view = match get_call(&state.pool, partner, call).await {
-        Ok(view) => view,
-        Err(err) => return ApiError::from(err).into_response(),
-    };
     let aggregate_id = call_aggregate_id(&partner_id, &call_id);
-    let events = match call_history(&state.pool, &state.privacy, &aggregate_id, true).await {
-        Ok(events) => events,
+    let aggregate_id = aggregate_id.as_str();
+    let privacy = &state.privacy;
+    // From the replica; from the primary when the replica has not got the call yet.
+    let found = state
+        .reads
+        .read(
+            |pool| async move {
+                let view = get_call(&pool, partner, call).await?;
+                let events = call_history(&pool, privacy, aggregate_id, true).await?;
+                Ok((view, events))
+            },
+            |(view, events)| view.is_none() || events.is_empty(),
+        )
+        .await;
+    let (view, events) = match found {
+        Ok(found) => found,
         Err(err) => return ApiError::from(err).into_response(),
     };
     html(StatusCode::OK, &call_page(&lookup, Some((view, events))))
