@@ -16,9 +16,7 @@ use super::serde_json_body::SerdeJson;
 use super::view_schema;
 use super::{ApiTags, AppState};
 use crate::db::replica::Reads;
-use crate::queries::calls::{
-    self, BatchView, CallFilter, CallStatus, CallView, Cursor, TranscriptionStatus,
-};
+use crate::queries::calls::{self, BatchView, CallFilter, CallView, Cursor, TranscriptionStatus};
 use crate::queries::history::{self, CallEventView};
 use crate::queries::transcripts::{self, TranscriptView};
 

@@ -37,7 +37,12 @@ pub struct CallView {
     pub batch_id: Uuid,
     pub agent_id: String,
     pub customer_id: String,
-    pub contact_number: String,
+    /// `null` once erased.
+    #[oai(nullable)]
+    pub contact_number: Option<String>,
+    /// The call's personal data was erased at a data subject's request or by retention:
+    /// personal fields read `null`.
+    pub personal_data_erased: bool,
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
     pub accepted_at: DateTime<Utc>,
@@ -411,7 +416,8 @@ mod tests {
             batch_id: Uuid::from_u128(7),
             agent_id: "a".into(),
             customer_id: "cu".into(),
-            contact_number: "+1234567890".into(),
+            contact_number: Some("+1234567890".into()),
+            personal_data_erased: false,
             start_time: at("2024-05-01T12:00:00Z"),
             end_time: at("2024-05-01T12:30:00.5Z"),
             accepted_at: at("2024-05-01T12:31:00.123456Z"),

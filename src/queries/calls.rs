@@ -107,7 +107,6 @@ pub struct CallView {
     pub agent_id: String,
     pub customer_id: String,
     /// `null` once erased.
-    #[oai(nullable)]
     pub contact_number: Option<String>,
     /// The call's personal data was erased at a data subject's request or by retention:
     /// personal fields read `null`.

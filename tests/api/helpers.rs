@@ -205,7 +205,7 @@ async fn spawn_app_configured(
     server_url: &str,
     role: Role,
     rate_limit_per_minute: u32,
-    processing: ProcessingConfig,
+    processing: WorkersConfig,
     http: HttpConfig,
     read_from_itself: bool,
 ) -> TestApp {

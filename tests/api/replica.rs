@@ -355,8 +355,9 @@ async fn a_streaming_replica_serves_listings_within_the_lag_allowed_and_hands_ov
     let pool = callingest::db::connect(&DatabaseConfig {
         url: Secret::new(pair.url(pair.primary_port, "")),
         max_connections: 2,
-        acquire_timeout_ms: 10_000,
-        connect_deadline_ms: 10_000,
+        acquire_timeout: Duration::from_secs(10),
+        connect_deadline: Duration::from_secs(10),
+        master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
     })
     .await
     .unwrap();
