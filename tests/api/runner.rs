@@ -251,8 +251,7 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
     // One attempt only: were the interrupted attempt counted, the call would fail.
     let mut processing = slow_downloads();
     processing.fetch.max_attempts = 1;
-    let instance =
-        callingest::app::spawn_background(&app.pool, &app.privacy, &processing).unwrap();
+    let instance = callingest::app::spawn_background(&app.pool, &app.privacy, &processing).unwrap();
     app.post_batch(&batch(vec![item(
         "drained",
         &server.url("/delay-once/60000/left-only.wav"),
