@@ -100,6 +100,13 @@ pub struct SubjectArgs {
     email: Option<String>,
 }
 
+impl SubjectArgs {
+    /// The subject, checked as the HTTP endpoints check it.
+    fn subject(&self) -> Result<crate::erasure::Subject, crate::erasure::ErasureError> {
+        crate::erasure::Subject::from_request(self.phone_number.as_deref(), self.email.as_deref())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PrivacyCommand {
     /// Print the partner's calls that hold the subject's data, as JSON lines
@@ -248,8 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             database,
         }) => {
-            let pool = crate::db::prepare(&database).await?;
-            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            let (pool, privacy) = crate::db::prepare_with_keyring(&database).await?;
             print_history(&pool, &privacy, &partner, &call, json).await
         }
         Command::Privacy(PrivacyCommand::Calls {
@@ -257,12 +263,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             subject,
             database,
         }) => {
-            let pool = crate::db::prepare(&database).await?;
-            let privacy = crate::db::open_keyring(&pool, &database).await?;
-            let subject = crate::erasure::Subject::from_request(
-                subject.phone_number.as_deref(),
-                subject.email.as_deref(),
-            )?;
+            let (pool, privacy) = crate::db::prepare_with_keyring(&database).await?;
+            let subject = subject.subject()?;
             for call in crate::erasure::calls_of(&pool, &privacy, &partner, &subject).await? {
                 println!("{}", serde_json::to_string(&call)?);
             }
@@ -273,12 +275,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             subject,
             database,
         }) => {
-            let pool = crate::db::prepare(&database).await?;
-            let privacy = crate::db::open_keyring(&pool, &database).await?;
-            let subject = crate::erasure::Subject::from_request(
-                subject.phone_number.as_deref(),
-                subject.email.as_deref(),
-            )?;
+            let (pool, privacy) = crate::db::prepare_with_keyring(&database).await?;
+            let subject = subject.subject()?;
             let calls = crate::event_store::store(pool.clone(), &privacy);
             let erased = crate::erasure::erase(
                 &pool,
@@ -306,8 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
-            let pool = crate::db::prepare(&database).await?;
-            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            let (pool, privacy) = crate::db::prepare_with_keyring(&database).await?;
             rebuild_projections(&pool, &privacy, name.as_deref()).await
         }
         Command::Projections(ProjectionsCommand::Failures {
@@ -319,8 +316,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_failures(&pool, projection.as_deref(), json).await
         }
         Command::Projections(ProjectionsCommand::Retry { name, database }) => {
-            let pool = crate::db::prepare(&database).await?;
-            let privacy = crate::db::open_keyring(&pool, &database).await?;
+            let (pool, privacy) = crate::db::prepare_with_keyring(&database).await?;
             retry_projections(&pool, &privacy, name.as_deref()).await
         }
     }

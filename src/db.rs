@@ -290,6 +290,14 @@ async fn connect_pool(
     Ok(Database { pool, follower })
 }
 
+/// The database prepared (as [`prepare`]) and the keyring opened with the configured master key:
+/// what every command that reads or writes personal fields needs.
+pub async fn prepare_with_keyring(config: &DatabaseConfig) -> anyhow::Result<(PgPool, Privacy)> {
+    let pool = prepare(config).await?;
+    let privacy = open_keyring(&pool, config).await?;
+    Ok((pool, privacy))
+}
+
 /// The keys that seal personal fields: the master key from configuration, checked against the
 /// one this database's keyring was sealed with. A missing or wrong key stops the start here,
 /// with a message that says what to do.
