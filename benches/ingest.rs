@@ -100,7 +100,9 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
     for client_no in 0..CLIENTS {
         let (endpoint, partner, batches) = (endpoint.clone(), partner.clone(), batches.clone());
         clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = callingest::http_client::builder()
+                .build()
+                .expect("an HTTP client");
             let mut latencies = Histogram::<u64>::new(3).unwrap();
             let mut n = 0usize;
             while Instant::now() < deadline {

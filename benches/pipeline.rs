@@ -673,7 +673,9 @@ async fn listing(rows: i64) -> anyhow::Result<()> {
     for reader in 0..50 {
         let (base, partner) = (base.clone(), partner.clone());
         readers.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = callingest::http_client::builder()
+                .build()
+                .expect("an HTTP client");
             let mut latencies = hist();
             let mut cursor: Option<String> = None;
             while Instant::now() < deadline {

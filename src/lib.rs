@@ -11,6 +11,7 @@ pub mod error_chain;
 pub mod event_store;
 pub mod health;
 pub mod http;
+pub mod http_client;
 pub mod ingest;
 pub mod jobs;
 pub mod net;
