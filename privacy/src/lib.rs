@@ -17,5 +17,5 @@ pub mod keys;
 pub mod seal;
 
 pub use keyring::{CallKeyRow, KeyringError};
-pub use keys::{CallKeys, DataKey, MasterKey, Privacy};
+pub use keys::{CallKeys, DataKey, MasterKey, Privacy, WrappedKeys};
 pub use seal::SealError;

@@ -26,6 +26,7 @@ mod outage;
 mod parking;
 mod partners;
 mod privacy;
+mod privacy_keys;
 mod processing;
 mod read_side;
 mod replica;
