@@ -132,6 +132,29 @@ async fn insert_event(pool: &PgPool, aggregate_id: &str, sequence: i64, payload:
     .unwrap();
 }
 
+/// Waits until every event is below the oldest transaction running on the server: only then
+/// does a projection replay read them all (other tests' transactions hold it back meanwhile).
+async fn wait_until_the_log_is_readable(pool: &PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let readable: bool = sqlx::query_scalar(
+            "select coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true)
+             from events",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if readable {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event log stayed behind a transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Everything of every event row but the payload.
 async fn event_rows(pool: &PgPool) -> Vec<Value> {
     sqlx::query_scalar(
@@ -209,8 +232,14 @@ async fn encrypt_existing_seals_clear_events_in_place_and_they_can_then_be_erase
         assert!(payloads(&app.pool).await.contains(value));
     }
 
+    wait_until_the_log_is_readable(&app.pool).await;
     cli(&app, TEST_MASTER_KEY, None, &["projections", "rebuild"]);
     let models = read_models(&app.pool).await;
+    assert_eq!(
+        models.len(),
+        7,
+        "4 calls, a transcript of 2 segments: {models:?}"
+    );
     assert!(models.iter().any(|m| m["text"]
         .as_str()
         .is_some_and(|t| t.contains("seven seven one"))));
@@ -415,6 +444,61 @@ async fn encrypt_existing_seals_clear_events_in_place_and_they_can_then_be_erase
         old_3[0].1["CallAccepted"]["call"]["call"]["contact_number"],
         OLD_OTHER_NUMBER
     );
+}
+
+#[tokio::test]
+async fn two_encrypt_existing_runs_at_once_seal_each_call_once() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.post_batch(&batch(vec![published_item()]))
+            .await
+            .status(),
+        200
+    );
+    let template = app.call_events("partner-a", "call123").await[0].1.clone();
+    for n in 0..30 {
+        let event = clear_accepted(&template, &format!("old-{n}"), OLD_NUMBER, OLD_EMAIL);
+        insert_event(&app.pool, &format!("partner-a:old-{n}"), 1, &event).await;
+    }
+    let url = database_url(&app.pool);
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_callingest"))
+                .args(["privacy", "encrypt-existing", "--batch-calls", "3"])
+                .env("DATABASE_URL", &url)
+                .env("CALLINGEST_MASTER_KEY", TEST_MASTER_KEY)
+                .env_remove("CALLINGEST_PREVIOUS_MASTER_KEY")
+                .env("CALLINGEST_LOG", "warn")
+                .output()
+        })
+        .collect();
+    let mut sealed = 0;
+    for run in runs {
+        let output = run.await.unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+        sealed += summary["calls_rewritten"].as_u64().unwrap();
+    }
+    assert_eq!(sealed, 30);
+    assert!(!payloads(&app.pool).await.contains(OLD_NUMBER));
+    let rows: i64 = sqlx::query_scalar(
+        "select count(*) from keyring.call_key where call_aggregate_id like 'partner-a:old-%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 30);
+    for n in [0, 17, 29] {
+        let opened = &app.call_events("partner-a", &format!("old-{n}")).await[0].1;
+        assert_eq!(
+            opened,
+            &clear_accepted(&template, &format!("old-{n}"), OLD_NUMBER, OLD_EMAIL)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
