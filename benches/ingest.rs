@@ -73,6 +73,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
             acquire_timeout: std::time::Duration::from_secs(5),
             connect_deadline: std::time::Duration::from_secs(120),
             master_key: Some(Secret::new(BENCH_MASTER_KEY)),
+            previous_master_key: None,
         },
         // Ingest alone: processing would compete for the same two cores.
         role: Role::Api,

@@ -113,6 +113,7 @@ fn database_config(url: &str) -> DatabaseConfig {
         acquire_timeout: Duration::from_secs(10),
         connect_deadline: Duration::from_secs(120),
         master_key: Some(Secret::new(BENCH_MASTER_KEY)),
+        previous_master_key: None,
     }
 }
 

@@ -220,6 +220,7 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
             acquire_timeout: std::time::Duration::from_secs(5),
             connect_deadline: std::time::Duration::from_secs(60),
             master_key: Some(Secret::new(BENCH_MASTER_KEY)),
+            previous_master_key: None,
         },
         role: Role::Api,
         http: HttpConfig {

@@ -69,17 +69,31 @@ impl Subject {
         }
     }
 
-    /// `(customer index, agent index)` to look for: a number is only ever the customer's.
-    fn indexes(&self, privacy: &Privacy, partner_id: &str) -> [Option<(IndexKind, Vec<u8>)>; 2] {
-        let index = |kind, v: &str| Some((kind, privacy.blind_index(partner_id, kind, v)));
+    /// The blind indexes to look for: contact number, customer e-mail, agent e-mail (a number
+    /// is only ever the customer's). Each under every master key held: during a rotation, rows
+    /// not re-wrapped yet still hold indexes under the previous key.
+    fn indexes(&self, privacy: &Privacy, partner_id: &str) -> Indexes {
+        let index = |kind, v: &str| privacy.blind_indexes(partner_id, kind, v);
         match self {
-            Subject::PhoneNumber(n) => [index(IndexKind::ContactNumber, n), None],
-            Subject::Email(e) => [
-                index(IndexKind::CustomerEmail, e),
-                index(IndexKind::AgentEmail, e),
-            ],
+            Subject::PhoneNumber(n) => Indexes {
+                contact_number: index(IndexKind::ContactNumber, n),
+                ..Indexes::default()
+            },
+            Subject::Email(e) => Indexes {
+                customer_email: index(IndexKind::CustomerEmail, e),
+                agent_email: index(IndexKind::AgentEmail, e),
+                ..Indexes::default()
+            },
         }
     }
+}
+
+/// The index values a subject may be stored under, per index (empty: not looked for).
+#[derive(Default)]
+struct Indexes {
+    contact_number: Vec<Vec<u8>>,
+    customer_email: Vec<Vec<u8>>,
+    agent_email: Vec<Vec<u8>>,
 }
 
 /// One call held for a subject.
@@ -99,23 +113,6 @@ pub struct Erased {
     pub agent_calls: Vec<String>,
 }
 
-/// The blind indexes to look for: contact number, customer e-mail, agent e-mail.
-type Indexes = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-
-fn split(indexes: &[Option<(IndexKind, Vec<u8>)>; 2]) -> Indexes {
-    let mut number = None;
-    let mut customer_email = None;
-    let mut agent_email = None;
-    for (kind, value) in indexes.iter().flatten() {
-        match kind {
-            IndexKind::ContactNumber => number = Some(value.clone()),
-            IndexKind::CustomerEmail => customer_email = Some(value.clone()),
-            IndexKind::AgentEmail => agent_email = Some(value.clone()),
-        }
-    }
-    (number, customer_email, agent_email)
-}
-
 /// The partner's calls that hold `subject` (calls still holding it: erased ones no longer do).
 pub async fn calls_of(
     pool: &PgPool,
@@ -123,21 +120,26 @@ pub async fn calls_of(
     partner_id: &str,
     subject: &Subject,
 ) -> Result<Vec<SubjectCall>, ErasureError> {
-    let (number, customer_email, agent_email) = split(&subject.indexes(privacy, partner_id));
+    let Indexes {
+        contact_number,
+        customer_email,
+        agent_email,
+    } = subject.indexes(privacy, partner_id);
     // A key row is written before its call's events on the call-by-call path: only rows whose
     // call exists count.
     let rows: Vec<(String, bool)> = sqlx::query_as(
         "select k.call_aggregate_id,
-                coalesce(k.contact_number_index = $2 or k.customer_email_index = $3, false)
+                coalesce(k.contact_number_index = any($2) or k.customer_email_index = any($3), false)
          from keyring.call_key k
          where k.partner_id = $1
-           and (k.contact_number_index = $2 or k.customer_email_index = $3 or k.agent_email_index = $4)
+           and (k.contact_number_index = any($2) or k.customer_email_index = any($3)
+                or k.agent_email_index = any($4))
            and exists (select 1 from events e where e.aggregate_type = 'Call'
                        and e.aggregate_id = k.call_aggregate_id and e.sequence = 1)
          order by k.call_aggregate_id",
     )
     .bind(partner_id)
-    .bind(number)
+    .bind(contact_number)
     .bind(customer_email)
     .bind(agent_email)
     .fetch_all(pool)
@@ -163,25 +165,30 @@ pub async fn erase(
     subject: &Subject,
     reason: ErasureReason,
 ) -> Result<Erased, ErasureError> {
-    let (number, customer_email, agent_email) = split(&subject.indexes(privacy, partner_id));
+    let Indexes {
+        contact_number,
+        customer_email,
+        agent_email,
+    } = subject.indexes(privacy, partner_id);
     let mut tx = pool.begin().await?;
     let customer: Vec<String> = sqlx::query_scalar(
         "update keyring.call_key set
              call_key = null, agent_key = null,
              contact_number_index = null, customer_email_index = null, agent_email_index = null,
              call_erased_at = now(), agent_erased_at = coalesce(agent_erased_at, now())
-         where partner_id = $1 and (contact_number_index = $2 or customer_email_index = $3)
+         where partner_id = $1
+           and (contact_number_index = any($2) or customer_email_index = any($3))
          returning call_aggregate_id",
     )
     .bind(partner_id)
-    .bind(&number)
+    .bind(&contact_number)
     .bind(&customer_email)
     .fetch_all(&mut *tx)
     .await?;
     let agent: Vec<String> = sqlx::query_scalar(
         "update keyring.call_key set agent_key = null, agent_email_index = null,
              agent_erased_at = now()
-         where partner_id = $1 and agent_email_index = $2
+         where partner_id = $1 and agent_email_index = any($2)
          returning call_aggregate_id",
     )
     .bind(partner_id)

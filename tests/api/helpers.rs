@@ -221,6 +221,7 @@ async fn spawn_app_configured(
             acquire_timeout: Duration::from_secs(2),
             connect_deadline: Duration::from_secs(120),
             master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
+            previous_master_key: None,
         },
         role,
         http: HttpConfig {

@@ -36,6 +36,7 @@ mod outage;
 mod parking;
 mod partners;
 mod privacy;
+mod privacy_keys;
 mod processing;
 mod read_side;
 mod replica;
