@@ -1,7 +1,8 @@
 //! Personal fields are sealed in the event log under per-call keys (issue 16).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callingest::config::{Role, TranscriberKind, TranscriptionConfig};
@@ -635,14 +636,14 @@ async fn an_erased_calls_spooled_recording_is_deleted_within_seconds_and_its_row
     );
 }
 
-/// The whole service with a spool of its own (returned) and a transcription engine nothing
-/// answers for: analysed calls are handed over to transcription through the spool.
-async fn app_handing_over() -> (TestApp, PathBuf) {
+/// The whole service with a spool of its own (returned) and the OpenAI-compatible engine at
+/// `engine_url`: analysed calls are handed over to transcription through the spool.
+async fn app_handing_over(engine_url: String) -> (TestApp, PathBuf) {
     let spool = tempfile::tempdir().unwrap().keep();
     let mut processing = test_processing();
     processing.transcription = TranscriptionConfig {
         transcriber: TranscriberKind::Openai,
-        url: Some(format!("http://127.0.0.1:{}", free_port())),
+        url: Some(engine_url),
         max_attempts: 1,
         backoff_base: Duration::from_millis(100),
         spool_dir: Some(spool.clone()),
@@ -653,7 +654,8 @@ async fn app_handing_over() -> (TestApp, PathBuf) {
 
 #[tokio::test]
 async fn a_recording_fetched_while_its_call_is_erased_is_neither_spooled_nor_transcribed() {
-    let (app, spool) = app_handing_over().await;
+    // Nothing answers for the engine: the call must not get that far.
+    let (app, spool) = app_handing_over(format!("http://127.0.0.1:{}", free_port())).await;
     let recordings = RecordingServer::start().await;
     // The host answers after 4 s: the erasure comes while the download is in flight.
     let item = subject_item(
@@ -690,6 +692,92 @@ async fn a_recording_fetched_while_its_call_is_erased_is_neither_spooled_nor_tra
         .find(|(t, _)| t == "RecordingAnalyzed")
         .unwrap();
     assert_eq!(analysed["RecordingAnalyzed"]["transcription_due"], false);
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the spool: {left:?}");
+}
+
+/// A speech-to-text service on 127.0.0.1 (OpenAI's `verbose_json` answer) that takes 3 s to
+/// hear `words` in every piece it is sent; the base URL and its request count.
+async fn slow_transcription_service(words: &'static str) -> (String, Arc<AtomicUsize>) {
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    use poem::web::{Data, Json};
+    use poem::{handler, post, EndpointExt, Route, Server};
+
+    #[handler]
+    async fn transcribe(
+        body: poem::Body,
+        state: Data<&(Arc<AtomicUsize>, &'static str)>,
+    ) -> Json<Value> {
+        let (requests, words) = state.0;
+        requests.fetch_add(1, Ordering::SeqCst);
+        let _ = body.into_bytes().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Json(json!({"language": "en", "text": words,
+                    "segments": [{"start": 0.0, "end": 1.0, "text": words}]}))
+    }
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let address = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let routes = Route::new()
+        .at("/v1/audio/transcriptions", post(transcribe))
+        .data((requests.clone(), words));
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(routes));
+    (format!("http://{address}"), requests)
+}
+
+#[tokio::test]
+async fn a_call_erased_while_it_is_transcribed_gets_no_transcript() {
+    const SAID: &str = "my parcel tracking code is zebra seven";
+    let (engine, requests) = slow_transcription_service(SAID).await;
+    let (app, spool) = app_handing_over(engine).await;
+    let recordings = RecordingServer::start().await;
+    let item = subject_item(
+        "heard",
+        "+447700900888",
+        "Heard Subject",
+        "heard@example.org",
+        &recordings.url("/files/overlap.wav"),
+    );
+    assert_eq!(app.post_batch(&batch(vec![item])).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while requests.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the transcription never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = erase(&app, json!({"phone_number": "+447700900888"})).await;
+    assert_eq!(answer["calls_erased"], 1, "{answer}");
+
+    let call = final_row(&app, "heard").await;
+    assert_eq!(call["status"], "completed", "{call}");
+    assert_eq!(call["transcription_status"], "unavailable", "{call}");
+    let events = app.call_events("partner-a", "heard").await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(!types.contains(&"TranscriptProduced"), "{types:?}");
+    let (_, failed) = events
+        .iter()
+        .find(|(t, _)| t == "TranscriptionFailed")
+        .expect("the attempt failed");
+    assert_eq!(
+        failed["TranscriptionFailed"]["error"],
+        "not transcribed: the call's personal data was erased"
+    );
+    assert_eq!(failed["TranscriptionFailed"]["retryable"], false);
+    let transcript = app
+        .client
+        .get(app.url("/api/v1/partner/calls/heard/transcript"))
+        .header("x-partner-id", "partner-a")
+        .header("x-api-key", &app.partner.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(transcript.status(), 404);
+    assert!(!pg_dump(&app).contains("zebra"));
     let left: Vec<_> = std::fs::read_dir(&spool)
         .unwrap()
         .map(|e| e.unwrap().file_name())
