@@ -115,9 +115,9 @@ impl Step for TranscriptionWorker {
             .transcribe(engine.as_ref(), &claimed, job.cancel().stop())
             .await;
         let command = match outcome {
-            // Erased while it was being transcribed: what was said is not written down. (Had
-            // the erasure come after this question, sealing under the destroyed key stores
-            // no text either.)
+            // Erased while it was being transcribed: what was said is not written down. (An
+            // erasure just after this question leaves nothing readable either: the text is
+            // sealed under a key that is gone, or not stored when the key was gone first.)
             Ok(_) if erased().await? => return self.refuse_erased(job, &claimed).await,
             Ok(transcript) => {
                 tracing::info!(
