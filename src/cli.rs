@@ -321,7 +321,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::json!({
                     "calls_erased": erased.calls.len(),
                     "agent_calls_erased": erased.agent_calls.len(),
-                    "call_ids": erased.calls.iter().chain(&erased.agent_calls).collect::<Vec<_>>(),
+                    "call_ids": erased.call_ids(),
                 })
             );
             Ok(())
