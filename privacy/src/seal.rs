@@ -208,3 +208,69 @@ impl Sealer<'_> {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::MasterKey;
+
+    /// An accepted call as the ingest benchmark submits it, in the event's JSON.
+    const ACCEPTED: &str = r#"{"CallAccepted": {"call": {"call": {"id": "c1",
+        "end_time": "2023-01-01T10:30:00Z", "start_time": "2023-01-01T10:00:00Z",
+        "recording_url": "https://recordings.invalid/recordings/call.mp3",
+        "contact_number": "+1234567890"},
+        "agent": {"id": "agent123", "name": "John Doe", "email": "agent@example.com"},
+        "extra": {"function": "Sales", "industry": "Technology"},
+        "customer": {"id": "customer123", "name": "Jane Smith", "email": "customer@example.com",
+                     "disposition_status": "interested"},
+        "metadata": {"source": "Website", "campaign": "Q1 Outreach"},
+        "callback_url": "https://partner.invalid/callback", "custom_fields": []},
+        "batch_id": "01a233d3-77a4-74c5-ae53-e96e1f493675", "tenant_id": "tenant1",
+        "partner_id": "p", "accepted_at": "2026-12-01T22:57:06.468356166Z",
+        "sub_tenant_id": "subtenant1"}}"#;
+
+    #[test]
+    fn a_sealed_call_holds_no_personal_value_and_opens_back_to_the_same_event() {
+        let privacy = Privacy::new(&MasterKey::from_base64(&MasterKey::generate_base64()).unwrap());
+        let event: CallEvent = serde_json::from_str(ACCEPTED).unwrap();
+        let CallEvent::CallAccepted(accepted) = &event else {
+            unreachable!()
+        };
+        let (keys, _) = privacy.new_key_row("p", "p:c1", &accepted.call);
+
+        let stored = seal_owned_event(&privacy, "p:c1", event.clone(), &keys).unwrap();
+        let text = serde_json::to_string(&stored).unwrap();
+        for personal in [
+            "+1234567890",
+            "recordings.invalid",
+            "Jane Smith",
+            "customer@example.com",
+            "John Doe",
+            "agent@example.com",
+            "Q1 Outreach",
+            "Technology",
+        ] {
+            assert!(
+                !text.contains(personal),
+                "{personal} stored in clear: {text}"
+            );
+        }
+        let read = |text: &str, id| {
+            open_event(
+                &privacy,
+                id,
+                serde_json::from_str(text).unwrap(),
+                Some(&keys),
+            )
+        };
+        assert_eq!(read(&text, "p:c1").unwrap(), event);
+        assert!(
+            read(&text, "p:c2").is_err(),
+            "a ciphertext moved to another call must not open"
+        );
+        // The borrowing form (other writers) stores what opens to the same event.
+        let borrowed = seal_event(&privacy, "p:c1", &event, &keys).unwrap();
+        let borrowed = serde_json::to_string(borrowed.as_ref()).unwrap();
+        assert_eq!(read(&borrowed, "p:c1").unwrap(), event);
+    }
+}
