@@ -261,6 +261,8 @@ async fn call_keys(
         keys.insert(id.clone(), call_keys);
         rows.push(row);
     }
-    keyring::insert_rows(&mut *tx, &rows).await?;
+    keyring::bind_rows(sqlx::query(keyring::INSERT_ROWS), &rows)
+        .execute(&mut *tx)
+        .await?;
     Ok(keys)
 }

@@ -84,17 +84,17 @@ pub struct Sealed {
 pub struct CallPersonal {
     pub recording_url: Personal<RecordingUrl>,
     pub contact_number: Personal<E164Number>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub call_extra: ExtraFields,
     pub customer_name: Personal<Option<ShortText>>,
     pub customer_email: Personal<Option<EmailAddress>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub customer_extra: ExtraFields,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_fields: Vec<CustomField>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
 
@@ -104,7 +104,7 @@ pub struct CallPersonal {
 pub struct AgentPersonal {
     pub name: Personal<Option<ShortText>>,
     pub email: Personal<Option<EmailAddress>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ExtraFields::is_empty")]
     pub extra: ExtraFields,
 }
 

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use callingest_domain::submission::NewCall;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgExecutor, Postgres};
 
 use crate::blind::Subject;
 use crate::keys::{CallKeys, MasterKey, Part, Privacy};
@@ -105,45 +107,39 @@ impl Privacy {
     }
 }
 
-/// Inserts key rows in one statement. A row that exists already is a unique violation: the
-/// caller's transaction then rolls back (a batch falls back to the call-by-call path).
-pub async fn insert_rows(conn: &mut PgConnection, rows: &[CallKeyRow]) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&CallKeyRow) -> &Vec<u8>| rows.iter().map(f).cloned().collect::<Vec<_>>();
-    let opt =
-        |f: fn(&CallKeyRow) -> &Option<Vec<u8>>| rows.iter().map(f).cloned().collect::<Vec<_>>();
-    sqlx::query(
-        "insert into keyring.call_key
-             (call_aggregate_id, partner_id, call_key, agent_key,
-              contact_number_index, customer_email_index, agent_email_index, master_key_version)
-         select * from unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[],
-                              $5::bytea[], $6::bytea[], $7::bytea[], $8::int[])",
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.call_aggregate_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.partner_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(col(|r| &r.call_key))
-    .bind(col(|r| &r.agent_key))
-    .bind(opt(|r| &r.contact_number_index))
-    .bind(opt(|r| &r.customer_email_index))
-    .bind(opt(|r| &r.agent_email_index))
-    .bind(
-        rows.iter()
-            .map(|r| r.master_key_version)
-            .collect::<Vec<_>>(),
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+/// Inserts the key rows bound by [`bind_rows`] as parameters `$1` to `$8`. A statement may
+/// start with it as a data-modifying `with` clause (numbering its own parameters from `$9`),
+/// so that the keys go in with the events that need them in one round trip. A row that exists
+/// already is a unique violation: the statement fails as a whole (a batch then falls back to
+/// the call-by-call path).
+pub const INSERT_ROWS: &str = "insert into keyring.call_key
+         (call_aggregate_id, partner_id, call_key, agent_key,
+          contact_number_index, customer_email_index, agent_email_index, master_key_version)
+     select * from unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[],
+                          $5::bytea[], $6::bytea[], $7::bytea[], $8::int[])";
+
+/// Binds `rows`, column by column, as parameters `$1` to `$8` of [`INSERT_ROWS`]. The columns
+/// borrow the rows' bytes: nothing is copied before sqlx encodes them.
+pub fn bind_rows<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    rows: &'q [CallKeyRow],
+) -> Query<'q, Postgres, PgArguments> {
+    let text = |f: fn(&CallKeyRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    let bytes = |f: fn(&CallKeyRow) -> &[u8]| rows.iter().map(f).collect::<Vec<_>>();
+    let index = |f: fn(&CallKeyRow) -> Option<&[u8]>| rows.iter().map(f).collect::<Vec<_>>();
+    query
+        .bind(text(|r| &r.call_aggregate_id))
+        .bind(text(|r| &r.partner_id))
+        .bind(bytes(|r| &r.call_key))
+        .bind(bytes(|r| &r.agent_key))
+        .bind(index(|r| r.contact_number_index.as_deref()))
+        .bind(index(|r| r.customer_email_index.as_deref()))
+        .bind(index(|r| r.agent_email_index.as_deref()))
+        .bind(
+            rows.iter()
+                .map(|r| r.master_key_version)
+                .collect::<Vec<_>>(),
+        )
 }
 
 /// Inserts one call's key row unless it has one already (a call is accepted once; an earlier

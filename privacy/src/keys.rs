@@ -113,6 +113,9 @@ impl Part {
     }
 }
 
+/// Bytes a buffer given to [`Privacy::seal_buffer`] keeps in front of its plaintext.
+pub const SEAL_PREFIX: usize = NONCE_LEN;
+
 /// Authenticated encryption failed: tampered data, or a key other than the one that sealed it.
 #[derive(Debug, thiserror::Error)]
 #[error("authenticated decryption failed")]
@@ -229,18 +232,29 @@ impl Privacy {
     /// Two fresh data keys for a new call, and their wrapped forms for the keyring, under the
     /// writing master key.
     pub fn new_call_keys(&self, aggregate_id: &str) -> (CallKeys, WrappedKeys) {
-        let mut bytes = [0u8; 64];
+        // One draw from the system for both keys and both wrapping nonces: each draw is a
+        // system call, and a batch makes a key pair for every call.
+        let mut bytes = [0u8; 64 + 2 * NONCE_LEN];
         self.fill(&mut bytes);
-        let (call, agent) = bytes.split_at(32);
+        let (call, rest) = bytes.split_at(32);
+        let (agent, nonces) = rest.split_at(32);
+        let (call_nonce, agent_nonce) = nonces.split_at(NONCE_LEN);
         let keys = CallKeys {
             call: DataKey::from_bytes(call),
             agent: DataKey::from_bytes(agent),
         };
         let master = self.writing();
+        let wrap = |part, key: &[u8], nonce: &[u8]| {
+            let mut buf = Vec::with_capacity(NONCE_LEN + key.len() + AES_256_GCM.tag_len());
+            buf.extend_from_slice(nonce);
+            buf.extend_from_slice(key);
+            seal_buffer_with(&master.wrap, &key_aad(aggregate_id, part), &mut buf);
+            buf
+        };
         let wrapped = WrappedKeys {
             master_key_version: master.version,
-            call: self.seal_with(&master.wrap, &key_aad(aggregate_id, Part::Call), call),
-            agent: self.seal_with(&master.wrap, &key_aad(aggregate_id, Part::Agent), agent),
+            call: wrap(Part::Call, call, call_nonce),
+            agent: wrap(Part::Agent, agent, agent_nonce),
         };
         (keys, wrapped)
     }
@@ -278,6 +292,13 @@ impl Privacy {
     /// `nonce || ciphertext || tag` of `plain` under a data key.
     pub fn seal(&self, key: &DataKey, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         self.seal_with(&key.0, aad, plain)
+    }
+
+    /// Seals in place: `buf` holds [`SEAL_PREFIX`] bytes of room for the nonce, then the
+    /// plaintext (serialised straight into it), and becomes `nonce || ciphertext || tag`.
+    pub fn seal_buffer(&self, key: &DataKey, aad: &[u8], buf: &mut Vec<u8>) {
+        self.fill(&mut buf[..NONCE_LEN]);
+        seal_buffer_with(&key.0, aad, buf)
     }
 
     pub fn open(&self, key: &DataKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenFailed> {
@@ -325,21 +346,13 @@ fn mac_with(key: &hmac::Key, parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn seal_with(rng: &SystemRandom, key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce)
+    let mut buf = Vec::with_capacity(NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
+    buf.extend_from_slice(&[0; NONCE_LEN]);
+    buf.extend_from_slice(plain);
+    rng.fill(&mut buf[..NONCE_LEN])
         .expect("the system random source works");
-    let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(plain);
-    let mut body = out.split_off(NONCE_LEN);
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad),
-        &mut body,
-    )
-    .expect("AES-GCM seals any length a call holds");
-    out.extend_from_slice(&body);
-    out
+    seal_buffer_with(key, aad, &mut buf);
+    buf
 }
 
 const CHECK_AAD: &[u8] = b"callingest master key check";
@@ -363,6 +376,17 @@ pub(crate) fn field_aad(aggregate_id: &str, event_type: &str, part: Part) -> Vec
     aad.push(0);
     aad.extend_from_slice(aggregate_id.as_bytes());
     aad
+}
+
+/// `buf` is a fresh nonce followed by the plaintext; it becomes `nonce || ciphertext || tag` in
+/// place.
+fn seal_buffer_with(key: &LessSafeKey, aad: &[u8], buf: &mut Vec<u8>) {
+    let (nonce, plain) = buf.split_at_mut(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).expect("NONCE_LEN bytes");
+    let tag = key
+        .seal_in_place_separate_tag(nonce, Aad::from(aad), plain)
+        .expect("AES-GCM seals any length a call holds");
+    buf.extend_from_slice(tag.as_ref());
 }
 
 fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenFailed> {

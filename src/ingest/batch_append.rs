@@ -3,16 +3,16 @@
 //! The calls' aggregates are loaded in one query (outside the transaction, so the appending
 //! transaction's id is taken after the load, as the event log reader requires), each command
 //! goes through the same `Aggregate::handle` cqrs-es would run, and all events are inserted with
-//! one statement. The primary key `(aggregate_type, aggregate_id, sequence)` is the optimistic
-//! lock: if any call was appended concurrently the whole transaction rolls back and the caller
-//! falls back to the call-by-call path.
+//! one statement, which is the transaction. The primary key `(aggregate_type, aggregate_id,
+//! sequence)` is the optimistic lock: if any call was appended concurrently the whole statement
+//! rolls back and the caller falls back to the call-by-call path.
 //!
-//! Each new call's key row (its data keys and blind indexes) goes into the same transaction,
-//! one multi-row insert for the batch, and its personal fields are sealed with the keys just
-//! made: nothing is read back.
+//! Each new call's key row (its data keys and blind indexes) goes into the same statement as
+//! the events (a data-modifying `with` clause: one round trip for keys and events), and its
+//! personal fields are sealed with the keys just made: nothing is read back.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use callingest_domain::batch::{Batch, BatchCommand};
 use callingest_domain::call::{call_aggregate_id, Call, CallCommand, CallEvent};
@@ -112,10 +112,10 @@ impl BatchAppender {
                             self.privacy
                                 .new_key_row(s.partner_id.as_str(), id, &accepted.call);
                         key_rows.push(key_row);
-                        seal::seal_event(&self.privacy, id, &event, &keys)
+                        seal::seal_owned_event(&self.privacy, id, event, &keys)
                             .map_err(|e| IngestError::Store(Box::new(e)))?
                     }
-                    _ => Cow::Borrowed(&event),
+                    _ => event,
                 };
                 rows.push::<Call>(id, entry.last_sequence, &stored)?;
             }
@@ -183,26 +183,35 @@ impl BatchAppender {
         key_rows: &[CallKeyRow],
         metadata: &str,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        keyring::insert_rows(&mut tx, key_rows).await?;
-        sqlx::query(
-            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload::jsonb, $7::jsonb
-             from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                  as t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload)",
-        )
-        .bind(&rows.aggregate_type)
-        .bind(&rows.aggregate_id)
-        .bind(&rows.sequence)
-        .bind(&rows.event_type)
-        .bind(&rows.event_version)
-        .bind(&rows.payload)
-        .bind(metadata)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
+        // One statement is one transaction: no `begin`/`commit` round trips.
+        keyring::bind_rows(sqlx::query(&INSERT_KEYS_AND_EVENTS), key_rows)
+            .bind(&rows.aggregate_type)
+            .bind(&rows.aggregate_id)
+            .bind(&rows.sequence)
+            .bind(&rows.event_type)
+            .bind(&rows.event_version)
+            .bind(&rows.payload)
+            .bind(metadata)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
+
+/// The new calls' key rows and all the batch's events in one statement (one round trip): the
+/// keys' insert is a data-modifying `with` clause (parameters `$1` to `$8`, see
+/// [`keyring::INSERT_ROWS`]), the events follow from `$9`. With no new call its arrays are
+/// empty and it inserts nothing.
+static INSERT_KEYS_AND_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "with keys as ({})
+         insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload::jsonb, $15::jsonb
+         from unnest($9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[])
+              as t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload)",
+        keyring::INSERT_ROWS
+    )
+});
 
 /// Runs one command through the aggregate exactly as cqrs-es does, updating it in place.
 async fn handle<A>(aggregate: &mut A, command: A::Command) -> Result<Vec<A::Event>, IngestError>
