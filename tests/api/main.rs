@@ -17,7 +17,6 @@ mod hostile_bodies;
 mod hostile_recordings;
 mod idempotency;
 mod ingest;
-mod instances;
 mod interaction;
 mod log_secrecy;
 mod multi_host;
@@ -35,14 +34,3 @@ mod startup;
 mod support_page;
 mod support_sign_in;
 mod transcription;
-
-/// Stereo calls with a known script of turns (espeak-ng): shared with the audio crate's
-/// accuracy test.
-#[path = "../../audio/tests/scripted_call/mod.rs"]
-mod scripted_call;
-
-/// Speech with known text (espeak-ng), WAV writing and the model: shared with the transcribe
-/// crate's own tests.
-#[cfg(feature = "whisper")]
-#[path = "../../transcribe/tests/common/mod.rs"]
-mod speech_clips;

@@ -1,17 +1,13 @@
 //! Personal fields are sealed in the event log under per-call keys (issue 16).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use callingest::config::Role;
 use serde_json::{json, Value};
 use sqlx::ConnectOptions;
 
-use crate::helpers::{
-    batch, json_body, published_item, spawn_app, spawn_app_with, test_processing, TestApp,
-    ADMIN_TOKEN, TEST_MASTER_KEY,
-};
-use crate::instances::free_port;
-use crate::processing::RecordingServer;
+use crate::helpers::instances::free_port;
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::{batch, json_body, published_item, TestApp, ADMIN_TOKEN, TEST_MASTER_KEY};
 
 /// Both wrapped keys and the three blind indexes of a `keyring.call_key` row.
 type KeyRow = (
@@ -35,7 +31,7 @@ const PERSONAL: [&str; 7] = [
 
 #[tokio::test]
 async fn personal_fields_are_sealed_in_the_event_log_and_read_back_in_clear() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // Both paths: a batch appended at once, and one call by call (a resubmission).
     assert_eq!(
         app.post_batch(&batch(vec![published_item()]))
@@ -105,7 +101,7 @@ async fn personal_fields_are_sealed_in_the_event_log_and_read_back_in_clear() {
 
 #[tokio::test]
 async fn a_resubmission_compares_with_the_opened_call() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     for _ in 0..2 {
         assert_eq!(
             app.post_batch(&batch(vec![published_item()]))
@@ -143,7 +139,7 @@ async fn serve_with_key(database_url: &str, key: Option<&str>) -> std::process::
 
 #[tokio::test]
 async fn a_missing_or_wrong_master_key_is_refused_at_start_with_a_clear_message() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let url = app.pool.connect_options().to_url_lossy().to_string();
 
     let missing = serve_with_key(&url, None).await;
@@ -212,24 +208,19 @@ async fn admin_get(app: &TestApp, path: &str) -> Value {
     .await
 }
 
-/// Waits until the `call` read model holds every call of `ids` in a final state.
+/// Once the service ran out of work, the `call` read model holds every call of `ids` in a
+/// final state.
 async fn wait_until_finished(app: &TestApp, ids: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let finished: i64 = sqlx::query_scalar(
-            "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
-             and status in ('completed', 'failed')",
-        )
-        .bind(ids)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if finished as usize == ids.len() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "calls not finished in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.drain().await;
+    let finished: i64 = sqlx::query_scalar(
+        "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
+         and status in ('completed', 'failed')",
+    )
+    .bind(ids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(finished as usize, ids.len(), "calls not finished");
 }
 
 fn pg_dump(app: &TestApp) -> String {
@@ -274,7 +265,7 @@ fn cli(app: &TestApp, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn erasing_a_phone_number_leaves_no_trace_of_the_subject_while_other_calls_stay_intact() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let recordings = RecordingServer::start().await;
     let wav = recordings.url("/files/silence.wav");
     let (number, name, email) = ("+447700900123", "Erin Subject", "erin.subject@example.org");
@@ -456,7 +447,7 @@ async fn erasing_a_phone_number_leaves_no_trace_of_the_subject_while_other_calls
 
 #[tokio::test]
 async fn calls_older_than_the_partners_retention_lose_their_personal_data_and_newer_ones_keep_it() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let items = vec![
         subject_item(
             "old",

@@ -18,9 +18,9 @@ use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::recording_server::RecordingServer;
 use crate::helpers::{batch, item_with_id, TestDatabase, BATCH_PATH};
-use crate::processing::RecordingServer;
 
 /// Lines of an instance's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
