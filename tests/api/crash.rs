@@ -191,7 +191,7 @@ async fn killing_the_service_under_load_loses_and_doubles_nothing() {
 
     let ids: Vec<String> = accepted.iter().map(|c| format!("partner-a:{c}")).collect();
     // Let the (last) service finish processing and delivering.
-    drain_database(&pool, &test_privacy(), Duration::from_secs(240), "").await;
+    drain_database(&pool, &test_privacy(), Duration::from_secs(240)).await;
     let delivered: i64 = sqlx::query_scalar(
         "select count(distinct aggregate_id) from events
          where event_type = 'CallbackDelivered' and aggregate_id = any($1)",

@@ -491,7 +491,7 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
     let ids: Vec<String> = accepted.iter().map(|c| format!("partner-a:{c}")).collect();
     // Let the service finish processing and delivering (the drain lists the queue rows and
     // projections still pending if it does not).
-    drain_database(&pool, &test_privacy(), Duration::from_secs(120), "").await;
+    drain_database(&pool, &test_privacy(), Duration::from_secs(120)).await;
     let delivered: i64 = sqlx::query_scalar(
         "select count(distinct aggregate_id) from events
          where event_type = 'CallbackDelivered' and aggregate_id = any($1)",

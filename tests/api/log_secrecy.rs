@@ -93,7 +93,7 @@ async fn keys_secrets_tokens_and_url_query_strings_never_reach_the_logs() {
     receiver.wait_for_requests(1, Duration::from_secs(30)).await;
     // Everything after it logged too: the delivery recorded, nothing left to do.
     let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
-    drain_database(&pool, &test_privacy(), DRAIN_TIMEOUT, "").await;
+    drain_database(&pool, &test_privacy(), DRAIN_TIMEOUT).await;
     pool.close().await;
     let _ = service.kill();
     let _ = service.wait();

@@ -251,6 +251,11 @@ impl TestApp {
         self.restart().await
     }
 
+    /// The service's task has ended: it failed (or was stopped), so it does no more work.
+    pub fn has_stopped(&self) -> bool {
+        self.server.is_finished()
+    }
+
     /// What the service runs.
     pub fn role(&self) -> Role {
         self.config.role

@@ -30,7 +30,12 @@ impl TestApp {
 
     /// [`TestApp::drain`] with a bound of its own (whisper transcription takes longer).
     pub async fn drain_within(&self, within: Duration) {
-        let hint = if self.role().runs_workers() {
+        let Err(pending) = until_idle(&self.pool, &self.privacy, within).await else {
+            return;
+        };
+        let why = if self.has_stopped() {
+            " (the service has stopped: TEST_LOG=1 shows why)".to_owned()
+        } else if self.role().runs_workers() {
             String::new()
         } else {
             format!(
@@ -39,18 +44,34 @@ impl TestApp {
                 self.role()
             )
         };
-        drain_database(&self.pool, &self.privacy, within, &hint).await;
+        panic!(
+            "the service did not run out of work within {within:?}{why}; still pending:\n  {}",
+            pending.join("\n  ")
+        );
     }
 }
 
-/// Waits until [`pending_work`] on `pool` is empty, whichever processes do the work (this one,
-/// other instances on the same database); fails the test listing what was left after `within`.
+/// [`TestApp::drain`] for a database whose work other processes do (instances of the binary):
+/// waits until [`pending_work`] on `pool` is empty, failing with what was left after `within`.
 pub async fn drain_database(
     pool: &PgPool,
     privacy: &callingest_privacy::Privacy,
     within: Duration,
-    hint: &str,
 ) {
+    if let Err(pending) = until_idle(pool, privacy, within).await {
+        panic!(
+            "the service did not run out of work within {within:?}; still pending:\n  {}",
+            pending.join("\n  ")
+        );
+    }
+}
+
+/// Polls [`pending_work`] until it is empty (`Ok`) or `within` has passed (`Err` with it).
+async fn until_idle(
+    pool: &PgPool,
+    privacy: &callingest_privacy::Privacy,
+    within: Duration,
+) -> Result<(), Vec<String>> {
     let projections: Vec<String> = callingest_projections::all(privacy)
         .iter()
         .map(|projection| projection.name().to_owned())
@@ -59,13 +80,11 @@ pub async fn drain_database(
     loop {
         let pending = pending_work(pool, &projections).await;
         if pending.is_empty() {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "the service did not run out of work within {within:?}{hint}; still pending:\n  {}",
-            pending.join("\n  ")
-        );
+        if Instant::now() >= deadline {
+            return Err(pending);
+        }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
