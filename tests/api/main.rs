@@ -1,6 +1,7 @@
 //! End-to-end tests: the real service on 127.0.0.1 over a fresh PostgreSQL database per test.
 //! Set `DATABASE_URL` to the server to use (default `postgres://postgres@127.0.0.1:5432/postgres`);
-//! each test creates its own database there and drops it afterwards.
+//! each test creates its own database there and drops it afterwards. How to write one:
+//! `helpers/mod.rs`.
 
 mod helpers;
 
@@ -13,6 +14,7 @@ mod fair_claims;
 mod fetch;
 mod fleet;
 mod fleet_rate_limit;
+mod harness;
 mod hostile_bodies;
 mod hostile_recordings;
 mod idempotency;

@@ -2,13 +2,9 @@
 //!
 //! # Writing a test
 //!
+//! A whole test, as in `tests/api/harness.rs`:
+//!
 //! ```ignore
-//! use callingest::config::Role;
-//! use callingest_client::types::CallStatus;
-//!
-//! use crate::helpers::recording_server::RecordingServer;
-//! use crate::helpers::{batch, item, TestApp};
-//!
 //! #[tokio::test]
 //! async fn a_wav_recording_is_analysed() {
 //!     // The service in this process on a fresh database, with one partner (`app.partner`).
@@ -23,7 +19,8 @@
 //!     app.drain().await;
 //!
 //!     assert_eq!(app.get_call("c1").await.status, CallStatus::Completed);
-//!     assert_eq!(app.get_batch(accepted.batch_id).await.completed_count, 1);
+//!     let batch_id = accepted.batch_id.parse().expect("a batch id");
+//!     assert_eq!(app.get_batch(batch_id).await.completed_count, 1);
 //! }
 //! ```
 //!
