@@ -489,9 +489,10 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
 
     let accepted = accepted.lock().unwrap().clone();
     let ids: Vec<String> = accepted.iter().map(|c| format!("partner-a:{c}")).collect();
-    // Let the service finish processing and delivering (the drain lists the queue rows and
-    // projections still pending if it does not).
-    drain_database(&pool, &test_privacy(), Duration::from_secs(120)).await;
+    // Let the service finish processing, delivering and projecting (the drain lists the queue
+    // rows and projections still pending if it does not): the 120 s the deliveries had, plus
+    // the 60 s the projections had after them.
+    drain_database(&pool, &test_privacy(), Duration::from_secs(180)).await;
     let delivered: i64 = sqlx::query_scalar(
         "select count(distinct aggregate_id) from events
          where event_type = 'CallbackDelivered' and aggregate_id = any($1)",
