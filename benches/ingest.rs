@@ -73,6 +73,7 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
             acquire_timeout: std::time::Duration::from_secs(5),
             connect_deadline: std::time::Duration::from_secs(120),
             master_key: Some(Secret::new(BENCH_MASTER_KEY)),
+            previous_master_key: None,
         },
         // Ingest alone: processing would compete for the same two cores.
         role: Role::Api,
@@ -100,7 +101,9 @@ async fn run(url: &str, seconds: u64) -> anyhow::Result<()> {
     for client_no in 0..CLIENTS {
         let (endpoint, partner, batches) = (endpoint.clone(), partner.clone(), batches.clone());
         clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = callingest::http_client::builder()
+                .build()
+                .expect("an HTTP client");
             let mut latencies = Histogram::<u64>::new(3).unwrap();
             let mut n = 0usize;
             while Instant::now() < deadline {

@@ -113,6 +113,7 @@ fn database_config(url: &str) -> DatabaseConfig {
         acquire_timeout: Duration::from_secs(10),
         connect_deadline: Duration::from_secs(120),
         master_key: Some(Secret::new(BENCH_MASTER_KEY)),
+        previous_master_key: None,
     }
 }
 
@@ -673,7 +674,9 @@ async fn listing(rows: i64) -> anyhow::Result<()> {
     for reader in 0..50 {
         let (base, partner) = (base.clone(), partner.clone());
         readers.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = callingest::http_client::builder()
+                .build()
+                .expect("an HTTP client");
             let mut latencies = hist();
             let mut cursor: Option<String> = None;
             while Instant::now() < deadline {

@@ -220,6 +220,7 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
             acquire_timeout: std::time::Duration::from_secs(5),
             connect_deadline: std::time::Duration::from_secs(60),
             master_key: Some(Secret::new(BENCH_MASTER_KEY)),
+            previous_master_key: None,
         },
         role: Role::Api,
         http: HttpConfig {
@@ -235,7 +236,9 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
     let pool = app.pool().clone();
     tokio::spawn(app.run());
     let partner = callingest::partners::create_partner(&pool, "bench", None, 10_000_000).await?;
-    let client = reqwest::Client::new();
+    let client = callingest::http_client::builder()
+        .build()
+        .expect("an HTTP client");
 
     println!(
         "service end to end (time to answer, slowest /healthz polled every 5 ms meanwhile, peak \
@@ -247,7 +250,9 @@ async fn end_to_end(url: &str) -> anyhow::Result<()> {
         let watcher = {
             let (base, stop, slowest) = (base.clone(), stop.clone(), slowest.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = callingest::http_client::builder()
+                    .build()
+                    .expect("an HTTP client");
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     let _ = client.get(format!("{base}/healthz")).send().await;

@@ -178,7 +178,7 @@ const INTERRUPT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(
 /// The projectors, the worker pools and their helpers of one process. Dropped, it aborts them
 /// (leases then expire); [`Background::drain`] stops them gracefully.
 pub struct Background {
-    /// The notification listener, the projectors, the spool sweeper.
+    /// The notification listener, the projectors, the spool sweeper, the erasure follow-up.
     services: AbortOnDrop,
     /// One task per slot of each pool.
     slots: AbortOnDrop,
@@ -291,6 +291,12 @@ pub fn spawn_background(
             .with_context(|| format!("could not create the spool {}", spool_dir.display()))?,
     );
     services.push(tokio::spawn(sweep_spool(spool.clone())));
+    services.push(tokio::spawn(crate::erasure::follow_up::run(
+        pool.clone(),
+        crate::event_store::store(pool.clone(), privacy),
+        spool.clone(),
+        std::time::Duration::from_secs(2),
+    )));
     services.push(tokio::spawn(crate::erasure::run_retention(
         pool.clone(),
         crate::event_store::store(pool.clone(), privacy),

@@ -130,6 +130,29 @@ pub enum PrivacyCommand {
         #[command(flatten)]
         database: DatabaseConfig,
     },
+    /// Seal the personal fields of events written before sealing existed, in place: the one
+    /// audited exception to the append-only log (recorded in `event_rewrite`). Resumable and
+    /// idempotent; safe while the service runs. Progress on stderr; prints `{"run_id",
+    /// "calls_rewritten", "events_rewritten", "calls_skipped", "first_position",
+    /// "last_position", "seconds"}`.
+    EncryptExisting {
+        /// Calls sealed per transaction.
+        #[arg(long, default_value_t = crate::encrypt_existing::DEFAULT_BATCH_CALLS,
+              value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch_calls: i64,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Re-wrap every call's data keys with the new master key (CALLINGEST_MASTER_KEY) and
+    /// recompute the blind indexes under it, then retire the previous one
+    /// (CALLINGEST_PREVIOUS_MASTER_KEY). Run it once every instance holds both keys (README,
+    /// "Rotating the master key"). Resumable; a no-op once done. Progress on stderr; prints
+    /// `{"rotated", "master_key_version", "previous_version", "calls_rewrapped",
+    /// "orphan_rows", "seconds"}`.
+    RotateMasterKey {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,9 +321,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::json!({
                     "calls_erased": erased.calls.len(),
                     "agent_calls_erased": erased.agent_calls.len(),
-                    "call_ids": erased.calls.iter().chain(&erased.agent_calls).collect::<Vec<_>>(),
+                    "call_ids": erased.call_ids(),
                 })
             );
+            Ok(())
+        }
+        Command::Privacy(PrivacyCommand::EncryptExisting {
+            batch_calls,
+            database,
+        }) => {
+            let (pool, privacy) = crate::db::prepare_with_keyring(&database).await?;
+            let summary =
+                crate::encrypt_existing::encrypt_existing(&pool, &privacy, batch_calls).await?;
+            tracing::info!(
+                run_id = summary.run_id,
+                calls = summary.calls_rewritten,
+                events = summary.events_rewritten,
+                "clear events sealed in place (encrypt-existing)"
+            );
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Privacy(PrivacyCommand::RotateMasterKey { database }) => {
+            let (pool, privacy) = crate::db::prepare_with_keyring(&database).await?;
+            let summary = crate::key_rotation::rotate(&pool, &privacy).await?;
+            tracing::info!(
+                rotated = summary.rotated,
+                master_key_version = summary.master_key_version,
+                calls = summary.calls_rewrapped,
+                "master key rotated"
+            );
+            println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {

@@ -151,6 +151,17 @@ pub struct DatabaseConfig {
         hide_env_values = true
     )]
     pub master_key: Option<Secret>,
+
+    /// During a master-key rotation only: the master key being rotated away from (with the new
+    /// one as CALLINGEST_MASTER_KEY), so rows not yet re-wrapped still open. See the README's
+    /// rotation procedure. Never logged.
+    #[arg(
+        long = "previous-master-key",
+        env = "CALLINGEST_PREVIOUS_MASTER_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub previous_master_key: Option<Secret>,
 }
 
 /// Which parts of the service this process runs, so operators can scale them apart.

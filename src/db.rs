@@ -310,8 +310,25 @@ pub async fn open_keyring(pool: &PgPool, config: &DatabaseConfig) -> anyhow::Res
         );
     };
     let master = MasterKey::from_base64(key.expose())?;
-    let privacy = Privacy::new(&master);
-    keyring::verify_master_key(pool, &privacy).await?;
+    let previous = config
+        .previous_master_key
+        .as_ref()
+        .map(|k| MasterKey::from_base64(k.expose()))
+        .transpose()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.to_string()
+                    .replace("CALLINGEST_MASTER_KEY", "CALLINGEST_PREVIOUS_MASTER_KEY")
+            )
+        })?;
+    let privacy = keyring::open(pool, &master, previous.as_ref()).await?;
+    if previous.is_some() && privacy.previous_version().is_none() {
+        tracing::warn!(
+            "CALLINGEST_PREVIOUS_MASTER_KEY is set but no master-key rotation is under way: it \
+             is not used; remove it"
+        );
+    }
     Ok(privacy)
 }
 

@@ -4,21 +4,20 @@
 //!
 //! A customer's number or e-mail erases everything personal of the calls it matches (both
 //! keys); an agent's e-mail erases the agent's fields only (the agent key). Destroying the keys
-//! is what erases: it happens first, in one transaction that also scrubs the read models; each
-//! affected call then records a `PersonalDataErased` event (no personal data in it). Erasing
-//! again finds nothing left to erase and answers zero calls.
+//! is what erases: it happens first, in one transaction that also scrubs the read models and
+//! leaves word for what that transaction cannot reach (see [`follow_up`]): the erased calls'
+//! recordings, which every worker instance deletes from its spool, and the `PersonalDataErased`
+//! event (no personal data in it) each affected call then records, exactly once even across a
+//! crash. Erasing again finds nothing left to erase and answers zero calls.
 
-use std::collections::HashMap;
+pub mod follow_up;
 
-use callingest_domain::call::{
-    split_call_aggregate_id, Call, CallCommand, ErasureReason, ErasureScope,
-};
+use callingest_domain::call::{split_call_aggregate_id, Call, ErasureReason, ErasureScope};
 use callingest_privacy::blind::Subject as IndexKind;
 use callingest_privacy::Privacy;
-use chrono::Utc;
 use sqlx::PgPool;
 
-use crate::event_store::{execute, Store};
+use crate::event_store::Store;
 
 /// Whose data: a phone number or an e-mail address.
 #[derive(Debug, Clone)]
@@ -34,6 +33,7 @@ pub enum ErasureError {
     Invalid(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// The keys are destroyed, but recording the event failed: [`follow_up`] records it later.
     #[error("could not record the erasure on call {call}")]
     Record {
         call: String,
@@ -69,17 +69,31 @@ impl Subject {
         }
     }
 
-    /// `(customer index, agent index)` to look for: a number is only ever the customer's.
-    fn indexes(&self, privacy: &Privacy, partner_id: &str) -> [Option<(IndexKind, Vec<u8>)>; 2] {
-        let index = |kind, v: &str| Some((kind, privacy.blind_index(partner_id, kind, v)));
+    /// The blind indexes to look for: contact number, customer e-mail, agent e-mail (a number
+    /// is only ever the customer's). Each under every master key held: during a rotation, rows
+    /// not re-wrapped yet still hold indexes under the previous key.
+    fn indexes(&self, privacy: &Privacy, partner_id: &str) -> Indexes {
+        let index = |kind, v: &str| privacy.blind_indexes(partner_id, kind, v);
         match self {
-            Subject::PhoneNumber(n) => [index(IndexKind::ContactNumber, n), None],
-            Subject::Email(e) => [
-                index(IndexKind::CustomerEmail, e),
-                index(IndexKind::AgentEmail, e),
-            ],
+            Subject::PhoneNumber(n) => Indexes {
+                contact_number: index(IndexKind::ContactNumber, n),
+                ..Indexes::default()
+            },
+            Subject::Email(e) => Indexes {
+                customer_email: index(IndexKind::CustomerEmail, e),
+                agent_email: index(IndexKind::AgentEmail, e),
+                ..Indexes::default()
+            },
         }
     }
+}
+
+/// The index values a subject may be stored under, per index (empty: not looked for).
+#[derive(Default)]
+struct Indexes {
+    contact_number: Vec<Vec<u8>>,
+    customer_email: Vec<Vec<u8>>,
+    agent_email: Vec<Vec<u8>>,
 }
 
 /// One call held for a subject.
@@ -99,21 +113,15 @@ pub struct Erased {
     pub agent_calls: Vec<String>,
 }
 
-/// The blind indexes to look for: contact number, customer e-mail, agent e-mail.
-type Indexes = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-
-fn split(indexes: &[Option<(IndexKind, Vec<u8>)>; 2]) -> Indexes {
-    let mut number = None;
-    let mut customer_email = None;
-    let mut agent_email = None;
-    for (kind, value) in indexes.iter().flatten() {
-        match kind {
-            IndexKind::ContactNumber => number = Some(value.clone()),
-            IndexKind::CustomerEmail => customer_email = Some(value.clone()),
-            IndexKind::AgentEmail => agent_email = Some(value.clone()),
-        }
+impl Erased {
+    /// Every call id the erasure touched, the customer's calls first.
+    pub fn call_ids(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .chain(&self.agent_calls)
+            .cloned()
+            .collect()
     }
-    (number, customer_email, agent_email)
 }
 
 /// The partner's calls that hold `subject` (calls still holding it: erased ones no longer do).
@@ -123,21 +131,26 @@ pub async fn calls_of(
     partner_id: &str,
     subject: &Subject,
 ) -> Result<Vec<SubjectCall>, ErasureError> {
-    let (number, customer_email, agent_email) = split(&subject.indexes(privacy, partner_id));
+    let Indexes {
+        contact_number,
+        customer_email,
+        agent_email,
+    } = subject.indexes(privacy, partner_id);
     // A key row is written before its call's events on the call-by-call path: only rows whose
     // call exists count.
     let rows: Vec<(String, bool)> = sqlx::query_as(
         "select k.call_aggregate_id,
-                coalesce(k.contact_number_index = $2 or k.customer_email_index = $3, false)
+                coalesce(k.contact_number_index = any($2) or k.customer_email_index = any($3), false)
          from keyring.call_key k
          where k.partner_id = $1
-           and (k.contact_number_index = $2 or k.customer_email_index = $3 or k.agent_email_index = $4)
+           and (k.contact_number_index = any($2) or k.customer_email_index = any($3)
+                or k.agent_email_index = any($4))
            and exists (select 1 from events e where e.aggregate_type = 'Call'
                        and e.aggregate_id = k.call_aggregate_id and e.sequence = 1)
          order by k.call_aggregate_id",
     )
     .bind(partner_id)
-    .bind(number)
+    .bind(contact_number)
     .bind(customer_email)
     .bind(agent_email)
     .fetch_all(pool)
@@ -153,8 +166,10 @@ pub async fn calls_of(
         .collect())
 }
 
-/// Erases `subject` from the partner's calls: destroys the keys, scrubs the read models, then
-/// records `PersonalDataErased` on each call.
+/// Erases `subject` from the partner's calls: destroys the keys and scrubs the read models
+/// ([`destroy_keys`]), then records `PersonalDataErased` on each call. The erasure stands once
+/// the keys are destroyed: an event that could not be recorded here is recorded by a worker's
+/// next [`follow_up::record_missing_events`].
 pub async fn erase(
     pool: &PgPool,
     privacy: &Privacy,
@@ -163,25 +178,52 @@ pub async fn erase(
     subject: &Subject,
     reason: ErasureReason,
 ) -> Result<Erased, ErasureError> {
-    let (number, customer_email, agent_email) = split(&subject.indexes(privacy, partner_id));
+    let (erased, pending) = destroy_keys(pool, privacy, partner_id, subject, reason).await?;
+    if let Err(err) = follow_up::record_events(pool, calls, &pending).await {
+        tracing::warn!(
+            error = %crate::error_chain::ErrorChain(&err),
+            "erasure events not recorded yet; a worker records them"
+        );
+    }
+    metrics::counter!("callingest_personal_data_erased_calls_total", "reason" => follow_up::text(reason))
+        .increment((erased.calls.len() + erased.agent_calls.len()) as u64);
+    Ok(erased)
+}
+
+/// The erasure's one transaction: destroys the keys (and blind indexes) of the partner's calls
+/// that hold `subject`, scrubs the read models, and leaves the follow-up rows (the erased
+/// recordings, the events to record). Answers what it erased and the pending events' ids.
+pub async fn destroy_keys(
+    pool: &PgPool,
+    privacy: &Privacy,
+    partner_id: &str,
+    subject: &Subject,
+    reason: ErasureReason,
+) -> Result<(Erased, Vec<i64>), ErasureError> {
+    let Indexes {
+        contact_number,
+        customer_email,
+        agent_email,
+    } = subject.indexes(privacy, partner_id);
     let mut tx = pool.begin().await?;
     let customer: Vec<String> = sqlx::query_scalar(
         "update keyring.call_key set
              call_key = null, agent_key = null,
              contact_number_index = null, customer_email_index = null, agent_email_index = null,
              call_erased_at = now(), agent_erased_at = coalesce(agent_erased_at, now())
-         where partner_id = $1 and (contact_number_index = $2 or customer_email_index = $3)
+         where partner_id = $1
+           and (contact_number_index = any($2) or customer_email_index = any($3))
          returning call_aggregate_id",
     )
     .bind(partner_id)
-    .bind(&number)
+    .bind(&contact_number)
     .bind(&customer_email)
     .fetch_all(&mut *tx)
     .await?;
     let agent: Vec<String> = sqlx::query_scalar(
         "update keyring.call_key set agent_key = null, agent_email_index = null,
              agent_erased_at = now()
-         where partner_id = $1 and agent_email_index = $2
+         where partner_id = $1 and agent_email_index = any($2)
          returning call_aggregate_id",
     )
     .bind(partner_id)
@@ -189,20 +231,35 @@ pub async fn erase(
     .fetch_all(&mut *tx)
     .await?;
     scrub_read_models(&mut tx, &customer).await?;
+    let mut pending = follow_up::leave(&mut tx, &customer, ErasureScope::Call, reason).await?;
+    pending.extend(follow_up::leave(&mut tx, &agent, ErasureScope::Agent, reason).await?);
     tx.commit().await?;
-    record(calls, &customer, ErasureScope::Call, reason).await?;
-    record(calls, &agent, ErasureScope::Agent, reason).await?;
     let call_ids = |ids: Vec<String>| {
         ids.iter()
             .filter_map(|id| split_call_aggregate_id(id).map(|(_, c)| c.to_owned()))
             .collect()
     };
-    metrics::counter!("callingest_personal_data_erased_calls_total", "reason" => format!("{reason:?}").to_lowercase())
-        .increment((customer.len() + agent.len()) as u64);
-    Ok(Erased {
+    let erased = Erased {
         calls: call_ids(customer),
         agent_calls: call_ids(agent),
-    })
+    };
+    Ok((erased, pending))
+}
+
+/// Whether the call's own personal data (the customer's side: number, recording, transcript)
+/// is erased. It waits for an erasure of the call still in its transaction (a share lock on
+/// the key row), so a worker that asks after keeping a recording in its spool either sees that
+/// erasure, or the erasure starts after the question and lists the recording's digest (its
+/// `RecordingFetched` was recorded before the file was kept) for the spools to delete.
+pub async fn call_erased(pool: &PgPool, aggregate_id: &str) -> Result<bool, sqlx::Error> {
+    let erased: Option<bool> = sqlx::query_scalar(
+        "select call_erased_at is not null from keyring.call_key
+         where call_aggregate_id = $1 for share",
+    )
+    .bind(aggregate_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(erased.unwrap_or(false))
 }
 
 /// The read models show the erased state at once (the projections do the same when they meet
@@ -237,31 +294,6 @@ async fn scrub_read_models(
     Ok(())
 }
 
-/// Records `PersonalDataErased` on each call whose keys were destroyed.
-async fn record(
-    calls: &Store<Call>,
-    aggregate_ids: &[String],
-    scope: ErasureScope,
-    reason: ErasureReason,
-) -> Result<(), ErasureError> {
-    let at = Utc::now();
-    let metadata = HashMap::from([("erasure".to_owned(), format!("{reason:?}").to_lowercase())]);
-    for id in aggregate_ids {
-        execute(
-            calls,
-            id,
-            CallCommand::RecordErasure { scope, reason, at },
-            &metadata,
-        )
-        .await
-        .map_err(|e| ErasureError::Record {
-            call: id.clone(),
-            source: Box::new(e),
-        })?;
-    }
-    Ok(())
-}
-
 /// Most calls one retention pass erases (the next pass goes on).
 const RETENTION_BATCH: i64 = 500;
 
@@ -288,8 +320,20 @@ pub async fn apply_retention(pool: &PgPool, calls: &Store<Call>) -> Result<usize
     .fetch_all(&mut *tx)
     .await?;
     scrub_read_models(&mut tx, &erased).await?;
+    let pending = follow_up::leave(
+        &mut tx,
+        &erased,
+        ErasureScope::Call,
+        ErasureReason::Retention,
+    )
+    .await?;
     tx.commit().await?;
-    record(calls, &erased, ErasureScope::Call, ErasureReason::Retention).await?;
+    if let Err(err) = follow_up::record_events(pool, calls, &pending).await {
+        tracing::warn!(
+            error = %crate::error_chain::ErrorChain(&err),
+            "retention events not recorded yet; the next pass records them"
+        );
+    }
     metrics::counter!("callingest_personal_data_erased_calls_total", "reason" => "retention")
         .increment(erased.len() as u64);
     Ok(erased.len())

@@ -93,6 +93,9 @@ impl SealingRepository {
             let event: CallEvent = serde_json::from_value(e.payload.clone()).map_err(decode)?;
             let keys = match &event {
                 CallEvent::CallAccepted(accepted) => {
+                    keyring::refresh_writing_version(&self.pool, &self.privacy)
+                        .await
+                        .map_err(store_err)?;
                     let (keys, row) = self.privacy.new_key_row(
                         accepted.partner_id.as_str(),
                         &e.aggregate_id,

@@ -3,7 +3,7 @@
 //! the key an index value cannot be tested against guesses (unlike a plain hash of a phone
 //! number, which a table of all numbers reverses).
 
-use crate::keys::Privacy;
+use crate::keys::{Privacy, VersionNotHeld};
 
 /// What a blind index is of; part of the MAC, so equal values of two kinds never match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +36,40 @@ pub fn normalise(subject: Subject, value: &str) -> String {
 }
 
 impl Privacy {
-    /// The blind index of `value` for one partner (partners never share an index value).
+    /// The blind index of `value` for one partner (partners never share an index value), under
+    /// the index key of the master key that wraps new rows.
     pub fn blind_index(&self, partner_id: &str, subject: Subject, value: &str) -> Vec<u8> {
-        self.mac(&[
-            partner_id.as_bytes(),
-            subject.label(),
-            normalise(subject, value).as_bytes(),
-        ])
+        self.blind_index_under(self.writing_version(), partner_id, subject, value)
+            .expect("the writing version is always one held")
+    }
+
+    /// The blind index of `value` under the index key of master key `version`.
+    pub fn blind_index_under(
+        &self,
+        version: i32,
+        partner_id: &str,
+        subject: Subject,
+        value: &str,
+    ) -> Result<Vec<u8>, VersionNotHeld> {
+        self.mac(
+            version,
+            &[
+                partner_id.as_bytes(),
+                subject.label(),
+                normalise(subject, value).as_bytes(),
+            ],
+        )
+    }
+
+    /// Every index value `value` may be stored under: one per master key held (two during a
+    /// rotation, when rows not yet re-wrapped still hold indexes under the previous key).
+    pub fn blind_indexes(&self, partner_id: &str, subject: Subject, value: &str) -> Vec<Vec<u8>> {
+        self.versions()
+            .map(|v| {
+                self.blind_index_under(v, partner_id, subject, value)
+                    .expect("a version held")
+            })
+            .collect()
     }
 }
 

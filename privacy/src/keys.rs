@@ -1,5 +1,6 @@
 //! Keys: the master key from configuration and the per-call data keys it wraps.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
@@ -18,7 +19,7 @@ pub enum MasterKeyError {
 }
 
 /// The 32-byte key that wraps every data key. Never printed.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MasterKey([u8; 32]);
 
 impl std::fmt::Debug for MasterKey {
@@ -38,6 +39,26 @@ impl MasterKey {
             .try_into()
             .map_err(|_| MasterKeyError::WrongLength(bytes.len()))?;
         Ok(Self(bytes))
+    }
+
+    fn wrapping_key(&self) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("32 bytes"))
+    }
+
+    /// A fixed text sealed under this key: the keyring keeps one per master key, so a start
+    /// with another key fails at once rather than on the first read, and a start with two keys
+    /// learns which is which.
+    pub fn seal_check(&self) -> Vec<u8> {
+        seal_with(
+            &SystemRandom::new(),
+            &self.wrapping_key(),
+            CHECK_AAD,
+            CHECK_TEXT,
+        )
+    }
+
+    pub fn opens_check(&self, sealed: &[u8]) -> bool {
+        open_with(&self.wrapping_key(), CHECK_AAD, sealed).is_ok_and(|t| t == CHECK_TEXT)
     }
 
     /// A fresh random key in its configuration form (for `scripts/run` and tests).
@@ -97,15 +118,40 @@ impl Part {
 #[error("authenticated decryption failed")]
 pub struct OpenFailed;
 
-/// The cryptography of the service: master key, index key, randomness. Cheap to clone.
+/// A master key as the keyring numbers it: `version` is its row in `keyring.master_key`.
+struct Master {
+    version: i32,
+    wrap: LessSafeKey,
+    /// The blind-index key derived from it (see [`INDEX_KEY_INFO`]).
+    index: hmac::Key,
+}
+
+impl Master {
+    fn new(version: i32, key: &MasterKey) -> Self {
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, &key.0);
+        Self {
+            version,
+            wrap: key.wrapping_key(),
+            index: hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&mac, INDEX_KEY_INFO).as_ref()),
+        }
+    }
+}
+
+/// The cryptography of the service: master keys, index keys, randomness. Cheap to clone.
+///
+/// Outside a master-key rotation it holds one master key. During one it holds two, the new and
+/// the previous: a key row is unwrapped by the key of its version, and new rows are wrapped by
+/// whichever of the two the keyring calls current (it changes when `rotate-master-key` runs).
 #[derive(Clone)]
 pub struct Privacy {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    master: LessSafeKey,
-    index: hmac::Key,
+    /// The configured master key first, then the previous one if any.
+    masters: Vec<Master>,
+    /// The version that wraps new key rows (one of `masters`).
+    writing: AtomicI32,
     rng: SystemRandom,
 }
 
@@ -117,26 +163,72 @@ impl std::fmt::Debug for Privacy {
 
 /// The info string that derives the blind-index key from the master key: the index key is a
 /// separate key (an index value reveals nothing about the data keys), yet needs no extra secret.
+/// A leaked master key therefore leaks the index key too: a rotation recomputes the indexes.
 const INDEX_KEY_INFO: &[u8] = b"callingest blind index key v1";
 
+/// A master key version this process does not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("master key version {0} is not configured")]
+pub struct VersionNotHeld(pub i32);
+
 impl Privacy {
+    /// One master key, as version 1: a database never rotated, and tools that seal nothing.
     pub fn new(master: &MasterKey) -> Self {
-        let mac = hmac::Key::new(hmac::HMAC_SHA256, &master.0);
-        let index = hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&mac, INDEX_KEY_INFO).as_ref());
+        Self::with_versions((1, master), None)
+    }
+
+    /// The configured key and, during a rotation, the previous one, with the versions the
+    /// keyring gave them. New rows are wrapped by `current` until told otherwise.
+    pub fn with_versions(current: (i32, &MasterKey), previous: Option<(i32, &MasterKey)>) -> Self {
+        let mut masters = vec![Master::new(current.0, current.1)];
+        masters.extend(previous.map(|(v, k)| Master::new(v, k)));
         Self {
             inner: Arc::new(Inner {
-                master: LessSafeKey::new(
-                    UnboundKey::new(&AES_256_GCM, &master.0).expect("32 bytes"),
-                ),
-                index,
+                masters,
+                writing: AtomicI32::new(current.0),
                 rng: SystemRandom::new(),
             }),
         }
     }
 
-    /// Two fresh data keys for a new call, and their wrapped forms for the keyring
-    /// (`(keys, wrapped call key, wrapped agent key)`).
-    pub fn new_call_keys(&self, aggregate_id: &str) -> (CallKeys, Vec<u8>, Vec<u8>) {
+    /// The version of the configured master key.
+    pub fn current_version(&self) -> i32 {
+        self.inner.masters[0].version
+    }
+
+    /// The version of the previous master key, when one is configured (during a rotation).
+    pub fn previous_version(&self) -> Option<i32> {
+        self.inner.masters.get(1).map(|m| m.version)
+    }
+
+    /// The version new key rows are wrapped with.
+    pub fn writing_version(&self) -> i32 {
+        self.inner.writing.load(Ordering::Relaxed)
+    }
+
+    /// Wrap new key rows with `version` from now on (when this process holds it).
+    pub fn set_writing_version(&self, version: i32) -> Result<(), VersionNotHeld> {
+        self.master(version)?;
+        self.inner.writing.store(version, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn master(&self, version: i32) -> Result<&Master, VersionNotHeld> {
+        self.inner
+            .masters
+            .iter()
+            .find(|m| m.version == version)
+            .ok_or(VersionNotHeld(version))
+    }
+
+    fn writing(&self) -> &Master {
+        self.master(self.writing_version())
+            .expect("the writing version is always one held")
+    }
+
+    /// Two fresh data keys for a new call, and their wrapped forms for the keyring, under the
+    /// writing master key.
+    pub fn new_call_keys(&self, aggregate_id: &str) -> (CallKeys, WrappedKeys) {
         let mut bytes = [0u8; 64];
         self.fill(&mut bytes);
         let (call, agent) = bytes.split_at(32);
@@ -144,24 +236,43 @@ impl Privacy {
             call: DataKey::from_bytes(call),
             agent: DataKey::from_bytes(agent),
         };
-        let wrapped_call = self.wrap(aggregate_id, Part::Call, call);
-        let wrapped_agent = self.wrap(aggregate_id, Part::Agent, agent);
-        (keys, wrapped_call, wrapped_agent)
+        let master = self.writing();
+        let wrapped = WrappedKeys {
+            master_key_version: master.version,
+            call: self.seal_with(&master.wrap, &key_aad(aggregate_id, Part::Call), call),
+            agent: self.seal_with(&master.wrap, &key_aad(aggregate_id, Part::Agent), agent),
+        };
+        (keys, wrapped)
     }
 
-    fn wrap(&self, aggregate_id: &str, part: Part, key: &[u8]) -> Vec<u8> {
-        self.seal_with(&self.inner.master, &key_aad(aggregate_id, part), key)
-    }
-
-    /// A data key back from its wrapped form.
+    /// A data key back from its wrapped form, by the master key of `version`.
     pub fn unwrap(
         &self,
         aggregate_id: &str,
         part: Part,
+        version: i32,
         wrapped: &[u8],
     ) -> Result<DataKey, OpenFailed> {
-        let bytes = open_with(&self.inner.master, &key_aad(aggregate_id, part), wrapped)?;
+        let master = self.master(version).map_err(|_| OpenFailed)?;
+        let bytes = open_with(&master.wrap, &key_aad(aggregate_id, part), wrapped)?;
         DataKey::from_bytes(&bytes).ok_or(OpenFailed)
+    }
+
+    /// A wrapped data key unwrapped by the master key of `from` and wrapped again by that of
+    /// `to`: the data key itself, and so every sealed field, stays the same.
+    pub fn rewrap(
+        &self,
+        aggregate_id: &str,
+        part: Part,
+        from: i32,
+        wrapped: &[u8],
+        to: i32,
+    ) -> Result<Vec<u8>, OpenFailed> {
+        let aad = key_aad(aggregate_id, part);
+        let from = self.master(from).map_err(|_| OpenFailed)?;
+        let to = self.master(to).map_err(|_| OpenFailed)?;
+        let bytes = open_with(&from.wrap, &aad, wrapped)?;
+        Ok(self.seal_with(&to.wrap, &aad, &bytes))
     }
 
     /// `nonce || ciphertext || tag` of `plain` under a data key.
@@ -173,42 +284,18 @@ impl Privacy {
         open_with(&key.0, aad, sealed)
     }
 
-    /// Seals a fixed text under the master key: the keyring keeps one, so that a service
-    /// started with another master key fails at start rather than on the first read.
-    pub fn seal_check(&self) -> Vec<u8> {
-        self.seal_with(&self.inner.master, CHECK_AAD, CHECK_TEXT)
+    /// HMAC-SHA256 under the index key of master key `version`.
+    pub(crate) fn mac(&self, version: i32, parts: &[&[u8]]) -> Result<Vec<u8>, VersionNotHeld> {
+        Ok(mac_with(&self.master(version)?.index, parts))
     }
 
-    pub fn opens_check(&self, sealed: &[u8]) -> bool {
-        open_with(&self.inner.master, CHECK_AAD, sealed).is_ok_and(|t| t == CHECK_TEXT)
-    }
-
-    /// HMAC-SHA256 under the index key.
-    pub(crate) fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
-        let mut ctx = hmac::Context::with_key(&self.inner.index);
-        for p in parts {
-            // Length-prefixed, so that ("ab", "c") and ("a", "bc") differ.
-            ctx.update(&(p.len() as u32).to_be_bytes());
-            ctx.update(p);
-        }
-        ctx.sign().as_ref().to_vec()
+    /// The versions of every master key held, the configured one first.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.inner.masters.iter().map(|m| m.version)
     }
 
     fn seal_with(&self, key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.fill(&mut nonce);
-        let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let mut body = out.split_off(NONCE_LEN);
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut body,
-        )
-        .expect("AES-GCM seals any length a call holds");
-        out.extend_from_slice(&body);
-        out
+        seal_with(&self.inner.rng, key, aad, plain)
     }
 
     fn fill(&self, bytes: &mut [u8]) {
@@ -217,6 +304,42 @@ impl Privacy {
             .fill(bytes)
             .expect("the system random source works");
     }
+}
+
+/// A new call's data keys wrapped by a master key, and that key's version.
+#[derive(Debug, Clone)]
+pub struct WrappedKeys {
+    pub master_key_version: i32,
+    pub call: Vec<u8>,
+    pub agent: Vec<u8>,
+}
+
+fn mac_with(key: &hmac::Key, parts: &[&[u8]]) -> Vec<u8> {
+    let mut ctx = hmac::Context::with_key(key);
+    for p in parts {
+        // Length-prefixed, so that ("ab", "c") and ("a", "bc") differ.
+        ctx.update(&(p.len() as u32).to_be_bytes());
+        ctx.update(p);
+    }
+    ctx.sign().as_ref().to_vec()
+}
+
+fn seal_with(rng: &SystemRandom, key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce)
+        .expect("the system random source works");
+    let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    let mut body = out.split_off(NONCE_LEN);
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .expect("AES-GCM seals any length a call holds");
+    out.extend_from_slice(&body);
+    out
 }
 
 const CHECK_AAD: &[u8] = b"callingest master key check";
@@ -278,24 +401,66 @@ mod tests {
         assert!(MasterKey::from_base64(&STANDARD.encode([1u8; 32])).is_ok());
     }
 
+    fn key() -> MasterKey {
+        MasterKey::from_base64(&MasterKey::generate_base64()).unwrap()
+    }
+
     #[test]
     fn a_wrapped_key_opens_only_for_its_call_and_part_under_its_master_key() {
         let p = privacy();
-        let (keys, wrapped, _) = p.new_call_keys("p:c1");
-        let key = p.unwrap("p:c1", Part::Call, &wrapped).unwrap();
+        let (keys, wrapped) = p.new_call_keys("p:c1");
+        assert_eq!(wrapped.master_key_version, 1);
+        let key = p.unwrap("p:c1", Part::Call, 1, &wrapped.call).unwrap();
         let sealed = p.seal(keys.call.as_ref().unwrap(), b"aad", b"+441234");
         assert_eq!(p.open(&key, b"aad", &sealed).unwrap(), b"+441234");
         assert!(p.open(&key, b"other aad", &sealed).is_err());
-        assert!(p.unwrap("p:c2", Part::Call, &wrapped).is_err());
-        assert!(p.unwrap("p:c1", Part::Agent, &wrapped).is_err());
-        assert!(privacy().unwrap("p:c1", Part::Call, &wrapped).is_err());
+        assert!(p.unwrap("p:c2", Part::Call, 1, &wrapped.call).is_err());
+        assert!(p.unwrap("p:c1", Part::Agent, 1, &wrapped.call).is_err());
+        assert!(p.unwrap("p:c1", Part::Call, 2, &wrapped.call).is_err());
+        assert!(privacy()
+            .unwrap("p:c1", Part::Call, 1, &wrapped.call)
+            .is_err());
+    }
+
+    #[test]
+    fn a_rewrapped_key_is_the_same_data_key_under_the_new_master_key_only() {
+        let (old, new) = (key(), key());
+        let before = Privacy::new(&old);
+        let (keys, wrapped) = before.new_call_keys("p:c1");
+        let sealed = before.seal(keys.call.as_ref().unwrap(), b"aad", b"+441234");
+
+        let rotating = Privacy::with_versions((2, &new), Some((1, &old)));
+        let rewrapped = rotating
+            .rewrap("p:c1", Part::Call, 1, &wrapped.call, 2)
+            .unwrap();
+        let after = Privacy::with_versions((2, &new), None);
+        let key = after.unwrap("p:c1", Part::Call, 2, &rewrapped).unwrap();
+        assert_eq!(after.open(&key, b"aad", &sealed).unwrap(), b"+441234");
+        assert!(before.unwrap("p:c1", Part::Call, 1, &rewrapped).is_err());
+        assert!(rotating
+            .rewrap("p:c2", Part::Call, 1, &wrapped.call, 2)
+            .is_err());
+    }
+
+    #[test]
+    fn new_rows_are_wrapped_by_the_writing_version() {
+        let (old, new) = (key(), key());
+        let rotating = Privacy::with_versions((2, &new), Some((1, &old)));
+        assert_eq!(rotating.new_call_keys("p:c").1.master_key_version, 2);
+        rotating.set_writing_version(1).unwrap();
+        let (_, wrapped) = rotating.new_call_keys("p:c");
+        assert_eq!(wrapped.master_key_version, 1);
+        assert!(Privacy::new(&old)
+            .unwrap("p:c", Part::Call, 1, &wrapped.call)
+            .is_ok());
+        assert!(rotating.set_writing_version(3).is_err());
     }
 
     #[test]
     fn the_check_opens_only_under_the_master_key_that_sealed_it() {
-        let p = privacy();
-        let check = p.seal_check();
-        assert!(p.opens_check(&check));
-        assert!(!privacy().opens_check(&check));
+        let k = key();
+        let check = k.seal_check();
+        assert!(k.opens_check(&check));
+        assert!(!key().opens_check(&check));
     }
 }

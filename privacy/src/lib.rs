@@ -9,7 +9,9 @@
 //! - [`keys`]: the master key, data keys, wrapping (AES-256-GCM).
 //! - [`seal`]: an event's stored form and back — the one path every reader opens events through.
 //! - [`blind`]: keyed blind indexes (HMAC-SHA256) that find a subject's calls without clear text.
-//! - [`keyring`]: the key rows in PostgreSQL.
+//! - [`keyring`]: the key rows in PostgreSQL, and the master keys a start is given checked
+//!   against `keyring.master_key` (each row records the version of the master key that wrapped
+//!   it, so a rotation can re-wrap rows while the service runs).
 
 pub mod blind;
 pub mod keyring;
@@ -17,5 +19,5 @@ pub mod keys;
 pub mod seal;
 
 pub use keyring::{CallKeyRow, KeyringError};
-pub use keys::{CallKeys, DataKey, MasterKey, Privacy};
+pub use keys::{CallKeys, DataKey, MasterKey, Privacy, WrappedKeys};
 pub use seal::SealError;

@@ -81,7 +81,7 @@ impl DataPrivacyApi {
             success: true,
             calls_erased: erased.calls.len(),
             agent_calls_erased: erased.agent_calls.len(),
-            call_ids: erased.calls.into_iter().chain(erased.agent_calls).collect(),
+            call_ids: erased.call_ids(),
         }))
     }
 

@@ -84,6 +84,9 @@ impl BatchAppender {
             .map(|c| call_aggregate_id(&s.partner_id, &c.call.id))
             .collect();
         let mut loaded = self.load_calls(&ids).await?;
+        keyring::refresh_writing_version(&self.pool, &self.privacy)
+            .await
+            .map_err(|e| IngestError::Store(Box::new(e)))?;
 
         let mut rows = EventRows::default();
         let mut key_rows = Vec::new();
@@ -131,6 +134,9 @@ impl BatchAppender {
                 calls: outcomes,
             })),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            // A key row wrapped by a master key a rotation retired meanwhile: the call-by-call
+            // path wraps again with the current one.
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(None),
             Err(e) => Err(IngestError::from(e)),
         }
     }

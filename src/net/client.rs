@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use reqwest::redirect::{Attempt, Policy};
 use reqwest::{Method, RequestBuilder, Url};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use super::resolver::FilteringResolver;
 use super::{is_forbidden, redact_url, NetError};
@@ -104,7 +106,8 @@ pub struct ClientOptions {
     /// Time allowed for the whole exchange, body included.
     pub total_timeout: Duration,
     /// A PEM bundle of extra root certificates, for partners whose servers use a private CA.
-    /// The built-in roots stay trusted; certificate checks cannot be switched off.
+    /// The bundled Mozilla roots stay trusted (see [`crate::http_client`]); certificate checks
+    /// cannot be switched off.
     pub extra_ca_file: Option<PathBuf>,
     /// Follow redirects (at most [`MAX_REDIRECTS`], each hop checked like the first URL), as
     /// recording downloads do. Off for callbacks: a 3xx then comes back as the response.
@@ -120,8 +123,18 @@ pub fn build_client(
     policy: &OutboundPolicy,
     options: &ClientOptions,
 ) -> Result<reqwest::Client, NetError> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
+    let builder = match &options.extra_ca_file {
+        None => crate::http_client::builder(),
+        Some(path) => {
+            crate::http_client::builder_trusting(read_ca_bundle(path)?).map_err(|source| {
+                NetError::CaCertificate {
+                    path: path.to_owned(),
+                    source: Some(Box::new(source)),
+                }
+            })?
+        }
+    };
+    builder
         // A proxy would resolve and connect on our behalf, past the filtering resolver.
         .no_proxy()
         // reqwest's Referer keeps the query string, i.e. a presigned token, on redirects.
@@ -137,24 +150,21 @@ pub fn build_client(
         } else {
             Policy::none()
         })
-        .user_agent(concat!("callingest/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &options.extra_ca_file {
-        for certificate in read_ca_bundle(path)? {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
-    builder.build().map_err(NetError::Client)
+        .user_agent(concat!("callingest/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(NetError::Client)
 }
 
-fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, NetError> {
+fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let pem = std::fs::read(path).map_err(|source| NetError::CaFile {
         path: path.to_owned(),
         source,
     })?;
-    let certificates =
-        reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| NetError::CaCertificate {
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| NetError::CaCertificate {
             path: path.to_owned(),
-            source: Some(source),
+            source: Some(Box::new(source)),
         })?;
     if certificates.is_empty() {
         return Err(NetError::CaCertificate {

@@ -58,8 +58,9 @@ pub enum NetError {
     #[error("the CA file {} holds no usable PEM certificate", path.display())]
     CaCertificate {
         path: PathBuf,
+        /// A PEM block that does not parse, or a certificate rustls cannot use as a root.
         #[source]
-        source: Option<reqwest::Error>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     #[error("could not build the HTTP client")]
     Client(#[source] reqwest::Error),

@@ -118,21 +118,13 @@ impl Step for Worker {
         let (analysis, recording) = analyse(recording, format, bounds).await;
         let command = match analysis {
             Ok(analytics) => {
-                if let Some(spool) = &self.handover {
-                    // Kept before the hand-over is recorded, so the transcription worker finds
-                    // it; if keeping fails, that worker downloads the recording again.
-                    let sha256 = recording.sha256.clone();
-                    let spool = spool.clone();
-                    let kept =
-                        tokio::task::spawn_blocking(move || spool.keep(recording.file, &sha256))
-                            .await;
-                    if !matches!(kept, Ok(Ok(()))) {
-                        tracing::warn!("could not keep the recording for transcription");
-                    }
-                }
+                let transcribe = match &self.handover {
+                    Some(spool) => hand_over(&self.pool, spool, recording, job).await?,
+                    None => false,
+                };
                 CallCommand::RecordAnalysis {
                     analytics,
-                    transcribe: self.handover.is_some(),
+                    transcribe,
                     at: now(),
                 }
             }
@@ -146,6 +138,35 @@ impl Step for Worker {
     fn give_up(&self, call: &Call, why: GiveUp, at: DateTime<Utc>) -> Option<CallCommand> {
         give_up_fetch(call.stage(), why, self.retry, at)
     }
+}
+
+/// Keeps the analysed recording in the spool for the transcription pool; answers whether the
+/// call is to be transcribed: not once its personal data is erased (the file is then deleted
+/// again). Kept before the hand-over is recorded, so the transcription worker finds it; if
+/// keeping fails, that worker downloads the recording again.
+async fn hand_over(
+    pool: &PgPool,
+    spool: &Arc<Spool>,
+    recording: FetchedRecording,
+    job: &Job,
+) -> Result<bool, JobError> {
+    let sha256 = recording.sha256.clone();
+    let kept = {
+        let (spool, sha256) = (spool.clone(), sha256.clone());
+        tokio::task::spawn_blocking(move || spool.keep(recording.file, &sha256)).await
+    };
+    if !matches!(kept, Ok(Ok(()))) {
+        tracing::warn!("could not keep the recording for transcription");
+    }
+    // Asked after the file is kept: an erasure that commits later lists this recording for
+    // every spool to delete (see `erasure::call_erased`).
+    if crate::erasure::call_erased(pool, job.call_aggregate_id()).await? {
+        tracing::info!("the call was erased meanwhile: not kept, not transcribed");
+        let spool = spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.remove(&sha256)).await;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// What a fetch step given up by the runner leaves on the call: a drained attempt is given

@@ -17,12 +17,15 @@ pub fn build_engine(config: &TranscriptionConfig) -> anyhow::Result<Option<Arc<d
             let Some(base_url) = config.url.clone() else {
                 bail!("CALLINGEST_TRANSCRIBER=openai needs CALLINGEST_TRANSCRIBE_URL");
             };
-            let engine = OpenAiEngine::new(OpenAiConfig {
-                base_url,
-                api_key: config.api_key.as_ref().map(|k| k.expose().to_owned()),
-                model: config.model.clone(),
-                timeout: config.timeout,
-            })
+            let engine = OpenAiEngine::new(
+                OpenAiConfig {
+                    base_url,
+                    api_key: config.api_key.as_ref().map(|k| k.expose().to_owned()),
+                    model: config.model.clone(),
+                    timeout: config.timeout,
+                },
+                crate::http_client::builder(),
+            )
             .context("could not set up the transcription client")?;
             Ok(Some(Arc::new(engine)))
         }

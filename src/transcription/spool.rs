@@ -83,13 +83,19 @@ impl Spool {
         Ok(removed)
     }
 
-    /// Forgets a recording once its transcription has ended. Missing files are fine.
-    pub fn remove(&self, sha256: &str) {
-        if let Some(path) = self.path(sha256) {
-            if let Err(err) = std::fs::remove_file(&path) {
+    /// Forgets a recording once its transcription has ended, or its call was erased. Missing
+    /// files are fine. Answers whether a file was removed.
+    pub fn remove(&self, sha256: &str) -> bool {
+        let Some(path) = self.path(sha256) else {
+            return false;
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(err) => {
                 if err.kind() != io::ErrorKind::NotFound {
                     tracing::warn!(error = %err, "could not remove a spooled recording");
                 }
+                false
             }
         }
     }
@@ -111,9 +117,9 @@ mod tests {
         spool.keep(file, DIGEST).unwrap();
         let path = spool.get(DIGEST).expect("kept");
         assert_eq!(std::fs::read(&path).unwrap(), b"test");
-        spool.remove(DIGEST);
+        assert!(spool.remove(DIGEST));
         assert!(spool.get(DIGEST).is_none());
-        spool.remove(DIGEST);
+        assert!(!spool.remove(DIGEST));
     }
 
     #[test]

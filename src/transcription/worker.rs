@@ -107,10 +107,18 @@ impl Step for TranscriptionWorker {
             }
             Recorded::Applied(_) => {}
         }
+        let erased = || crate::erasure::call_erased(&self.pool, job.call_aggregate_id());
+        if erased().await? {
+            return self.refuse_erased(job, &claimed).await;
+        }
         let outcome = self
             .transcribe(engine.as_ref(), &claimed, job.cancel().stop())
             .await;
         let command = match outcome {
+            // Erased while it was being transcribed: what was said is not written down. (An
+            // erasure just after this question leaves nothing readable either: the text is
+            // sealed under a key that is gone, or not stored when the key was gone first.)
+            Ok(_) if erased().await? => return self.refuse_erased(job, &claimed).await,
             Ok(transcript) => {
                 tracing::info!(
                     segments = transcript.segments.len(),
@@ -176,7 +184,21 @@ fn give_up_transcription(
     })
 }
 
+/// Why an erased call has no transcript.
+const ERASED: &str = "not transcribed: the call's personal data was erased";
+
 impl TranscriptionWorker {
+    /// An erased call is not transcribed: the attempt fails for good (the call completes with
+    /// its analytics) and the spooled recording goes.
+    async fn refuse_erased(&self, job: &Job, claimed: &ClaimedJob) -> Result<(), JobError> {
+        tracing::info!("the call's personal data was erased: not transcribed");
+        let failure = self.failure(ERASED.to_owned(), false);
+        job.record(CallCommand::RecordTranscriptionFailure(failure))
+            .await?;
+        self.forget_recording(claimed);
+        Ok(())
+    }
+
     fn forget_recording(&self, job: &ClaimedJob) {
         if let Some(sha) = &job.recording_sha256 {
             self.spool.remove(sha);

@@ -351,6 +351,7 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
         acquire_timeout: std::time::Duration::from_secs(30),
         connect_deadline: std::time::Duration::from_secs(30),
         master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
+        previous_master_key: None,
     })
     .await
     .unwrap();

@@ -20,6 +20,7 @@ async fn database() -> (TestDatabase, PgPool) {
         acquire_timeout: std::time::Duration::from_secs(5),
         connect_deadline: std::time::Duration::from_secs(10),
         master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
+        previous_master_key: None,
     })
     .await
     .expect("the database migrates");

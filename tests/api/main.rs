@@ -5,6 +5,16 @@
 
 mod helpers;
 
+/// reqwest is built without a crypto provider of its own (`rustls-no-provider`), so a plain
+/// `reqwest::Client::new()` panics unless one is installed for the process. The service's own
+/// clients bring theirs (`callingest::http_client`); the tests' clients find this one, installed
+/// before any test starts so that no test has to remember it and none can race another to it.
+#[ctor::ctor(unsafe)]
+fn install_the_tls_crypto_provider() {
+    // Only fails if one is installed already, which serves as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 mod callback_receiver;
 mod callbacks;
 mod contract_errors;
@@ -27,6 +37,7 @@ mod outage;
 mod parking;
 mod partners;
 mod privacy;
+mod privacy_keys;
 mod processing;
 mod read_side;
 mod replica;

@@ -16,6 +16,7 @@ fn config(url: String) -> DatabaseConfig {
         acquire_timeout: std::time::Duration::from_secs(5),
         connect_deadline: std::time::Duration::from_secs(5),
         master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
+        previous_master_key: None,
     }
 }
 

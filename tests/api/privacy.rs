@@ -1,13 +1,21 @@
 //! Personal fields are sealed in the event log under per-call keys (issue 16).
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use callingest::config::{Role, TranscriberKind, TranscriptionConfig};
+use callingest::erasure::{self, Subject};
+use callingest_domain::call::ErasureReason;
 use serde_json::{json, Value};
 use sqlx::ConnectOptions;
 
 use crate::helpers::instances::free_port;
 use crate::helpers::recording_server::RecordingServer;
-use crate::helpers::{batch, json_body, published_item, TestApp, ADMIN_TOKEN, TEST_MASTER_KEY};
+use crate::helpers::{
+    batch, json_body, published_item, test_workers, TestApp, ADMIN_TOKEN, TEST_MASTER_KEY,
+};
 
 /// Both wrapped keys and the three blind indexes of a `keyring.call_key` row.
 type KeyRow = (
@@ -514,4 +522,615 @@ async fn calls_older_than_the_partners_retention_lose_their_personal_data_and_ne
         "+447700900002"
     );
     assert_eq!(new.len(), 1);
+}
+
+/// `POST /api/v1/partner/data-privacy/erase` of partner-a with `body`; the answer.
+async fn erase(app: &TestApp, body: Value) -> Value {
+    let response = app
+        .client
+        .post(app.url("/api/v1/partner/data-privacy/erase"))
+        .header("x-partner-id", "partner-a")
+        .header("x-api-key", &app.partner.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    json_body(response).await
+}
+
+/// The digest of the call's recording, from its `RecordingFetched` event.
+async fn recording_sha256(app: &TestApp, call_id: &str) -> String {
+    let events = app.call_events("partner-a", call_id).await;
+    let (_, fetched) = events
+        .iter()
+        .find(|(t, _)| t == "RecordingFetched")
+        .expect("the recording was fetched");
+    fetched["RecordingFetched"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Where a spool keeps the recording with this digest.
+fn spooled(spool: &Path, sha256: &str) -> PathBuf {
+    spool.join(format!("{sha256}.recording"))
+}
+
+/// Waits (bounded) until `path` is gone.
+async fn wait_until_gone(path: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} is still there",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_erased_calls_spooled_recording_is_deleted_within_seconds_and_its_row_expires() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut processing = test_workers();
+    processing.transcription.spool_dir = Some(spool.path().to_path_buf());
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
+    let recordings = RecordingServer::start().await;
+    let items = vec![
+        subject_item(
+            "spooled-erased",
+            "+447700900321",
+            "Spooled Subject",
+            "spooled@example.org",
+            &recordings.url("/files/silence.wav"),
+        ),
+        subject_item(
+            "spooled-kept",
+            "+447700900654",
+            "Kept Subject",
+            "kept@example.org",
+            &recordings.url("/files/left-only.wav"),
+        ),
+    ];
+    assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+    wait_until_finished(&app, &["spooled-erased", "spooled-kept"]).await;
+    // Both recordings left in the spool, as by an instance that analysed the calls while
+    // another transcribed them (the spool alone would keep them for a day).
+    let erased = spooled(
+        spool.path(),
+        &recording_sha256(&app, "spooled-erased").await,
+    );
+    let kept = spooled(spool.path(), &recording_sha256(&app, "spooled-kept").await);
+    assert_ne!(erased, kept);
+    std::fs::write(&erased, b"the subject's voice").unwrap();
+    std::fs::write(&kept, b"someone else's voice").unwrap();
+
+    let answer = erase(&app, json!({"phone_number": "+447700900321"})).await;
+    assert_eq!(answer["call_ids"], json!(["spooled-erased"]), "{answer}");
+    wait_until_gone(&erased, Duration::from_secs(10)).await;
+    assert!(kept.exists(), "the other call's recording is kept");
+
+    // The row is kept as long as a spool could hold the file (a day and an hour), no longer.
+    assert_eq!(
+        erasure::follow_up::expire_erased_recordings(&app.pool)
+            .await
+            .unwrap(),
+        0
+    );
+    sqlx::query("update erased_recording set erased_at = now() - interval '26 hours'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        erasure::follow_up::expire_erased_recordings(&app.pool)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+/// The whole service with a spool of its own (returned) and the OpenAI-compatible engine at
+/// `engine_url`: analysed calls are handed over to transcription through the spool.
+async fn app_handing_over(engine_url: String) -> (TestApp, PathBuf) {
+    let spool = tempfile::tempdir().unwrap().keep();
+    let mut processing = test_workers();
+    processing.transcription = TranscriptionConfig {
+        transcriber: TranscriberKind::Openai,
+        url: Some(engine_url),
+        max_attempts: 1,
+        backoff_base: Duration::from_millis(100),
+        spool_dir: Some(spool.clone()),
+        ..TranscriptionConfig::default()
+    };
+    (
+        TestApp::builder()
+            .role(Role::All)
+            .workers(processing)
+            .spawn()
+            .await,
+        spool,
+    )
+}
+
+#[tokio::test]
+async fn a_recording_fetched_while_its_call_is_erased_is_neither_spooled_nor_transcribed() {
+    // Nothing answers for the engine: the call must not get that far.
+    let (app, spool) = app_handing_over(format!("http://127.0.0.1:{}", free_port())).await;
+    let recordings = RecordingServer::start().await;
+    // The host answers after 4 s: the erasure comes while the download is in flight.
+    let item = subject_item(
+        "in-flight",
+        "+447700900777",
+        "Flight Subject",
+        "flight@example.org",
+        &recordings.url("/delay/4000/overlap.wav"),
+    );
+    assert_eq!(app.post_batch(&batch(vec![item])).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while recordings.hits.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the fetch never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = erase(&app, json!({"phone_number": "+447700900777"})).await;
+    assert_eq!(answer["calls_erased"], 1, "{answer}");
+
+    let call = app.final_row("in-flight").await;
+    assert_eq!(call["status"], "completed", "{call}");
+    assert!(
+        call["agent_talk_ms"].as_i64().is_some(),
+        "analytics kept: {call}"
+    );
+    let types = app.event_types("in-flight").await;
+    assert!(types.contains(&"RecordingFetched".to_owned()), "{types:?}");
+    assert!(
+        !types.iter().any(|t| t.starts_with("Transcri")),
+        "an erased call is not transcribed: {types:?}"
+    );
+    let events = app.call_events("partner-a", "in-flight").await;
+    let (_, analysed) = events
+        .iter()
+        .find(|(t, _)| t == "RecordingAnalyzed")
+        .unwrap();
+    assert_eq!(analysed["RecordingAnalyzed"]["transcription_due"], false);
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the spool: {left:?}");
+}
+
+/// A speech-to-text service on 127.0.0.1 (OpenAI's `verbose_json` answer) that takes 3 s to
+/// hear `words` in every piece it is sent; the base URL and its request count.
+async fn slow_transcription_service(words: &'static str) -> (String, Arc<AtomicUsize>) {
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    use poem::web::{Data, Json};
+    use poem::{handler, post, EndpointExt, Route, Server};
+
+    #[handler]
+    async fn transcribe(
+        body: poem::Body,
+        state: Data<&(Arc<AtomicUsize>, &'static str)>,
+    ) -> Json<Value> {
+        let (requests, words) = state.0;
+        requests.fetch_add(1, Ordering::SeqCst);
+        let _ = body.into_bytes().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Json(json!({"language": "en", "text": words,
+                    "segments": [{"start": 0.0, "end": 1.0, "text": words}]}))
+    }
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let address = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let routes = Route::new()
+        .at("/v1/audio/transcriptions", post(transcribe))
+        .data((requests.clone(), words));
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(routes));
+    (format!("http://{address}"), requests)
+}
+
+#[tokio::test]
+async fn a_call_erased_while_it_is_transcribed_gets_no_transcript() {
+    const SAID: &str = "my parcel tracking code is zebra seven";
+    let (engine, requests) = slow_transcription_service(SAID).await;
+    let (app, spool) = app_handing_over(engine).await;
+    let recordings = RecordingServer::start().await;
+    let item = subject_item(
+        "heard",
+        "+447700900888",
+        "Heard Subject",
+        "heard@example.org",
+        &recordings.url("/files/overlap.wav"),
+    );
+    assert_eq!(app.post_batch(&batch(vec![item])).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while requests.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the transcription never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = erase(&app, json!({"phone_number": "+447700900888"})).await;
+    assert_eq!(answer["calls_erased"], 1, "{answer}");
+
+    let call = app.final_row("heard").await;
+    assert_eq!(call["status"], "completed", "{call}");
+    assert_eq!(call["transcription_status"], "unavailable", "{call}");
+    let events = app.call_events("partner-a", "heard").await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(!types.contains(&"TranscriptProduced"), "{types:?}");
+    let (_, failed) = events
+        .iter()
+        .find(|(t, _)| t == "TranscriptionFailed")
+        .expect("the attempt failed");
+    assert_eq!(
+        failed["TranscriptionFailed"]["error"],
+        "not transcribed: the call's personal data was erased"
+    );
+    assert_eq!(failed["TranscriptionFailed"]["retryable"], false);
+    let transcript = app
+        .client
+        .get(app.url("/api/v1/partner/calls/heard/transcript"))
+        .header("x-partner-id", "partner-a")
+        .header("x-api-key", &app.partner.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(transcript.status(), 404);
+    assert!(!pg_dump(&app).contains("zebra"));
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the spool: {left:?}");
+}
+
+/// How many `PersonalDataErased` events each of these calls has.
+async fn erasure_events(app: &TestApp, ids: &[&str]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for id in ids {
+        let types = app.event_types(id).await;
+        counts.push(types.iter().filter(|t| *t == "PersonalDataErased").count());
+    }
+    counts
+}
+
+#[tokio::test]
+async fn an_erasure_interrupted_before_its_events_gets_each_event_exactly_once_after_restart() {
+    let app = TestApp::spawn().await;
+    let items = vec![
+        subject_item(
+            "crash-1",
+            "+447700900555",
+            "Crash Subject",
+            "crash@example.org",
+            "https://r.invalid/a.wav",
+        ),
+        subject_item(
+            "crash-2",
+            "+447700900555",
+            "Crash Subject",
+            "crash@example.org",
+            "https://r.invalid/b.wav",
+        ),
+        subject_item(
+            "crash-3",
+            "+447700900556",
+            "Another Subject",
+            "another@example.org",
+            "https://r.invalid/c.wav",
+        ),
+    ];
+    assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+
+    // The erasure's transaction, then a crash before any event is recorded.
+    let subject = Subject::PhoneNumber("+447700900555".into());
+    let (erased, pending) = erasure::destroy_keys(
+        &app.pool,
+        &app.privacy,
+        "partner-a",
+        &subject,
+        ErasureReason::Request,
+    )
+    .await
+    .unwrap();
+    assert_eq!(erased.call_ids(), ["crash-1", "crash-2"]);
+    assert_eq!(pending.len(), 2);
+    assert_eq!(erasure_events(&app, &["crash-1", "crash-2"]).await, [0, 0]);
+    // The erasure stands: the fields read as erased already.
+    let accepted = &app.call_events("partner-a", "crash-1").await[0].1["CallAccepted"]["call"];
+    assert!(
+        accepted["call"].get("contact_number").is_none(),
+        "{accepted}"
+    );
+
+    // The other crash point for crash-2: its event appended (as the follow-up appends it,
+    // naming its pending row) but the row not deleted yet.
+    let calls = callingest::event_store::store(app.pool.clone(), &app.privacy);
+    let metadata = std::collections::HashMap::from([
+        ("erasure".to_owned(), "request".to_owned()),
+        ("erasure_id".to_owned(), pending[1].to_string()),
+    ]);
+    callingest::event_store::execute(
+        &calls,
+        "partner-a:crash-2",
+        callingest_domain::call::CallCommand::RecordErasure {
+            scope: callingest_domain::call::ErasureScope::Call,
+            reason: ErasureReason::Request,
+            at: chrono::Utc::now(),
+        },
+        &metadata,
+    )
+    .await
+    .unwrap();
+
+    // A worker process records what is missing when it starts, and only that.
+    let app = app.restart_as(Role::All).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 = sqlx::query_scalar("select count(*) from erasure_event_pending")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} erasure events still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(erasure_events(&app, &["crash-1", "crash-2"]).await, [1, 1]);
+    let events = app.call_events("partner-a", "crash-1").await;
+    let (_, recorded) = events
+        .iter()
+        .find(|(t, _)| t == "PersonalDataErased")
+        .unwrap();
+    assert_eq!(recorded["PersonalDataErased"]["scope"], "call");
+    assert_eq!(recorded["PersonalDataErased"]["reason"], "request");
+
+    // Passes racing over the same rows (two by hand, the worker's own) record each once.
+    let subject = Subject::PhoneNumber("+447700900556".into());
+    let (_, pending) = erasure::destroy_keys(
+        &app.pool,
+        &app.privacy,
+        "partner-a",
+        &subject,
+        ErasureReason::Request,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pending.len(), 1);
+    let (a, b) = tokio::join!(
+        erasure::follow_up::record_missing_events(&app.pool, &calls),
+        erasure::follow_up::record_missing_events(&app.pool, &calls),
+    );
+    assert!(a.unwrap() + b.unwrap() <= 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while erasure_events(&app, &["crash-3"]).await != [1] {
+        assert!(Instant::now() < deadline, "crash-3 never got its event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        erasure::follow_up::record_missing_events(&app.pool, &calls)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        erasure_events(&app, &["crash-1", "crash-2", "crash-3"]).await,
+        [1, 1, 1]
+    );
+}
+
+#[cfg(feature = "whisper")]
+mod with_whisper {
+    use super::*;
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    use poem::{Response, Route, Server};
+
+    use crate::helpers::speech_clips as speech;
+
+    /// What the subject says on the erased call, and what the other caller says.
+    const SUBJECT_SAYS: &str =
+        "Hello, my washing machine is broken and the kitchen floor is covered in water.";
+    const OTHER_SAYS: &str =
+        "Good morning, I would like to pay the electricity bill for my garden house.";
+
+    /// A mono WAV of `text` spoken (espeak-ng) with a little noise around it.
+    fn spoken(text: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let voice = speech::speak(text, dir.path());
+        let gap = speech::samples(0.5);
+        let mut samples = speech::noise(gap + voice.len() + gap, 0.002, 1);
+        speech::place(&mut samples, gap, &voice);
+        let path = dir.path().join("call.wav");
+        speech::write_wav(&path, &[samples]);
+        std::fs::read(path).unwrap()
+    }
+
+    /// Serves each `(name, bytes)` at `/{name}` on a loopback port; the base address.
+    async fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
+        let mut routes = Route::new();
+        for (name, bytes) in files {
+            routes = routes.at(
+                format!("/{name}"),
+                poem::endpoint::make_sync(move |_| {
+                    Response::builder()
+                        .content_type("audio/wav")
+                        .body(bytes.clone())
+                }),
+            );
+        }
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let address = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(routes));
+        format!("http://{address}")
+    }
+
+    async fn transcript_text(app: &TestApp, call_id: &str) -> String {
+        app.client
+            .get(app.url(&format!("/api/v1/partner/calls/{call_id}/transcript")))
+            .header("x-partner-id", "partner-a")
+            .header("x-api-key", &app.partner.api_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .to_lowercase()
+    }
+
+    /// The support page of a call, as a signed-in support engineer gets it (plain HTTP).
+    async fn support_page(app: &TestApp, call_id: &str) -> String {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let signed_in = client
+            .post(app.url("/support/login"))
+            .form(&[("token", ADMIN_TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        let cookie = signed_in.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let page = client
+            .get(app.url(&format!("/support?partner=partner-a&call={call_id}")))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        page.text().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_erased_transcribed_call_shows_nothing_of_its_subject_anywhere_and_leaves_no_spooled_recording(
+    ) {
+        let spool = tempfile::tempdir().unwrap();
+        let mut processing = test_workers();
+        processing.transcription = TranscriptionConfig {
+            transcriber: TranscriberKind::Whisper,
+            whisper_model: Some(speech::model_path()),
+            max_attempts: 2,
+            backoff_base: Duration::from_millis(100),
+            spool_dir: Some(spool.path().to_path_buf()),
+            ..TranscriptionConfig::default()
+        };
+        let app = TestApp::builder()
+            .role(Role::All)
+            .workers(processing)
+            .spawn()
+            .await;
+        let host = serve(vec![
+            ("subject.wav", spoken(SUBJECT_SAYS)),
+            ("other.wav", spoken(OTHER_SAYS)),
+        ])
+        .await;
+        let (number, name, email) = ("+447700900123", "Erin Subject", "erin.subject@example.org");
+        let items = vec![
+            subject_item("said", number, name, email, &format!("{host}/subject.wav")),
+            subject_item(
+                "other-said",
+                "+447700900999",
+                "Kept Person",
+                "kept@example.org",
+                &format!("{host}/other.wav"),
+            ),
+        ];
+        assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+        for id in ["said", "other-said"] {
+            let call = app.final_row_within(id, Duration::from_secs(180)).await;
+            assert_eq!(call["transcription_status"], "available", "{call}");
+        }
+
+        // What whisper heard the subject say (its longer words, none of which the other call
+        // holds): found in the transcript now, to be found nowhere after the erasure.
+        let heard = transcript_text(&app, "said").await;
+        let other_heard = transcript_text(&app, "other-said").await;
+        let said: Vec<String> = SUBJECT_SAYS
+            .to_lowercase()
+            .split(|c: char| !c.is_alphabetic())
+            .filter(|w| w.len() >= 6 && heard.contains(w) && !other_heard.contains(w))
+            .map(str::to_owned)
+            .collect();
+        assert!(said.len() >= 3, "whisper heard too little: {heard}");
+        let other_said: Vec<String> = OTHER_SAYS
+            .to_lowercase()
+            .split(|c: char| !c.is_alphabetic())
+            .filter(|w| w.len() >= 6 && other_heard.contains(w))
+            .map(str::to_owned)
+            .collect();
+        assert!(!other_said.is_empty(), "{other_heard}");
+        let page = support_page(&app, "said").await.to_lowercase();
+        assert!(said.iter().all(|w| page.contains(w.as_str())), "{page}");
+
+        // Both recordings left in the spool, as by an instance whose calls another instance
+        // transcribed.
+        let erased_file = spooled(spool.path(), &recording_sha256(&app, "said").await);
+        let kept_file = spooled(spool.path(), &recording_sha256(&app, "other-said").await);
+        std::fs::write(&erased_file, spoken(SUBJECT_SAYS)).unwrap();
+        std::fs::write(&kept_file, spoken(OTHER_SAYS)).unwrap();
+
+        let answer = erase(&app, json!({"phone_number": number})).await;
+        assert_eq!(answer["call_ids"], json!(["said"]), "{answer}");
+        wait_until_gone(&erased_file, Duration::from_secs(10)).await;
+        assert!(kept_file.exists());
+
+        let traces = |text: &str| -> Vec<String> {
+            let text = text.to_lowercase();
+            [number, "7700900123", name, email]
+                .iter()
+                .map(|t| t.to_lowercase())
+                .chain(said.iter().cloned())
+                .filter(|t| text.contains(t.as_str()))
+                .collect()
+        };
+        let transcript = transcript_text(&app, "said").await;
+        assert!(traces(&transcript).is_empty(), "{transcript}");
+        let page = support_page(&app, "said").await;
+        assert!(page.contains("PersonalDataErased"), "{page}");
+        assert!(traces(&page).is_empty(), "{:?} in {page}", traces(&page));
+        let call = get(&app, "/api/v1/partner/calls/said").await;
+        assert!(traces(&call.to_string()).is_empty(), "{call}");
+        let history = get(&app, "/api/v1/partner/calls/said/events").await;
+        assert!(traces(&history.to_string()).is_empty(), "{history}");
+
+        // The other call keeps its data, on its page and in its transcript.
+        let other_page = support_page(&app, "other-said").await;
+        assert!(other_page.contains("Kept Person"), "{other_page}");
+        assert!(other_page.contains("+447700900999"), "{other_page}");
+        let other_page = other_page.to_lowercase();
+        assert!(
+            other_said.iter().all(|w| other_page.contains(w.as_str())),
+            "{other_page}"
+        );
+        let other_transcript = transcript_text(&app, "other-said").await;
+        assert!(other_said
+            .iter()
+            .all(|w| other_transcript.contains(w.as_str())));
+
+        let dump = pg_dump(&app);
+        assert!(
+            traces(&dump).is_empty(),
+            "found {:?} in pg_dump",
+            traces(&dump)
+        );
+    }
 }

@@ -367,6 +367,7 @@ async fn a_streaming_replica_serves_listings_within_the_lag_allowed_and_hands_ov
         acquire_timeout: Duration::from_secs(10),
         connect_deadline: Duration::from_secs(10),
         master_key: Some(Secret::new(crate::helpers::TEST_MASTER_KEY)),
+        previous_master_key: None,
     })
     .await
     .unwrap();

@@ -51,7 +51,13 @@ pub struct OpenAiEngine {
 }
 
 impl OpenAiEngine {
-    pub fn new(config: OpenAiConfig) -> Result<Self, TranscribeError> {
+    /// `http` is the application's client builder: it carries the TLS setup (crypto provider,
+    /// trusted roots), which this crate leaves to the application. The engine adds its timeout
+    /// and refuses redirects.
+    pub fn new(
+        config: OpenAiConfig,
+        http: reqwest::ClientBuilder,
+    ) -> Result<Self, TranscribeError> {
         let base = config.base_url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(TranscribeError::Permanent(format!(
@@ -59,7 +65,7 @@ impl OpenAiEngine {
             )));
         }
         let endpoint = format!("{base}/v1/audio/transcriptions");
-        let client = reqwest::Client::builder()
+        let client = http
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -391,7 +397,8 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert!(matches!(
-            OpenAiEngine::new(config),
+            // Refused before the builder is used.
+            OpenAiEngine::new(config, reqwest::Client::builder()),
             Err(TranscribeError::Permanent(_))
         ));
     }

@@ -177,6 +177,7 @@ impl TestAppBuilder {
                 acquire_timeout: Duration::from_secs(2),
                 connect_deadline: Duration::from_secs(120),
                 master_key: Some(Secret::new(TEST_MASTER_KEY)),
+                previous_master_key: None,
             },
             role: self.role,
             http: HttpConfig {
