@@ -14,7 +14,8 @@ use sqlx::ConnectOptions;
 use crate::helpers::instances::free_port;
 use crate::helpers::recording_server::RecordingServer;
 use crate::helpers::{
-    batch, json_body, published_item, test_workers, TestApp, ADMIN_TOKEN, TEST_MASTER_KEY,
+    batch, json_body, published_item, test_workers, wait_until, TestApp, ADMIN_TOKEN,
+    TEST_MASTER_KEY,
 };
 
 /// Both wrapped keys and the three blind indexes of a `keyring.call_key` row.
@@ -216,19 +217,26 @@ async fn admin_get(app: &TestApp, path: &str) -> Value {
     .await
 }
 
-/// Once the service ran out of work, the `call` read model holds every call of `ids` in a
-/// final state.
+/// Waits until the `call` read model holds every call of `ids` in a final state (these calls
+/// alone: `drain()` here waits about a minute longer for the queues to empty, see the report
+/// of the harness branch).
 async fn wait_until_finished(app: &TestApp, ids: &[&str]) {
-    app.drain().await;
-    let finished: i64 = sqlx::query_scalar(
-        "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
-         and status in ('completed', 'failed')",
+    wait_until(
+        "the calls to finish",
+        Duration::from_secs(60),
+        || async move {
+            let finished: i64 = sqlx::query_scalar(
+                "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
+             and status in ('completed', 'failed')",
+            )
+            .bind(ids)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            finished as usize == ids.len()
+        },
     )
-    .bind(ids)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(finished as usize, ids.len(), "calls not finished");
+    .await;
 }
 
 fn pg_dump(app: &TestApp) -> String {
