@@ -19,8 +19,8 @@
 #[path = "pipeline/fairness.rs"]
 mod fairness;
 
-// The HTTPS receiver of the tests; its own tests come along unused here.
-#[path = "../tests/api/callback_receiver.rs"]
+// The HTTPS receiver of the tests (a fixture of their harness); not all of it is used here.
+#[path = "../tests/api/helpers/callback_receiver.rs"]
 #[allow(dead_code, unused_imports)]
 mod callback_receiver;
 

@@ -1,27 +1,31 @@
 //! The callback saga end to end: real HTTPS receivers on 127.0.0.1 with a certificate from a
 //! test CA (trusted through CALLINGEST_EXTRA_CA_FILE), signatures checked as a partner would.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callingest::callbacks::signature::{verify, SigningSecret};
 use callingest::callbacks::webhook_id;
 use callingest::config::{Role, WorkersConfig};
 use serde_json::{json, Value};
 
-use crate::callback_receiver::{ReceivedRequest, Receiver, Reply, TestCa};
-use crate::helpers::{batch, spawn_app_with, test_processing, TestApp, ADMIN_TOKEN};
-use crate::processing::{final_row, item, RecordingServer};
+use crate::helpers::callback_receiver::{ReceivedRequest, Receiver, Reply, TestCa};
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::{batch, item, test_workers, wait_until, TestApp, ADMIN_TOKEN};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn settings(ca: &TestCa) -> WorkersConfig {
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.outbound.extra_ca_file = Some(ca.ca_file().to_owned());
     processing
 }
 
 async fn app_with(ca: &TestCa) -> TestApp {
-    spawn_app_with(Role::All, 600, settings(ca)).await
+    TestApp::builder()
+        .role(Role::All)
+        .workers(settings(ca))
+        .spawn()
+        .await
 }
 
 /// A call whose recording is the left-only WAV and whose outcome goes to `receiver`.
@@ -40,18 +44,16 @@ async fn callback_events(app: &TestApp, call_id: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// Waits until the call has an event of type `event_type`.
+/// Waits until the call has an event of type `event_type` (for a step in the middle of the
+/// saga; its end is awaited by [`TestApp::drain`]).
 async fn wait_for_event(app: &TestApp, call_id: &str, event_type: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !app
-        .call_events("partner-a", call_id)
-        .await
-        .iter()
-        .any(|(t, _)| t == event_type)
-    {
-        assert!(Instant::now() < deadline, "no {event_type} for {call_id}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&format!("{event_type} of {call_id}"), WAIT, || async move {
+        app.call_events("partner-a", call_id)
+            .await
+            .iter()
+            .any(|(t, _)| t == event_type)
+    })
+    .await;
 }
 
 fn assert_signed(app: &TestApp, request: &ReceivedRequest) {
@@ -105,12 +107,12 @@ async fn a_completed_call_is_delivered_signed_with_its_metadata_and_analytics() 
     assert_eq!(body["results"]["customer_talk_ms"], 0);
     assert_eq!(body["results"]["channels"], 2);
 
-    wait_for_event(&app, "c1", "CallbackDelivered").await;
+    app.drain().await;
     let events = callback_events(&app, "c1").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].1["CallbackDelivered"]["attempt"], 1);
     assert_eq!(events[0].1["CallbackDelivered"]["status_code"], 204);
-    let row = final_row(&app, "c1").await;
+    let row = app.final_row("c1").await;
     assert_eq!(row["status"], "completed");
 }
 
@@ -149,7 +151,7 @@ async fn a_receiver_failing_three_times_gets_four_attempts_with_growing_delays()
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
         .await;
     let requests = receiver.wait_for_requests(4, WAIT).await;
-    wait_for_event(&app, "c1", "CallbackDelivered").await;
+    app.drain().await;
 
     let gaps: Vec<Duration> = requests
         .windows(2)
@@ -200,16 +202,15 @@ async fn a_receiver_that_always_fails_is_abandoned_after_four_attempts() {
 
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
         .await;
-    wait_for_event(&app, "c1", "CallbackAbandoned").await;
-    // Longer than the next backoff would be: no fifth attempt comes.
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // Drained: no delivery is left in the queue, so no fifth attempt can come.
+    app.drain().await;
 
     assert_eq!(receiver.requests().len(), 4);
     let events = callback_events(&app, "c1").await;
     assert_eq!(events.len(), 5);
     assert!(events[3].1["CallbackAttemptFailed"]["next_attempt_at"].is_null());
     assert_eq!(events[4].1["CallbackAbandoned"]["attempts"], 4);
-    let row = final_row(&app, "c1").await;
+    let row = app.final_row("c1").await;
     assert_eq!(row["callback_status"], "abandoned");
     assert_eq!(row["callback_attempts"], 4);
 }
@@ -228,11 +229,15 @@ async fn a_slow_receiver_times_out_and_is_retried() {
     let recordings = RecordingServer::start().await;
     let mut processing = settings(&ca);
     processing.callbacks.timeout = Duration::from_millis(300);
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
 
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
         .await;
-    wait_for_event(&app, "c1", "CallbackDelivered").await;
+    app.drain().await;
 
     let events = callback_events(&app, "c1").await;
     let failed = &events[0].1["CallbackAttemptFailed"];
@@ -256,7 +261,7 @@ async fn a_redirect_is_not_followed_and_counts_as_a_failed_attempt() {
 
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
         .await;
-    wait_for_event(&app, "c1", "CallbackDelivered").await;
+    app.drain().await;
 
     let events = callback_events(&app, "c1").await;
     assert_eq!(events[0].1["CallbackAttemptFailed"]["status_code"], 302);
@@ -288,15 +293,19 @@ async fn a_restart_between_attempts_resumes_the_schedule_without_losing_or_doubl
     let recordings = RecordingServer::start().await;
     let mut processing = settings(&ca);
     processing.callbacks.backoff_base = Duration::from_millis(1_500);
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
 
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
         .await;
     receiver.wait_for_requests(1, WAIT).await;
     wait_for_event(&app, "c1", "CallbackAttemptFailed").await;
     let app = app.restart().await;
-    wait_for_event(&app, "c1", "CallbackDelivered").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Drained: delivered, and no delivery left in the queue to double it.
+    app.drain().await;
 
     let requests = receiver.requests();
     assert_eq!(requests.len(), 2);
@@ -325,7 +334,7 @@ async fn support_can_redeliver_a_delivered_callback_with_the_same_webhook_id() {
     let app = app_with(&ca).await;
     app.post_batch(&batch(vec![call_to("c1", &recordings, &receiver)]))
         .await;
-    wait_for_event(&app, "c1", "CallbackDelivered").await;
+    app.drain().await;
     let path = "/api/v1/admin/partners/partner-a/calls/c1/callback/redeliver";
 
     let refused = app
@@ -362,23 +371,13 @@ async fn support_can_redeliver_a_delivered_callback_with_the_same_webhook_id() {
     );
     assert_eq!(requests[0].body, requests[1].body);
     assert_signed(&app, &requests[1]);
+    // The second delivery is recorded once it is acknowledged.
+    app.drain().await;
     let types: Vec<String> = callback_events(&app, "c1")
         .await
         .into_iter()
         .map(|e| e.0)
         .collect();
-    // The second delivery is recorded once it is acknowledged.
-    let deadline = Instant::now() + WAIT;
-    let mut types = types;
-    while types.len() < 3 {
-        assert!(Instant::now() < deadline, "{types:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        types = callback_events(&app, "c1")
-            .await
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-    }
     assert_eq!(
         types,
         [
@@ -397,7 +396,7 @@ async fn a_call_without_callback_url_cannot_be_redelivered() {
     let mut call = item("quiet", &recordings.url("/files/left-only.wav"));
     call.as_object_mut().unwrap().remove("callback_url");
     app.post_batch(&batch(vec![call])).await;
-    final_row(&app, "quiet").await;
+    app.final_row("quiet").await;
 
     let response = app
         .client
@@ -418,13 +417,17 @@ async fn a_callback_to_a_loopback_address_is_refused_when_private_urls_are_not_a
     let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;
     let mut processing = settings(&ca);
     processing.outbound.allow_private_urls = false;
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
     // The recording is refused too (loopback), so the call fails and its outcome is due.
     let mut call = item("c1", "http://127.0.0.1:9/none.wav");
     call["callback_url"] = json!(receiver.url());
 
     app.post_batch(&batch(vec![call])).await;
-    wait_for_event(&app, "c1", "CallbackAbandoned").await;
+    app.drain().await;
 
     assert!(
         receiver.requests().is_empty(),

@@ -4,10 +4,7 @@
 use callingest::partners::PartnerCredentials;
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    batch, item_with_id, json_body, published_item, spawn_app, spawn_app_with_rate_limit, TestApp,
-    BATCH_PATH,
-};
+use crate::helpers::{batch, item_with_id, json_body, published_item, TestApp, BATCH_PATH};
 
 async fn assert_answer(response: reqwest::Response, status: u16, body: Value) {
     assert_eq!(response.status(), status);
@@ -32,7 +29,7 @@ fn forbidden() -> Value {
 
 #[tokio::test]
 async fn requests_without_valid_credentials_are_forbidden() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = batch(vec![published_item()]);
     let url = app.url(BATCH_PATH);
     let tenant_headers = |r: reqwest::RequestBuilder| {
@@ -67,7 +64,7 @@ async fn requests_without_valid_credentials_are_forbidden() {
 
 #[tokio::test]
 async fn the_key_may_also_be_sent_as_a_bearer_token() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .client
         .post(app.url(BATCH_PATH))
@@ -84,7 +81,7 @@ async fn the_key_may_also_be_sent_as_a_bearer_token() {
 
 #[tokio::test]
 async fn partner_b_cannot_authenticate_with_partner_a_key() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     callingest::partners::create_partner(&app.pool, "partner-b", None, 600)
         .await
         .unwrap();
@@ -108,7 +105,7 @@ async fn partner_b_cannot_authenticate_with_partner_a_key() {
 
 #[tokio::test]
 async fn missing_or_blank_tenant_headers_are_bad_requests_with_the_published_messages() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = batch(vec![published_item()]);
     let base = || {
         app.client
@@ -159,7 +156,7 @@ async fn missing_or_blank_tenant_headers_are_bad_requests_with_the_published_mes
 
 #[tokio::test]
 async fn authentication_is_checked_before_tenant_headers() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .client
         .post(app.url(BATCH_PATH))
@@ -174,7 +171,7 @@ async fn authentication_is_checked_before_tenant_headers() {
 
 #[tokio::test]
 async fn a_partner_over_its_rate_limit_is_told_when_to_retry() {
-    let app = spawn_app_with_rate_limit(2).await;
+    let app = TestApp::builder().rate_limit(2).spawn().await;
     let body = batch(vec![item_with_id("c1")]);
     assert_eq!(app.post_batch(&body).await.status(), 200);
     assert_eq!(app.post_batch(&body).await.status(), 200);
@@ -213,7 +210,7 @@ async fn a_partner_over_its_rate_limit_is_told_when_to_retry() {
 
 #[tokio::test]
 async fn a_body_that_is_not_declared_json_is_unsupported() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .batch_request()
         .header("content-type", "text/plain")
@@ -232,7 +229,7 @@ async fn a_body_that_is_not_declared_json_is_unsupported() {
 
 #[tokio::test]
 async fn malformed_json_is_a_bad_request() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     for raw in [
         &b"{\"data\": ["[..],
         b"not json at all",
@@ -258,7 +255,7 @@ async fn malformed_json_is_a_bad_request() {
 
 #[tokio::test]
 async fn deeply_nested_json_is_refused_cleanly() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let nested = format!(
         "{{\"data\": {}{}}}",
         "[".repeat(100_000),
@@ -290,7 +287,7 @@ fn body_of_size(size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_body_of_exactly_five_mib_is_accepted() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .batch_request()
         .header("content-type", "application/json")
@@ -303,7 +300,7 @@ async fn a_body_of_exactly_five_mib_is_accepted() {
 
 #[tokio::test]
 async fn a_body_over_five_mib_is_too_large_also_when_chunked() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let too_big = body_of_size(callingest::http::MAX_BODY_BYTES + 1);
     let expected =
         json!({"success": false, "message": "Request body is larger than 5242880 bytes"});
@@ -335,7 +332,7 @@ async fn a_body_over_five_mib_is_too_large_also_when_chunked() {
 
 #[tokio::test]
 async fn a_batch_with_several_broken_items_lists_every_error_and_stores_nothing() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let mut first = published_item();
     first["call"]["id"] = json!("");
     first["call"]["contact_number"] = json!("12345");
@@ -375,7 +372,7 @@ async fn a_batch_with_several_broken_items_lists_every_error_and_stores_nothing(
 
 #[tokio::test]
 async fn missing_and_mistyped_fields_are_validation_errors_with_their_paths() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let cases = [
         (json!({}), "data", "data is required"),
         (json!({"data": "nope"}), "data", "data must be an array"),
@@ -413,7 +410,7 @@ async fn missing_and_mistyped_fields_are_validation_errors_with_their_paths() {
 
 #[tokio::test]
 async fn a_ten_kilobyte_call_id_is_a_validation_error_not_a_crash() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .post_batch(&batch(vec![item_with_id(&"x".repeat(10 * 1024))]))
         .await;
@@ -449,7 +446,7 @@ async fn a_ten_kilobyte_call_id_is_a_validation_error_not_a_crash() {
 
 #[tokio::test]
 async fn a_failure_inside_the_service_answers_500_without_detail() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // Break the event store underneath the running service.
     sqlx::query("alter table events rename to events_gone")
         .execute(&app.pool)
@@ -468,7 +465,7 @@ async fn a_failure_inside_the_service_answers_500_without_detail() {
 
 #[tokio::test]
 async fn unknown_paths_answer_json_too() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .client
         .get(app.url("/api/v1/nothing-here"))
@@ -485,7 +482,7 @@ async fn unknown_paths_answer_json_too() {
 
 #[tokio::test]
 async fn a_nul_character_is_a_validation_error_not_a_server_error() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let mut item = published_item();
     item["customer"]["name"] = json!("Jane\u{0}Smith");
 
@@ -501,7 +498,7 @@ async fn a_nul_character_is_a_validation_error_not_a_server_error() {
 
 #[tokio::test]
 async fn a_nul_character_in_the_url_is_a_bad_request() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     for path in [
         "/api/v1/partner/calls/a%00b",
         "/api/v1/partner/calls?tenant_id=x%00",
@@ -525,7 +522,7 @@ async fn a_nul_character_in_the_url_is_a_bad_request() {
 
 #[tokio::test]
 async fn ten_thousand_metadata_keys_are_one_validation_error() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let mut item = published_item();
     let keys: serde_json::Map<String, Value> =
         (0..10_000).map(|i| (format!("k{i}"), json!(i))).collect();
@@ -543,7 +540,7 @@ async fn ten_thousand_metadata_keys_are_one_validation_error() {
 
 #[tokio::test]
 async fn header_injection_in_ids_is_refused() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let mut item = item_with_id("c1\r\nSet-Cookie: stolen=1");
     item["agent"]["id"] = json!("agent\nX-Injected: 1");
 

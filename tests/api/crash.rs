@@ -13,12 +13,13 @@ use callingest::callbacks::webhook_id;
 use callingest::partners::create_partner;
 use serde_json::json;
 
-use crate::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::drain::drain_database;
+use crate::helpers::recording_server::RecordingServer;
 use crate::helpers::{
     assert_each_call_logged_processed_and_called_back_once, batch, item_with_id, run_alone,
-    TestDatabase, BATCH_PATH,
+    test_privacy, wait_until, TestDatabase, BATCH_PATH,
 };
-use crate::processing::RecordingServer;
 
 struct Service {
     env: Vec<(String, String)>,
@@ -48,16 +49,20 @@ impl Service {
     }
 
     async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.address)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "callingest did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let readyz = format!("{}/readyz", self.address);
+        let readyz = &readyz;
+        wait_until(
+            "callingest to become ready",
+            Duration::from_secs(30),
+            || async move {
+                client
+                    .get(readyz)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
     }
 }
 
@@ -172,6 +177,7 @@ async fn killing_the_service_under_load_loses_and_doubles_nothing() {
         service.start();
         service.wait_ready(&client).await;
     }
+    // The load goes on for a moment after the last restart.
     tokio::time::sleep(Duration::from_millis(800)).await;
     running.store(false, Ordering::SeqCst);
     for c in clients {
@@ -185,26 +191,20 @@ async fn killing_the_service_under_load_loses_and_doubles_nothing() {
 
     let ids: Vec<String> = accepted.iter().map(|c| format!("partner-a:{c}")).collect();
     // Let the (last) service finish processing and delivering.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let delivered: i64 = sqlx::query_scalar(
-            "select count(distinct aggregate_id) from events
-             where event_type = 'CallbackDelivered' and aggregate_id = any($1)",
-        )
-        .bind(&ids)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if delivered as usize >= accepted.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{delivered} of {} callbacks delivered",
-            accepted.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    drain_database(&pool, &test_privacy(), Duration::from_secs(240)).await;
+    let delivered: i64 = sqlx::query_scalar(
+        "select count(distinct aggregate_id) from events
+         where event_type = 'CallbackDelivered' and aggregate_id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        delivered as usize,
+        accepted.len(),
+        "callbacks delivered of the calls accepted"
+    );
 
     assert_each_call_logged_processed_and_called_back_once(&pool, "partner-a", &accepted).await;
     // Every delivery of a call carried that call's one webhook-id.

@@ -17,13 +17,14 @@ use serde_json::json;
 use sqlx::Connection;
 use tokio::process::Command;
 
-use crate::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::drain::drain_database;
+use crate::helpers::instances::{free_port, Instance};
+use crate::helpers::recording_server::RecordingServer;
 use crate::helpers::{
     assert_each_call_logged_processed_and_called_back_once, batch, item_with_id, run_alone,
-    BATCH_PATH,
+    test_privacy, wait_for, BATCH_PATH,
 };
-use crate::instances::{free_port, Instance};
-use crate::processing::RecordingServer;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -184,15 +185,17 @@ impl Formation {
     }
 
     async fn wait_for_monitor(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.node_states().await.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the monitor did not start: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        wait_for(
+            "the monitor to start",
+            Duration::from_secs(60),
+            || async move {
+                match self.node_states().await {
+                    Some(_) => Ok(()),
+                    None => Err(self.logs()),
+                }
+            },
+        )
+        .await;
     }
 
     /// `(reported, goal)` state of each node, in node order; `None` while the monitor is down.
@@ -210,23 +213,26 @@ impl Formation {
 
     /// Waits until the nodes report `expected` (the first `count` nodes).
     async fn wait_for_states(&self, expected: &[(&str, &str)], count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let states = self.node_states().await.unwrap_or_default();
-            let stable = states.len() == count
-                && expected
-                    .iter()
-                    .all(|(r, g)| states.iter().any(|(sr, sg)| sr == r && sg == g));
-            if stable {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "formation not in {expected:?} but {states:?}: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        wait_for(
+            "the formation's states",
+            Duration::from_secs(120),
+            || async move {
+                let states = self.node_states().await.unwrap_or_default();
+                let stable = states.len() == count
+                    && expected
+                        .iter()
+                        .all(|(r, g)| states.iter().any(|(sr, sg)| sr == r && sg == g));
+                if stable {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "not in {expected:?} but {states:?}: {}",
+                        self.logs()
+                    ))
+                }
+            },
+        )
+        .await;
     }
 
     /// `pg_autoctl perform failover`, which returns once the new primary is in place.
@@ -421,6 +427,7 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
         }));
     }
 
+    // Five seconds of load before the first failover.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut failovers = Vec::new();
     // Two by default (there and back); `FAILOVER_TEST_ROUNDS` runs more to hunt rare faults.
@@ -433,24 +440,25 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
         formation.fail_over().await;
         failovers.push(started);
         // A 200 again within 30 s of the failover, from the same process.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let done = Instant::now();
-            let answered = answers
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(at, status)| *at > done - Duration::from_millis(500) && *status == 200);
-            if answered {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no 200 within 30 s after the failover: {}",
-                formation.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (answers_ref, formation_ref) = (&answers, &formation);
+        wait_for(
+            "a 200 within 30 s after the failover",
+            Duration::from_secs(30),
+            || async move {
+                let done = Instant::now();
+                let answered =
+                    answers_ref.lock().unwrap().iter().any(|(at, status)| {
+                        *at > done - Duration::from_millis(500) && *status == 200
+                    });
+                if answered {
+                    Ok(())
+                } else {
+                    Err(formation_ref.logs())
+                }
+            },
+        )
+        .await;
+        // Five seconds of load after each failover.
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     running.store(false, Ordering::SeqCst);
@@ -482,61 +490,23 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
 
     let accepted = accepted.lock().unwrap().clone();
     let ids: Vec<String> = accepted.iter().map(|c| format!("partner-a:{c}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let delivered: i64 = sqlx::query_scalar(
-            "select count(distinct aggregate_id) from events
-             where event_type = 'CallbackDelivered' and aggregate_id = any($1)",
-        )
-        .bind(&ids)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if delivered as usize >= accepted.len() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            // What the calls still waiting went through, to tell where they stopped.
-            let waiting: Vec<(String, Vec<String>)> = sqlx::query_as(
-                "select aggregate_id, array_agg(event_type order by sequence) from events
-                 where aggregate_id = any($1) group by aggregate_id
-                 having not bool_or(event_type = 'CallbackDelivered') limit 5",
-            )
-            .bind(&ids)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            let waiting_ids: Vec<&String> = waiting.iter().map(|(id, _)| id).collect();
-            // And where their queues and the projections stand.
-            let queues: Vec<(String, String, String)> = sqlx::query_as(
-                "select 'processing_job', call_aggregate_id,
-                        format('stage=%s due=%s lease=%s owner=%s', stage, due_at, lease_until, lease_owner)
-                 from processing_job where call_aggregate_id = any($1)
-                 union all
-                 select 'callback_delivery', call_aggregate_id,
-                        format('due=%s lease=%s owner=%s', due_at, lease_until, lease_owner)
-                 from callback_delivery where call_aggregate_id = any($1)",
-            )
-            .bind(&waiting_ids)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            let checkpoints: Vec<(String, String)> = sqlx::query_as(
-                "select name, format('tx=%s pos=%s (max pos %s, parked %s)', tx_id, global_position,
-                        (select max(global_position) from events),
-                        (select count(*) from projection_failure f where f.projection = c.name))
-                 from projection_checkpoint c",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            panic!(
-                "{delivered} of {} callbacks delivered; still waiting: {waiting:?}; their queue rows: {queues:?}; projections: {checkpoints:?}",
-                accepted.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // Let the service finish processing, delivering and projecting (the drain lists the queue
+    // rows and projections still pending if it does not): the 120 s the deliveries had, plus
+    // the 60 s the projections had after them.
+    drain_database(&pool, &test_privacy(), Duration::from_secs(180)).await;
+    let delivered: i64 = sqlx::query_scalar(
+        "select count(distinct aggregate_id) from events
+         where event_type = 'CallbackDelivered' and aggregate_id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        delivered as usize,
+        accepted.len(),
+        "callbacks delivered of the calls accepted"
+    );
     assert_each_call_logged_processed_and_called_back_once(&pool, "partner-a", &accepted).await;
     // No call's history has a hole: every event was appended on the state its writer read,
     // never on a read of a node that was failing over.
@@ -548,34 +518,20 @@ async fn a_failover_under_load_answers_503_at_worst_and_loses_nothing() {
     .await
     .unwrap();
     assert!(holes.is_empty(), "histories with holes: {holes:?}");
-    // The projections catch up: each has read every event, and the call table has them all.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let behind: i64 = sqlx::query_scalar(
-            "select count(*) from projection_checkpoint
-             where global_position < (select max(global_position) from events)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        let projected: i64 = sqlx::query_scalar(
-            "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
-               and status in ('completed', 'failed')",
-        )
-        .bind(&accepted)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if behind == 0 && projected as usize == accepted.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "projections behind: {behind} projections, {projected} of {} calls",
-            accepted.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // The projections caught up (drained above): the call table has every call, finished.
+    let projected: i64 = sqlx::query_scalar(
+        "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
+           and status in ('completed', 'failed')",
+    )
+    .bind(&accepted)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        projected as usize,
+        accepted.len(),
+        "calls projected as finished of the calls accepted"
+    );
     let retried: Vec<(String, String, i64)> = sqlx::query_as(
         "select event_type, coalesce(payload->event_type->>'error', ''), count(*) from events
          where event_type in ('CallbackAttemptFailed', 'RecordingFetchFailed', 'CallbackAbandoned')

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::helpers::run_alone;
+use crate::helpers::{run_alone, wait_for, wait_until};
 use harness::Fleet;
 
 /// `CALLINGEST_LEASE_MS`' default (one lease for every pool).
@@ -76,16 +76,19 @@ async fn a_worker_killed_mid_download_loses_its_calls_to_the_other_within_two_le
         .await;
     let held = fleet.wait_until_holding(&w1, 2).await;
     // Its downloads have started (the fetch is recorded before the request goes out).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fleet
-        .recorded_by(&w1, &held, "RecordingFetchStarted")
-        .await
-        .len()
-        < held.len()
-    {
-        assert!(Instant::now() < deadline, "worker-1 never started {held:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (fleet_ref, w1_ref, held_ref) = (&fleet, &w1, &held);
+    wait_until(
+        &format!("worker-1 to start {held:?}"),
+        Duration::from_secs(5),
+        || async move {
+            fleet_ref
+                .recorded_by(w1_ref, held_ref, "RecordingFetchStarted")
+                .await
+                .len()
+                == held_ref.len()
+        },
+    )
+    .await;
 
     w1.kill();
     let bound = DEFAULT_LEASE * 2 + Duration::from_secs(10);
@@ -228,16 +231,19 @@ async fn a_rolling_restart_of_both_workers_stalls_no_call_and_runs_none_twice() 
 
 /// Which of `workers` holds the processing job of `call` (waits for one to claim it).
 async fn wait_for_holder(fleet: &Fleet, workers: &[harness::Instance], call: &str) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for (n, worker) in workers.iter().enumerate() {
-            if fleet.jobs_held_by(worker).await.iter().any(|c| c == call) {
-                return n;
+    wait_for(
+        &format!("a worker to claim {call}"),
+        Duration::from_secs(30),
+        || async move {
+            for (n, worker) in workers.iter().enumerate() {
+                if fleet.jobs_held_by(worker).await.iter().any(|c| c == call) {
+                    return Ok(n);
+                }
             }
-        }
-        assert!(Instant::now() < deadline, "no worker claimed {call}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            Err("no claim".to_owned())
+        },
+    )
+    .await
 }
 
 /// Claims are fair between partners: with claims in `due_at` order (before `src/jobs/claim.rs`
@@ -259,17 +265,21 @@ async fn one_partners_backlog_does_not_hold_back_another_partners_calls() {
     let backlog = fleet
         .submit(&api, &b, "b-", 500, "/delay/300/silence.wav")
         .await;
-    let busy = Instant::now() + Duration::from_secs(30);
-    while fleet
-        .count_with_event(&backlog, &["RecordingFetchStarted"])
-        .await
-        < 8
-    {
-        assert!(Instant::now() < busy, "B's backlog never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (fleet_ref, backlog_ref) = (&fleet, &backlog);
+    wait_until(
+        "B's backlog to start",
+        Duration::from_secs(30),
+        || async move {
+            fleet_ref
+                .count_with_event(backlog_ref, &["RecordingFetchStarted"])
+                .await
+                >= 8
+        },
+    )
+    .await;
 
     let mut a_calls = Vec::new();
+    // A's calls come one every two seconds while B's backlog runs.
     for n in 0..5 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         a_calls.extend(

@@ -6,8 +6,8 @@ use std::time::Duration;
 use callingest::partners::create_partner;
 use serde_json::{json, Value};
 
-use crate::helpers::{batch, item_with_id, TestDatabase, BATCH_PATH};
-use crate::instances::Instance;
+use crate::helpers::instances::Instance;
+use crate::helpers::{batch, item_with_id, TestApp, TestDatabase, BATCH_PATH};
 
 #[tokio::test]
 async fn two_api_instances_share_one_partners_limit_of_three_per_minute() {
@@ -80,7 +80,7 @@ async fn two_api_instances_share_one_partners_limit_of_three_per_minute() {
 
 #[tokio::test]
 async fn one_partner_over_its_limit_does_not_hold_back_another() {
-    let app = crate::helpers::spawn_app_with_rate_limit(1).await;
+    let app = TestApp::builder().rate_limit(1).spawn().await;
     let other = create_partner(&app.pool, "partner-b", None, 1)
         .await
         .unwrap();

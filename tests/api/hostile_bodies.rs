@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::helpers::instances::Instance;
 use crate::helpers::{batch, item_with_id, json_body, TestDatabase, BATCH_PATH};
-use crate::instances::Instance;
 
 /// Generous for an unoptimised build on a busy machine; the benchmark measures the real
 /// figures (benches/validation.rs).

@@ -4,64 +4,21 @@
 //! always finite).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callingest::config::{FetchConfig, Role};
 use callingest::partners::{create_partner, PartnerCredentials};
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::web::{Data, Path};
-use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::{json, Value};
 
-use crate::helpers::{batch, json_body, spawn_app, spawn_app_with, test_processing, TestApp};
-use crate::processing::item;
+use crate::helpers::recording_server::{MemoryRecordings, FIXTURES};
+use crate::helpers::{batch, item, json_body, test_workers, TestApp};
 
 #[path = "../../audio/tests/hostile/mod.rs"]
 mod hostile;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio/tests/fixtures");
 /// How long the other partner's normal call may take to show `completed`: it takes well under
 /// a second here; the bound only has to hold on a loaded CI machine.
 const WITHIN: Duration = Duration::from_secs(20);
-
-/// Serves recordings held in memory on 127.0.0.1 at `/r/{name}`.
-struct MemoryRecordings {
-    base: String,
-}
-
-#[handler]
-fn serve(Path(name): Path<String>, files: Data<&Arc<HashMap<String, Vec<u8>>>>) -> Response {
-    match files.get(&name) {
-        Some(bytes) => Response::builder()
-            .content_type("application/octet-stream")
-            .body(bytes.clone()),
-        None => Response::builder()
-            .status(poem::http::StatusCode::NOT_FOUND)
-            .finish(),
-    }
-}
-
-impl MemoryRecordings {
-    async fn start(files: HashMap<String, Vec<u8>>) -> Self {
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .unwrap();
-        let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
-        let app = Route::new()
-            .at("/r/:name", get(serve))
-            .data(Arc::new(files));
-        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-        Self {
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("{}/r/{name}", self.base)
-    }
-}
 
 /// Every hostile recording, plus `normal.wav` (the left-only fixture) for the other partner.
 fn recordings() -> HashMap<String, Vec<u8>> {
@@ -93,31 +50,6 @@ async fn submit(app: &TestApp, partner: &PartnerCredentials, items: Vec<Value>) 
     json_body(response).await
 }
 
-/// The call's read-model row once it is `completed` or `failed` (bounded by `within`).
-async fn final_row_of(app: &TestApp, partner_id: &str, call_id: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let row: Option<Value> = sqlx::query_scalar(
-            "select to_jsonb(c) from call c where partner_id = $1 and call_id = $2",
-        )
-        .bind(partner_id)
-        .bind(call_id)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap();
-        if let Some(row) = &row {
-            if row["status"] == "completed" || row["status"] == "failed" {
-                return row.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{partner_id}/{call_id} did not finish within {within:?}: {row:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The call's processing outcomes: exactly one is allowed.
 fn outcomes(events: &[(String, Value)]) -> Vec<&(String, Value)> {
     events
@@ -128,7 +60,7 @@ fn outcomes(events: &[(String, Value)]) -> Vec<&(String, Value)> {
 
 #[tokio::test]
 async fn hostile_float_recordings_end_once_and_never_hold_up_another_partners_call() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let partner_b = second_partner(&app).await;
     let server = MemoryRecordings::start(recordings()).await;
 
@@ -142,10 +74,10 @@ async fn hostile_float_recordings_end_once_and_never_hold_up_another_partners_ca
         )
         .await;
 
-        let row = final_row_of(&app, "partner-b", &normal, WITHIN).await;
+        let row = app.finished_row_of("partner-b", &normal, WITHIN).await;
         assert_eq!(row["status"], "completed", "after {}: {row}", h.name);
 
-        let row = final_row_of(&app, "partner-a", h.name, WITHIN).await;
+        let row = app.finished_row_of("partner-a", h.name, WITHIN).await;
         let events = app.call_events("partner-a", h.name).await;
         let ends = outcomes(&events);
         assert_eq!(ends.len(), 1, "{}: {events:?}", h.name);
@@ -208,9 +140,13 @@ async fn a_recording_longer_than_the_limit_fails_for_good_with_the_reason() {
         FetchConfig::default().max_recording,
         Duration::from_secs(600 * 60)
     );
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.fetch.max_recording = Duration::from_secs(60);
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
     let partner_b = second_partner(&app).await;
     let mut files = recordings();
     files.insert("long.wav".into(), wav_of_61_seconds());
@@ -229,9 +165,9 @@ async fn a_recording_longer_than_the_limit_fails_for_good_with_the_reason() {
     )
     .await;
 
-    let row = final_row_of(&app, "partner-b", "normal", WITHIN).await;
+    let row = app.finished_row_of("partner-b", "normal", WITHIN).await;
     assert_eq!(row["status"], "completed", "{row}");
-    let row = final_row_of(&app, "partner-a", "long", WITHIN).await;
+    let row = app.finished_row_of("partner-a", "long", WITHIN).await;
     assert_eq!(row["status"], "failed", "{row}");
     assert_eq!(row["error"], "recording longer than 1 minute");
     assert_eq!(row["fetch_attempts"], 1, "a permanent failure: {row}");
@@ -246,7 +182,7 @@ async fn a_recording_longer_than_the_limit_fails_for_good_with_the_reason() {
 #[tokio::test]
 async fn a_log_holding_an_analysis_with_null_levels_catches_up_and_the_call_loads() {
     // The API alone first: the call is accepted by the real code and nothing processes it.
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let mut legacy = item("legacy", "http://127.0.0.1:9/never-fetched.wav");
     legacy["metadata"] = json!({"campaign": "old"});
     submit(&app, &app.partner, vec![legacy.clone()]).await;
@@ -304,7 +240,7 @@ async fn a_log_holding_an_analysis_with_null_levels_catches_up_and_the_call_load
     let partner_b = second_partner(&app).await;
     let server = MemoryRecordings::start(recordings()).await;
 
-    let row = final_row_of(&app, "partner-a", "legacy", WITHIN).await;
+    let row = app.finished_row_of("partner-a", "legacy", WITHIN).await;
     assert_eq!(row["status"], "completed", "{row}");
     assert!(
         row["mean_dbfs"].is_null() && row["peak_dbfs"].is_null(),
@@ -328,19 +264,7 @@ async fn a_log_holding_an_analysis_with_null_levels_catches_up_and_the_call_load
         call["mean_dbfs"].is_null() && call["peak_dbfs"].is_null(),
         "{call}"
     );
-    let history = app
-        .client
-        .get(app.url("/api/v1/partner/calls/legacy/events"))
-        .header("x-partner-id", &app.partner.partner_id)
-        .header("x-api-key", &app.partner.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(history.status(), 200);
-    assert_eq!(
-        json_body(history).await["events"].as_array().unwrap().len(),
-        5
-    );
+    assert_eq!(app.get_call_events("legacy").await.events.len(), 5);
 
     // The aggregate loads: alone (one command) and beside a new call (the batch append).
     let alone = submit(&app, &app.partner, vec![legacy.clone()]).await;
@@ -357,9 +281,9 @@ async fn a_log_holding_an_analysis_with_null_levels_catches_up_and_the_call_load
         vec![item("after", &server.url("normal.wav"))],
     )
     .await;
-    let row = final_row_of(&app, "partner-b", "after", WITHIN).await;
+    let row = app.finished_row_of("partner-b", "after", WITHIN).await;
     assert_eq!(row["status"], "completed", "{row}");
-    let row = final_row_of(&app, "partner-a", "fresh", WITHIN).await;
+    let row = app.finished_row_of("partner-a", "fresh", WITHIN).await;
     assert_eq!(row["status"], "completed", "{row}");
     let legacy_events = app.call_events("partner-a", "legacy").await;
     assert_eq!(

@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{batch, item_with_id, json_body, published_item, spawn_app};
+use crate::helpers::{batch, item_with_id, json_body, published_item, TestApp};
 
 fn statuses(body: &Value) -> Vec<&str> {
     body["calls"]
@@ -13,7 +13,7 @@ fn statuses(body: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn the_same_call_id_twice_in_one_batch_is_accepted_once() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let response = app
         .post_batch(&batch(vec![item_with_id("c1"), item_with_id("c1")]))
@@ -35,7 +35,7 @@ async fn the_same_call_id_twice_in_one_batch_is_accepted_once() {
 
 #[tokio::test]
 async fn resubmitting_a_call_id_in_a_later_batch_does_not_accept_it_twice() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     assert_eq!(
         app.post_batch(&batch(vec![item_with_id("c1")]))
             .await
@@ -62,7 +62,7 @@ async fn resubmitting_a_call_id_in_a_later_batch_does_not_accept_it_twice() {
 
 #[tokio::test]
 async fn a_resubmission_with_different_data_is_a_duplicate_that_records_the_difference() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     assert_eq!(
         app.post_batch(&batch(vec![item_with_id("c1")]))
             .await
@@ -97,7 +97,7 @@ async fn a_resubmission_with_different_data_is_a_duplicate_that_records_the_diff
 
 #[tokio::test]
 async fn concurrent_submissions_of_the_same_call_accept_it_exactly_once() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = batch(vec![item_with_id("raced"), item_with_id("other")]);
 
     let requests = (0..8).map(|_| app.post_batch(&body));
@@ -125,7 +125,7 @@ async fn concurrent_submissions_of_the_same_call_accept_it_exactly_once() {
 
 #[tokio::test]
 async fn the_same_call_id_from_two_partners_is_two_calls() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let other = callingest::partners::create_partner(&app.pool, "partner-b", None, 600)
         .await
         .unwrap();

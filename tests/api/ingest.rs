@@ -1,10 +1,10 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{batch, item_with_id, json_body, published_item, spawn_app};
+use crate::helpers::{batch, item_with_id, json_body, published_item, TestApp};
 
 #[tokio::test]
 async fn the_published_example_is_accepted_and_stored_as_events() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let response = app.post_batch(&batch(vec![published_item()])).await;
 
@@ -53,7 +53,7 @@ async fn the_published_example_is_accepted_and_stored_as_events() {
 
 #[tokio::test]
 async fn events_carry_the_request_id_source_ip_and_user_agent() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let response = app
         .batch_request()
@@ -80,7 +80,7 @@ async fn events_carry_the_request_id_source_ip_and_user_agent() {
 
 #[tokio::test]
 async fn a_full_batch_of_fifty_calls_is_accepted_with_one_answer_per_call() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let items: Vec<Value> = (0..50)
         .map(|i| item_with_id(&format!("call-{i}")))
         .collect();
@@ -99,7 +99,7 @@ async fn a_full_batch_of_fifty_calls_is_accepted_with_one_answer_per_call() {
 
 #[tokio::test]
 async fn optional_fields_may_be_left_out_and_tenants_may_use_plus_zero_offsets() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let item = json!({
         "call": {
             "id": "minimal",
@@ -125,7 +125,7 @@ async fn optional_fields_may_be_left_out_and_tenants_may_use_plus_zero_offsets()
 
 #[tokio::test]
 async fn sql_metacharacters_in_every_string_field_are_stored_verbatim() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let evil = "x'); drop table events; -- \\ \" %_ $1";
     let item = json!({
         "call": {
@@ -170,7 +170,7 @@ async fn sql_metacharacters_in_every_string_field_are_stored_verbatim() {
 
 #[tokio::test]
 async fn sql_metacharacters_are_stored_verbatim() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let tricky = "x'); drop table events; --\"\\";
     let mut item = item_with_id(tricky);
     item["agent"]["name"] = json!(tricky);

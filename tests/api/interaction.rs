@@ -8,54 +8,25 @@ use std::time::Duration;
 
 use callingest::config::Role;
 use callingest_domain::interaction::Interaction;
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::web::{Data, Path};
-use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::{json, Value};
 
-use crate::callback_receiver::{Receiver, Reply, TestCa};
-use crate::helpers::{batch, item_with_id, spawn_app_with, test_processing, TestApp};
-use crate::processing::final_row;
-use crate::read_side::as_analyst;
-use crate::scripted_call::{assert_close, render, support_call, wav_bytes, ScriptedCall};
+use crate::helpers::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::recording_server::MemoryRecordings;
+use crate::helpers::scripted_call::{assert_close, render, support_call, wav_bytes, ScriptedCall};
+use crate::helpers::{as_analyst, batch, item_with_id, test_workers, TestApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Clone)]
-struct Files {
-    stereo: std::sync::Arc<Vec<u8>>,
-    mono: std::sync::Arc<Vec<u8>>,
-}
-
-#[handler]
-fn file(Path(name): Path<String>, files: Data<&Files>) -> Response {
-    let bytes = match name.as_str() {
-        "stereo.wav" => files.stereo.as_ref().clone(),
-        "mono.wav" => files.mono.as_ref().clone(),
-        _ => {
-            return Response::builder()
-                .status(poem::http::StatusCode::NOT_FOUND)
-                .finish()
-        }
-    };
-    Response::builder().content_type("audio/wav").body(bytes)
-}
-
-/// Serves the call's stereo WAV and its mono mix on 127.0.0.1; answers the base URL.
-async fn serve(call: &ScriptedCall) -> String {
-    let files = Files {
-        stereo: std::sync::Arc::new(wav_bytes(&[&call.planes[0], &call.planes[1]])),
-        mono: std::sync::Arc::new(wav_bytes(&[&call.mono()])),
-    };
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
-    tokio::spawn(
-        Server::new_with_acceptor(acceptor).run(Route::new().at("/:name", get(file)).data(files)),
-    );
-    format!("http://127.0.0.1:{port}")
+/// Serves the call's stereo WAV and its mono mix on 127.0.0.1.
+async fn serve(call: &ScriptedCall) -> MemoryRecordings {
+    MemoryRecordings::start([
+        (
+            "stereo.wav".to_owned(),
+            wav_bytes(&[&call.planes[0], &call.planes[1]]),
+        ),
+        ("mono.wav".to_owned(), wav_bytes(&[&call.mono()])),
+    ])
+    .await
 }
 
 /// The interaction figures of a JSON object that carries them at its top level.
@@ -87,15 +58,19 @@ async fn a_scripted_call_reports_its_turns_in_the_callback_the_call_and_the_agen
     let host = serve(&call).await;
     let ca = TestCa::new();
     let receiver = Receiver::start(&ca, vec![Reply::Status(204)]).await;
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.outbound.extra_ca_file = Some(ca.ca_file().to_owned());
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
 
     let mut stereo = item_with_id("stereo");
-    stereo["call"]["recording_url"] = json!(format!("{host}/stereo.wav"));
+    stereo["call"]["recording_url"] = json!(host.url("stereo.wav"));
     stereo["callback_url"] = json!(receiver.url());
     let mut mono = item_with_id("mono");
-    mono["call"]["recording_url"] = json!(format!("{host}/mono.wav"));
+    mono["call"]["recording_url"] = json!(host.url("mono.wav"));
     mono.as_object_mut().unwrap().remove("callback_url");
     app.post_batch(&batch(vec![stereo, mono])).await;
 
@@ -114,13 +89,13 @@ async fn a_scripted_call_reports_its_turns_in_the_callback_the_call_and_the_agen
     );
 
     // The call as the partner reads it: the same figures.
-    final_row(&app, "stereo").await;
+    app.final_row("stereo").await;
     let view = get_json(&app, "/api/v1/partner/calls/stereo").await;
     assert_eq!(figures(&view), reported);
     assert_eq!(view["detector_version"], 2);
 
     // The mono mix: analysed, but no figure that needs two sides.
-    let mono_row = final_row(&app, "mono").await;
+    let mono_row = app.final_row("mono").await;
     assert_eq!(mono_row["status"], "completed");
     let mono_view = get_json(&app, "/api/v1/partner/calls/mono").await;
     assert_eq!(figures(&mono_view), Interaction::default());
@@ -195,7 +170,7 @@ async fn a_scripted_call_reports_its_turns_in_the_callback_the_call_and_the_agen
 
 #[tokio::test]
 async fn agent_stats_refuse_a_reversed_range() {
-    let app = spawn_app_with(Role::Api, 600, test_processing()).await;
+    let app = TestApp::spawn().await;
     let response = app
         .client
         .get(app.url("/api/v1/partner/agents/a1/stats?from=2024-02-01&to=2024-01-01"))

@@ -3,13 +3,14 @@
 //! binary's stderr at debug level while it ingests, fails a fetch and delivers a callback.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::callback_receiver::{Receiver, Reply, TestCa};
-use crate::helpers::{batch, item_with_id, TestDatabase, BATCH_PATH};
-use crate::processing::RecordingServer;
+use crate::helpers::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::drain::{drain_database, DRAIN_TIMEOUT};
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::{batch, item_with_id, test_privacy, wait_until, TestDatabase, BATCH_PATH};
 
 #[tokio::test]
 async fn keys_secrets_tokens_and_url_query_strings_never_reach_the_logs() {
@@ -39,17 +40,19 @@ async fn keys_secrets_tokens_and_url_query_strings_never_reach_the_logs() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "callingest did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (client_ref, base_ref) = (&client, &base);
+    wait_until(
+        "callingest to be ready",
+        Duration::from_secs(30),
+        || async move {
+            client_ref
+                .get(format!("{base_ref}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
     let created = Command::new(env!("CARGO_BIN_EXE_callingest"))
         .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
         .args(["partner", "create", "--id", "partner-a"])
@@ -88,7 +91,10 @@ async fn keys_secrets_tokens_and_url_query_strings_never_reach_the_logs() {
     assert_eq!(admin.status(), 200);
     // The fetch fails (404) and the failure is delivered to the receiver.
     receiver.wait_for_requests(1, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything after it logged too: the delivery recorded, nothing left to do.
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    drain_database(&pool, &test_privacy(), DRAIN_TIMEOUT).await;
+    pool.close().await;
     let _ = service.kill();
     let _ = service.wait();
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real service on 127.0.0.1 over a fresh PostgreSQL database per test.
 //! Set `DATABASE_URL` to the server to use (default `postgres://postgres@127.0.0.1:5432/postgres`);
-//! each test creates its own database there and drops it afterwards.
+//! each test creates its own database there and drops it afterwards. How to write one:
+//! `helpers/mod.rs`.
 
 mod helpers;
 
@@ -23,11 +24,11 @@ mod fair_claims;
 mod fetch;
 mod fleet;
 mod fleet_rate_limit;
+mod harness;
 mod hostile_bodies;
 mod hostile_recordings;
 mod idempotency;
 mod ingest;
-mod instances;
 mod interaction;
 mod log_secrecy;
 mod multi_host;
@@ -46,14 +47,3 @@ mod startup;
 mod support_page;
 mod support_sign_in;
 mod transcription;
-
-/// Stereo calls with a known script of turns (espeak-ng): shared with the audio crate's
-/// accuracy test.
-#[path = "../../audio/tests/scripted_call/mod.rs"]
-mod scripted_call;
-
-/// Speech with known text (espeak-ng), WAV writing and the model: shared with the transcribe
-/// crate's own tests.
-#[cfg(feature = "whisper")]
-#[path = "../../transcribe/tests/common/mod.rs"]
-mod speech_clips;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use callingest::config::{DatabaseConfig, Secret};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::helpers::instances::free_port;
 use crate::helpers::{server_url, TestDatabase};
-use crate::instances::free_port;
 
 fn config(url: String) -> DatabaseConfig {
     DatabaseConfig {

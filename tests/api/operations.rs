@@ -1,7 +1,7 @@
 use serde_json::Value;
 use sqlx::ConnectOptions;
 
-use crate::helpers::{batch, item_with_id, spawn_app};
+use crate::helpers::{batch, item_with_id, TestApp};
 
 fn committed_spec() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
@@ -19,7 +19,7 @@ async fn the_committed_openapi_document_is_what_the_code_emits() {
 
 #[tokio::test]
 async fn the_served_openapi_document_is_the_committed_one() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let served = app
         .client
         .get(app.url("/openapi.json"))
@@ -63,7 +63,7 @@ fn every_operation_has_an_id_and_every_error_shares_one_schema() {
 
 #[tokio::test]
 async fn health_readiness_and_docs_are_served() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let ready: Value = app
@@ -88,7 +88,7 @@ async fn health_readiness_and_docs_are_served() {
 
 #[tokio::test]
 async fn readiness_fails_when_the_database_is_gone() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.pool.close().await;
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 503);
@@ -98,7 +98,7 @@ async fn readiness_fails_when_the_database_is_gone() {
 
 #[tokio::test]
 async fn metrics_count_requests_and_accepted_calls() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .post_batch(&batch(vec![item_with_id("m1"), item_with_id("m1")]))
         .await;
@@ -131,7 +131,7 @@ async fn metrics_count_requests_and_accepted_calls() {
 /// time left) and keeps stdout to its one JSON summary per projection.
 #[tokio::test]
 async fn rebuilding_a_projection_reports_progress_on_stderr() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let items = (0..3)
         .map(|n| item_with_id(&format!("rebuild-{n}")))
         .collect();

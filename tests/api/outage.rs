@@ -8,10 +8,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callingest::config::Role;
 use serde_json::Value;
 
-use crate::helpers::{batch, item_with_id, spawn_app_on, test_processing};
+use crate::helpers::{batch, item_with_id, wait_until, TestApp};
 
 /// A throwaway cluster: `initdb` in a temporary directory, listening on 127.0.0.1 only.
 struct PrivateCluster {
@@ -130,7 +129,11 @@ type Answers = Arc<Mutex<Vec<(u16, Vec<String>, f64)>>>;
 #[tokio::test]
 async fn a_database_outage_answers_503_promptly_and_recovers_without_losing_accepted_calls() {
     let cluster = PrivateCluster::start();
-    let app = spawn_app_on(&cluster.url(), Role::Api, 1_000_000, test_processing()).await;
+    let app = TestApp::builder()
+        .server_url(&cluster.url())
+        .rate_limit(1_000_000)
+        .spawn()
+        .await;
     let app = Arc::new(app);
     let answers: Answers = Arc::default();
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -158,11 +161,13 @@ async fn a_database_outage_answers_503_promptly_and_recovers_without_losing_acce
             }
         })
     };
+    // A second of load before the outage.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     cluster.pg_ctl_stop();
     let down_since = Instant::now();
     let mut red = false;
+    // Ten seconds of outage, /readyz sampled twice a second.
     while down_since.elapsed() < Duration::from_secs(10) {
         let response = app.client.get(app.url("/readyz")).send().await.unwrap();
         if response.status() == 503 {
@@ -174,19 +179,17 @@ async fn a_database_outage_answers_503_promptly_and_recovers_without_losing_acce
     }
     assert!(red, "/readyz never went red while the database was down");
     cluster.pg_ctl_start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        assert!(Instant::now() < deadline, "/readyz did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let ready = &app;
+    wait_until(
+        "/readyz to recover",
+        Duration::from_secs(30),
+        || async move {
+            let response = ready.client.get(ready.url("/readyz")).send().await;
+            response.unwrap().status() == 200
+        },
+    )
+    .await;
+    // The load goes on for a while after the recovery: its answers must be 200 again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     running.store(false, std::sync::atomic::Ordering::SeqCst);
     load.await.unwrap();

@@ -4,15 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use callingest::config::Role;
 use serde_json::{json, Value};
 use sqlx::ConnectOptions;
 use tokio::process::Command;
 
-use crate::helpers::{batch, spawn_app_with, test_processing, TestApp, ADMIN_TOKEN};
-use crate::processing::{final_row, item, RecordingServer};
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::{batch, item, TestApp, ADMIN_TOKEN};
 
-const WAIT: Duration = Duration::from_secs(30);
 /// The projections that decode every `Call` event (`transcripts` only reads transcripts).
 const CALL_READERS: [&str; 3] = ["callback_deliveries", "processing_jobs", "read_models"];
 
@@ -73,20 +71,14 @@ async fn parked_of(app: &TestApp, aggregate_id: &str) -> Vec<(String, i64, bool)
     .unwrap()
 }
 
-/// Waits (bounded) until the aggregate's parked events are `expected`.
-async fn wait_until_parked(app: &TestApp, aggregate_id: &str, expected: &[(String, i64, bool)]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let parked = parked_of(app, aggregate_id).await;
-        if parked == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "parked events of {aggregate_id}: {parked:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Once the projections applied the whole log, the aggregate's parked events are `expected`.
+async fn assert_parked(app: &TestApp, aggregate_id: &str, expected: &[(String, i64, bool)]) {
+    app.drain().await;
+    assert_eq!(
+        parked_of(app, aggregate_id).await,
+        expected,
+        "parked events of {aggregate_id}"
+    );
 }
 
 async fn metrics(app: &TestApp) -> String {
@@ -102,7 +94,7 @@ async fn metrics(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_calls_complete() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let recordings = RecordingServer::start().await;
     // Partner X's call: an acceptance of the wrong shape, then a well-formed outcome that
     // would schedule a callback if it were applied out of order.
@@ -138,7 +130,7 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
         200
     );
     let started = Instant::now();
-    let row = final_row(&app, "after-the-bad-one").await;
+    let row = app.final_row("after-the-bad-one").await;
     assert_eq!(row["status"], "completed", "{row}");
     assert!(started.elapsed() < Duration::from_secs(20));
 
@@ -147,7 +139,7 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
         .iter()
         .flat_map(|p| [(p.to_string(), 1, true), (p.to_string(), 2, false)])
         .collect();
-    wait_until_parked(&app, bad, &expected).await;
+    assert_parked(&app, bad, &expected).await;
     let (error, held_behind_ok): (String, bool) = sqlx::query_as(
         "select f.error, h.held_behind = f.global_position
          from projection_failure f join projection_failure h
@@ -300,7 +292,7 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
             .await
             .unwrap();
     callingest(&app, &["projections", "rebuild", "read_models"]).await;
-    wait_until_parked(&app, bad, &expected).await;
+    assert_parked(&app, bad, &expected).await;
     let reparked: Vec<String> = sqlx::query_scalar(
         "select distinct projection from projection_failure where failed_at > $1",
     )
@@ -310,7 +302,7 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
     .unwrap();
     assert_eq!(reparked, ["read_models"]);
     assert_eq!(
-        final_row(&app, "after-the-bad-one").await["status"],
+        app.final_row("after-the-bad-one").await["status"],
         "completed"
     );
     // The event log was never touched.
@@ -319,7 +311,7 @@ async fn an_undecodable_event_is_parked_with_the_calls_later_events_and_other_ca
 
 #[tokio::test]
 async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let recordings = RecordingServer::start().await;
     // A fault the test can remove: the `call` row of one call cannot record a fetch.
     sqlx::raw_sql(
@@ -347,7 +339,7 @@ async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
 
     // Processing goes on (only the read model is refused), and so does the read model for
     // the other call.
-    assert_eq!(final_row(&app, "free").await["status"], "completed");
+    assert_eq!(app.final_row("free").await["status"], "completed");
     let read_models = |sequence, failed| ("read_models".to_owned(), sequence, failed);
     // 1 CallAccepted applied, 2 RecordingFetchStarted failed, 3..5 held behind it.
     let expected = vec![
@@ -356,7 +348,7 @@ async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
         read_models(4, false),
         read_models(5, false),
     ];
-    wait_until_parked(&app, "partner-a:blocked", &expected).await;
+    assert_parked(&app, "partner-a:blocked", &expected).await;
     let events: Vec<String> = app
         .call_events("partner-a", "blocked")
         .await
@@ -384,7 +376,7 @@ async fn a_parked_event_and_those_held_behind_it_apply_in_order_on_retry() {
     );
 
     assert_eq!(parked_of(&app, "partner-a:blocked").await, vec![]);
-    let row = final_row(&app, "blocked").await;
+    let row = app.final_row("blocked").await;
     assert_eq!(row["status"], "completed", "{row}");
     assert_eq!(row["fetch_attempts"], 1);
     assert_eq!(row["recording_format"], "wav");

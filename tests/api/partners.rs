@@ -3,7 +3,7 @@ use std::process::Command;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{batch, published_item, spawn_app, TestDatabase};
+use crate::helpers::{batch, published_item, TestApp, TestDatabase};
 
 #[tokio::test]
 async fn partner_create_prints_only_the_credentials_as_json_and_stores_only_a_hash() {
@@ -81,7 +81,7 @@ async fn partner_create_refuses_a_bad_or_taken_id() {
 
 #[tokio::test]
 async fn a_new_partner_can_submit_with_the_printed_key() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let credentials = callingest::partners::create_partner(&app.pool, "fresh", None, 600)
         .await
         .unwrap();

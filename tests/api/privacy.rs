@@ -11,12 +11,12 @@ use callingest_domain::call::ErasureReason;
 use serde_json::{json, Value};
 use sqlx::ConnectOptions;
 
+use crate::helpers::instances::free_port;
+use crate::helpers::recording_server::RecordingServer;
 use crate::helpers::{
-    batch, json_body, published_item, spawn_app, spawn_app_with, test_processing, TestApp,
-    ADMIN_TOKEN, TEST_MASTER_KEY,
+    batch, json_body, published_item, test_workers, wait_until, TestApp, ADMIN_TOKEN,
+    TEST_MASTER_KEY,
 };
-use crate::instances::free_port;
-use crate::processing::{event_types, final_row, RecordingServer};
 
 /// Both wrapped keys and the three blind indexes of a `keyring.call_key` row.
 type KeyRow = (
@@ -40,7 +40,7 @@ const PERSONAL: [&str; 7] = [
 
 #[tokio::test]
 async fn personal_fields_are_sealed_in_the_event_log_and_read_back_in_clear() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // Both paths: a batch appended at once, and one call by call (a resubmission).
     assert_eq!(
         app.post_batch(&batch(vec![published_item()]))
@@ -110,7 +110,7 @@ async fn personal_fields_are_sealed_in_the_event_log_and_read_back_in_clear() {
 
 #[tokio::test]
 async fn a_resubmission_compares_with_the_opened_call() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     for _ in 0..2 {
         assert_eq!(
             app.post_batch(&batch(vec![published_item()]))
@@ -148,7 +148,7 @@ async fn serve_with_key(database_url: &str, key: Option<&str>) -> std::process::
 
 #[tokio::test]
 async fn a_missing_or_wrong_master_key_is_refused_at_start_with_a_clear_message() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let url = app.pool.connect_options().to_url_lossy().to_string();
 
     let missing = serve_with_key(&url, None).await;
@@ -217,24 +217,26 @@ async fn admin_get(app: &TestApp, path: &str) -> Value {
     .await
 }
 
-/// Waits until the `call` read model holds every call of `ids` in a final state.
+/// Waits until the `call` read model holds every call of `ids` in a final state (these calls
+/// alone: `drain()` here waits about a minute longer for the queues to empty, see the report
+/// of the harness branch).
 async fn wait_until_finished(app: &TestApp, ids: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let finished: i64 = sqlx::query_scalar(
-            "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
+    wait_until(
+        "the calls to finish",
+        Duration::from_secs(60),
+        || async move {
+            let finished: i64 = sqlx::query_scalar(
+                "select count(*) from call where partner_id = 'partner-a' and call_id = any($1)
              and status in ('completed', 'failed')",
-        )
-        .bind(ids)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if finished as usize == ids.len() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "calls not finished in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            )
+            .bind(ids)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            finished as usize == ids.len()
+        },
+    )
+    .await;
 }
 
 fn pg_dump(app: &TestApp) -> String {
@@ -279,7 +281,7 @@ fn cli(app: &TestApp, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn erasing_a_phone_number_leaves_no_trace_of_the_subject_while_other_calls_stay_intact() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let recordings = RecordingServer::start().await;
     let wav = recordings.url("/files/silence.wav");
     let (number, name, email) = ("+447700900123", "Erin Subject", "erin.subject@example.org");
@@ -461,7 +463,7 @@ async fn erasing_a_phone_number_leaves_no_trace_of_the_subject_while_other_calls
 
 #[tokio::test]
 async fn calls_older_than_the_partners_retention_lose_their_personal_data_and_newer_ones_keep_it() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let items = vec![
         subject_item(
             "old",
@@ -579,9 +581,13 @@ async fn wait_until_gone(path: &Path, within: Duration) {
 #[tokio::test]
 async fn an_erased_calls_spooled_recording_is_deleted_within_seconds_and_its_row_expires() {
     let spool = tempfile::tempdir().unwrap();
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.transcription.spool_dir = Some(spool.path().to_path_buf());
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
     let recordings = RecordingServer::start().await;
     let items = vec![
         subject_item(
@@ -640,7 +646,7 @@ async fn an_erased_calls_spooled_recording_is_deleted_within_seconds_and_its_row
 /// `engine_url`: analysed calls are handed over to transcription through the spool.
 async fn app_handing_over(engine_url: String) -> (TestApp, PathBuf) {
     let spool = tempfile::tempdir().unwrap().keep();
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.transcription = TranscriptionConfig {
         transcriber: TranscriberKind::Openai,
         url: Some(engine_url),
@@ -649,7 +655,14 @@ async fn app_handing_over(engine_url: String) -> (TestApp, PathBuf) {
         spool_dir: Some(spool.clone()),
         ..TranscriptionConfig::default()
     };
-    (spawn_app_with(Role::All, 600, processing).await, spool)
+    (
+        TestApp::builder()
+            .role(Role::All)
+            .workers(processing)
+            .spawn()
+            .await,
+        spool,
+    )
 }
 
 #[tokio::test]
@@ -674,13 +687,13 @@ async fn a_recording_fetched_while_its_call_is_erased_is_neither_spooled_nor_tra
     let answer = erase(&app, json!({"phone_number": "+447700900777"})).await;
     assert_eq!(answer["calls_erased"], 1, "{answer}");
 
-    let call = final_row(&app, "in-flight").await;
+    let call = app.final_row("in-flight").await;
     assert_eq!(call["status"], "completed", "{call}");
     assert!(
         call["agent_talk_ms"].as_i64().is_some(),
         "analytics kept: {call}"
     );
-    let types = event_types(&app, "in-flight").await;
+    let types = app.event_types("in-flight").await;
     assert!(types.contains(&"RecordingFetched".to_owned()), "{types:?}");
     assert!(
         !types.iter().any(|t| t.starts_with("Transcri")),
@@ -753,7 +766,7 @@ async fn a_call_erased_while_it_is_transcribed_gets_no_transcript() {
     let answer = erase(&app, json!({"phone_number": "+447700900888"})).await;
     assert_eq!(answer["calls_erased"], 1, "{answer}");
 
-    let call = final_row(&app, "heard").await;
+    let call = app.final_row("heard").await;
     assert_eq!(call["status"], "completed", "{call}");
     assert_eq!(call["transcription_status"], "unavailable", "{call}");
     let events = app.call_events("partner-a", "heard").await;
@@ -789,7 +802,7 @@ async fn a_call_erased_while_it_is_transcribed_gets_no_transcript() {
 async fn erasure_events(app: &TestApp, ids: &[&str]) -> Vec<usize> {
     let mut counts = Vec::new();
     for id in ids {
-        let types = event_types(app, id).await;
+        let types = app.event_types(id).await;
         counts.push(types.iter().filter(|t| *t == "PersonalDataErased").count());
     }
     counts
@@ -797,7 +810,7 @@ async fn erasure_events(app: &TestApp, ids: &[&str]) -> Vec<usize> {
 
 #[tokio::test]
 async fn an_erasure_interrupted_before_its_events_gets_each_event_exactly_once_after_restart() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let items = vec![
         subject_item(
             "crash-1",
@@ -930,7 +943,7 @@ mod with_whisper {
     use poem::listener::{Acceptor, Listener, TcpListener};
     use poem::{Response, Route, Server};
 
-    use crate::speech_clips as speech;
+    use crate::helpers::speech_clips as speech;
 
     /// What the subject says on the erased call, and what the other caller says.
     const SUBJECT_SAYS: &str =
@@ -1019,7 +1032,7 @@ mod with_whisper {
     async fn an_erased_transcribed_call_shows_nothing_of_its_subject_anywhere_and_leaves_no_spooled_recording(
     ) {
         let spool = tempfile::tempdir().unwrap();
-        let mut processing = test_processing();
+        let mut processing = test_workers();
         processing.transcription = TranscriptionConfig {
             transcriber: TranscriberKind::Whisper,
             whisper_model: Some(speech::model_path()),
@@ -1028,7 +1041,11 @@ mod with_whisper {
             spool_dir: Some(spool.path().to_path_buf()),
             ..TranscriptionConfig::default()
         };
-        let app = spawn_app_with(Role::All, 600, processing).await;
+        let app = TestApp::builder()
+            .role(Role::All)
+            .workers(processing)
+            .spawn()
+            .await;
         let host = serve(vec![
             ("subject.wav", spoken(SUBJECT_SAYS)),
             ("other.wav", spoken(OTHER_SAYS)),
@@ -1047,8 +1064,7 @@ mod with_whisper {
         ];
         assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
         for id in ["said", "other-said"] {
-            let call =
-                crate::processing::final_row_within(&app, id, Duration::from_secs(180)).await;
+            let call = app.final_row_within(id, Duration::from_secs(180)).await;
             assert_eq!(call["transcription_status"], "available", "{call}");
         }
 

@@ -12,8 +12,8 @@ use callingest_privacy::{keyring, seal, MasterKey, Privacy};
 use serde_json::{json, Value};
 use sqlx::{ConnectOptions, PgPool};
 
-use crate::helpers::{batch, published_item, spawn_app, TestApp, TEST_MASTER_KEY};
-use crate::instances::free_port;
+use crate::helpers::instances::free_port;
+use crate::helpers::{batch, published_item, TestApp, TEST_MASTER_KEY};
 
 /// The real binary against the app's database with these keys; its output, whatever the exit.
 fn run(app: &TestApp, key: &str, previous: Option<&str>, args: &[&str]) -> Output {
@@ -191,7 +191,7 @@ async fn read_models(pool: &PgPool) -> Vec<Value> {
 
 #[tokio::test]
 async fn encrypt_existing_seals_clear_events_in_place_and_they_can_then_be_erased() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // A call of today (sealed already): its opened CallAccepted is the old stored form.
     assert_eq!(
         app.post_batch(&batch(vec![published_item()]))
@@ -448,7 +448,7 @@ async fn encrypt_existing_seals_clear_events_in_place_and_they_can_then_be_erase
 
 #[tokio::test]
 async fn two_encrypt_existing_runs_at_once_seal_each_call_once() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     assert_eq!(
         app.post_batch(&batch(vec![published_item()]))
             .await
@@ -626,7 +626,7 @@ async fn opened_call(pool: &PgPool, privacy: &Privacy, call: &str) -> Value {
 #[tokio::test]
 async fn rotating_the_master_key_rewraps_every_row_recomputes_the_indexes_and_retires_the_old_key()
 {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     assert_eq!(
         app.post_batch(&batch(vec![
             item("rot-1", NUMBER, EMAIL, AGENT_EMAIL),

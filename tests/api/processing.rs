@@ -1,274 +1,24 @@
 //! Processing end to end: a real recording server on 127.0.0.1 serving real audio files, the
 //! projectors and workers of the service, and the events and read models they leave.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callingest::config::Role;
+use callingest::jobs::JobOutcome;
 use callingest_projections::callback_deliveries::CallbackDeliveries;
 use callingest_projections::processing_jobs::ProcessingJobs;
 use callingest_projections::read_models::ReadModels;
 use callingest_projections::{Projection, Projector};
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::web::Path;
-use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::{json, Value};
 
-use callingest::config::WorkersConfig;
-use callingest::jobs::{JobOutcome, Runner, Shutdown};
-use callingest_domain::call::RetryPolicy;
-
-use crate::helpers::{batch, item_with_id, spawn_app, spawn_app_with, test_processing, TestApp};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio/tests/fixtures");
-
-/// A recording host on 127.0.0.1 that counts every request it gets.
-pub struct RecordingServer {
-    base: String,
-    pub hits: Arc<AtomicUsize>,
-}
-
-#[derive(Clone)]
-struct ServerState {
-    flaky: Arc<AtomicUsize>,
-    hang_once: Arc<AtomicUsize>,
-    delayed_once: Arc<AtomicUsize>,
-    port: u16,
-}
-
-fn read_fixture(name: &str) -> Response {
-    match std::fs::read(format!("{FIXTURES}/{name}")) {
-        Ok(bytes) => Response::builder()
-            .content_type("application/octet-stream")
-            .body(bytes),
-        Err(_) => Response::builder()
-            .status(poem::http::StatusCode::NOT_FOUND)
-            .finish(),
-    }
-}
-
-#[handler]
-fn fixture(Path(name): Path<String>) -> Response {
-    read_fixture(&name)
-}
-
-/// Answers 500 twice, then the file.
-#[handler]
-fn flaky(Path(name): Path<String>, state: poem::web::Data<&ServerState>) -> Response {
-    if state.flaky.fetch_add(1, Ordering::SeqCst) < 2 {
-        return Response::builder()
-            .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
-            .finish();
-    }
-    read_fixture(&name)
-}
-
-/// The first request never gets an answer (its worker is killed meanwhile); later ones do.
-#[handler]
-async fn hang_once(Path(name): Path<String>, state: poem::web::Data<&ServerState>) -> Response {
-    if state.hang_once.fetch_add(1, Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    }
-    read_fixture(&name)
-}
-
-/// Answers with the file after `ms` milliseconds (a slow host, or one that keeps a worker busy).
-#[handler]
-async fn delayed(Path((ms, name)): Path<(u64, String)>) -> Response {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    read_fixture(&name)
-}
-
-/// The first request waits `ms` milliseconds before its answer; later ones are answered at once.
-#[handler]
-async fn delayed_once(
-    Path((ms, name)): Path<(u64, String)>,
-    state: poem::web::Data<&ServerState>,
-) -> Response {
-    if state.delayed_once.fetch_add(1, Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    read_fixture(&name)
-}
-
-#[handler]
-async fn slow() -> Response {
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    Response::builder().body("late")
-}
-
-#[handler]
-fn big() -> Vec<u8> {
-    vec![0u8; 200_000]
-}
-
-#[handler]
-fn redirect(state: poem::web::Data<&ServerState>) -> Response {
-    Response::builder()
-        .status(poem::http::StatusCode::FOUND)
-        .header(
-            "location",
-            format!("http://127.0.0.1:{}/files/left-only.wav", state.port),
-        )
-        .finish()
-}
-
-impl RecordingServer {
-    pub async fn start() -> Self {
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .unwrap();
-        let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let state = ServerState {
-            flaky: Arc::new(AtomicUsize::new(0)),
-            hang_once: Arc::new(AtomicUsize::new(0)),
-            delayed_once: Arc::new(AtomicUsize::new(0)),
-            port,
-        };
-        let counter = hits.clone();
-        let app = Route::new()
-            .at("/files/:name", get(fixture))
-            .at("/flaky/:name", get(flaky))
-            .at("/hang-once/:name", get(hang_once))
-            .at("/delay/:ms/:name", get(delayed))
-            .at("/delay-once/:ms/:name", get(delayed_once))
-            .at("/slow.wav", get(slow))
-            .at("/big.wav", get(big))
-            .at("/redirect.wav", get(redirect))
-            .data(state)
-            .before(move |req| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move { Ok(req) }
-            });
-        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-        Self {
-            base: format!("http://127.0.0.1:{port}"),
-            hits,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-/// A call with this recording and no callback (callbacks have their own tests).
-pub fn item(id: &str, recording_url: &str) -> Value {
-    let mut item = item_with_id(id);
-    item["call"]["recording_url"] = json!(recording_url);
-    item.as_object_mut().unwrap().remove("callback_url");
-    item
-}
-
-/// Catches the projector up until its checkpoint is at the last event of the log (bounded).
-async fn catch_up_to_the_end(projector: &Projector, app: &TestApp, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        projector.catch_up().await.unwrap();
-        let (at, end): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "select (select global_position from projection_checkpoint where name = $1),
-                    (select max(global_position) from events)",
-        )
-        .bind(name)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if at == end {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} stuck at {at:?} of {end:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Catches the projector up until `count_query` counts `expected` rows (bounded). Other test
-/// databases on the same cluster hold back the snapshot xmin for a moment now and then.
-pub async fn catch_up_until(
-    projector: &Projector,
-    app: &TestApp,
-    count_query: &str,
-    expected: i64,
-) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        projector.catch_up().await.unwrap();
-        let count: i64 = sqlx::query_scalar(count_query)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if count == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count_query} counts {count}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits (bounded) until the call's read-model row reaches `completed` or `failed`.
-pub async fn final_row(app: &TestApp, call_id: &str) -> Value {
-    final_row_within(app, call_id, Duration::from_secs(30)).await
-}
-
-/// [`final_row`] with its own bound (transcription takes longer than plain processing).
-pub async fn final_row_within(app: &TestApp, call_id: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let row: Option<Value> = sqlx::query_scalar(
-            "select to_jsonb(c) from call c where partner_id = 'partner-a' and call_id = $1",
-        )
-        .bind(call_id)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap();
-        if let Some(row) = row {
-            if row["status"] == "completed" || row["status"] == "failed" {
-                return row;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "call {call_id} did not finish in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub async fn event_types(app: &TestApp, call_id: &str) -> Vec<String> {
-    app.call_events("partner-a", call_id)
-        .await
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect()
-}
-
-/// The fetch pool of `processing` on the app's database, for a test to drive by hand.
-pub fn fetch_runner(app: &TestApp, processing: &WorkersConfig, retry: RetryPolicy) -> Runner {
-    let fetcher = Arc::new(callingest::app::fetcher(processing).unwrap());
-    Runner::new(
-        app.pool.clone(),
-        &app.privacy,
-        &callingest::jobs::FETCH,
-        Arc::new(callingest::processing::Worker::new(
-            app.pool.clone(),
-            fetcher,
-            retry,
-        )),
-        processing.fetch_pool(),
-        Shutdown::new(),
-    )
-}
+use crate::helpers::projectors::{catch_up_to_the_end, catch_up_until, fetch_runner};
+use crate::helpers::recording_server::{RecordingServer, FIXTURES};
+use crate::helpers::{batch, item, item_with_id, test_workers, wait_until, TestApp};
 
 async fn processing_app() -> TestApp {
-    spawn_app_with(Role::All, 600, test_processing()).await
+    TestApp::spawn_processing().await
 }
 
 #[tokio::test]
@@ -283,7 +33,7 @@ async fn a_stereo_wav_with_speech_on_the_left_only_has_no_customer_talk() {
         200
     );
 
-    let row = final_row(&app, "c1").await;
+    let row = app.final_row("c1").await;
 
     assert_eq!(row["status"], "completed", "{row}");
     assert_eq!(row["recording_format"], "wav");
@@ -293,7 +43,7 @@ async fn a_stereo_wav_with_speech_on_the_left_only_has_no_customer_talk() {
     assert!((1_900..=2_100).contains(&agent), "agent talk {agent}");
     assert_eq!(row["recording_duration_ms"], 4_000);
     assert_eq!(
-        event_types(&app, "c1").await,
+        app.event_types("c1").await,
         [
             "CallAccepted",
             "RecordingFetchStarted",
@@ -345,7 +95,7 @@ async fn every_supported_format_is_identified_and_analysed() {
     assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
 
     for (file, format, channels) in files {
-        let row = final_row(&app, file).await;
+        let row = app.final_row(file).await;
         assert_eq!(row["status"], "completed", "{file}: {row}");
         assert_eq!(row["recording_format"], format, "{file}");
         assert_eq!(row["channels"], channels, "{file}");
@@ -370,13 +120,13 @@ async fn a_missing_recording_fails_at_once() {
     )]))
     .await;
 
-    let row = final_row(&app, "gone").await;
+    let row = app.final_row("gone").await;
 
     assert_eq!(row["status"], "failed");
     assert!(row["error"].as_str().unwrap().contains("404"), "{row}");
     assert_eq!(row["fetch_attempts"], 1);
     assert_eq!(
-        event_types(&app, "gone").await,
+        app.event_types("gone").await,
         [
             "CallAccepted",
             "RecordingFetchStarted",
@@ -398,12 +148,12 @@ async fn server_errors_are_retried_with_backoff_until_the_recording_comes() {
     )]))
     .await;
 
-    let row = final_row(&app, "flaky").await;
+    let row = app.final_row("flaky").await;
 
     assert_eq!(row["status"], "completed", "{row}");
     assert_eq!(row["fetch_attempts"], 3);
     assert_eq!(
-        event_types(&app, "flaky").await,
+        app.event_types("flaky").await,
         [
             "CallAccepted",
             "RecordingFetchStarted",
@@ -442,15 +192,19 @@ async fn server_errors_are_retried_with_backoff_until_the_recording_comes() {
 
 #[tokio::test]
 async fn a_server_too_slow_for_the_timeout_fails_after_the_last_attempt() {
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.fetch.timeout = Duration::from_millis(300);
     processing.fetch.max_attempts = 2;
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item("slow", &server.url("/slow.wav"))]))
         .await;
 
-    let row = final_row(&app, "slow").await;
+    let row = app.final_row("slow").await;
 
     assert_eq!(row["status"], "failed");
     assert_eq!(row["fetch_attempts"], 2);
@@ -469,14 +223,18 @@ async fn a_server_too_slow_for_the_timeout_fails_after_the_last_attempt() {
 
 #[tokio::test]
 async fn an_oversize_recording_fails_without_retry() {
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.fetch.max_recording_bytes = 100_000;
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item("big", &server.url("/big.wav"))]))
         .await;
 
-    let row = final_row(&app, "big").await;
+    let row = app.final_row("big").await;
 
     assert_eq!(row["status"], "failed");
     assert_eq!(row["fetch_attempts"], 1);
@@ -496,12 +254,12 @@ async fn a_pdf_named_mp3_is_an_unsupported_recording_format() {
     )]))
     .await;
 
-    let row = final_row(&app, "pdf").await;
+    let row = app.final_row("pdf").await;
 
     assert_eq!(row["status"], "failed");
     assert_eq!(row["error"], "unsupported recording format");
     assert_eq!(
-        event_types(&app, "pdf").await,
+        app.event_types("pdf").await,
         [
             "CallAccepted",
             "RecordingFetchStarted",
@@ -513,14 +271,18 @@ async fn a_pdf_named_mp3_is_an_unsupported_recording_format() {
 
 #[tokio::test]
 async fn a_loopback_recording_url_is_refused_when_private_urls_are_not_allowed() {
-    let mut processing = test_processing();
+    let mut processing = test_workers();
     processing.outbound.allow_private_urls = false;
-    let app = spawn_app_with(Role::All, 600, processing).await;
+    let app = TestApp::builder()
+        .role(Role::All)
+        .workers(processing)
+        .spawn()
+        .await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item("ssrf", &server.url("/redirect.wav"))]))
         .await;
 
-    let row = final_row(&app, "ssrf").await;
+    let row = app.final_row("ssrf").await;
 
     assert_eq!(row["status"], "failed");
     assert_eq!(
@@ -534,7 +296,7 @@ async fn a_loopback_recording_url_is_refused_when_private_urls_are_not_allowed()
 #[tokio::test]
 async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     // The API alone; the projector and workers are driven by hand.
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item(
         "killed",
@@ -548,7 +310,7 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 1).await;
 
     // The default lease (30 s): the killed worker's claim runs out, then another takes it.
-    let processing = test_processing();
+    let processing = test_workers();
     let retry = callingest_domain::call::RetryPolicy {
         max_attempts: 5,
         backoff_base_ms: 10,
@@ -569,23 +331,34 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     assert_eq!(owner.as_deref(), Some("doomed"));
 
     let survivor = fetch_runner(&app, &processing, retry);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut taken_over_after = None;
-    while !app
-        .call_events("partner-a", "killed")
-        .await
-        .iter()
-        .any(|e| e.0 == "ProcessingCompleted")
-    {
-        assert!(Instant::now() < deadline, "the job was never completed");
-        jobs.catch_up().await.unwrap();
-        if survivor.run_next("survivor").await.unwrap() == JobOutcome::Processed {
-            taken_over_after.get_or_insert(killed_at.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The survivor tries by the clock until the lease expires and it takes the job over.
+    let taken_over_after = std::cell::Cell::new(None);
+    let (app_ref, jobs_ref, survivor_ref, taken) = (&app, &jobs, &survivor, &taken_over_after);
+    wait_until(
+        "the job of the killed worker to be completed",
+        Duration::from_secs(60),
+        || async move {
+            if app_ref
+                .call_events("partner-a", "killed")
+                .await
+                .iter()
+                .any(|e| e.0 == "ProcessingCompleted")
+            {
+                return true;
+            }
+            jobs_ref.catch_up().await.unwrap();
+            let outcome = survivor_ref.run_next("survivor").await.unwrap();
+            if outcome == JobOutcome::Processed && taken.get().is_none() {
+                taken.set(Some(killed_at.elapsed()));
+            }
+            false
+        },
+    )
+    .await;
     // Within one lease (plus the polling of this loop) of the kill, not before it expired.
-    let taken_over_after = taken_over_after.expect("the survivor claimed the job");
+    let taken_over_after = taken_over_after
+        .get()
+        .expect("the survivor claimed the job");
     assert!(
         taken_over_after >= processing.jobs.lease - Duration::from_millis(500)
             && taken_over_after < processing.jobs.lease + Duration::from_secs(3),
@@ -593,7 +366,7 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_that_completes_it_once() {
     );
     catch_up_until(&jobs, &app, "select count(*) from processing_job", 0).await;
 
-    let types = event_types(&app, "killed").await;
+    let types = app.event_types("killed").await;
     assert_eq!(
         types
             .iter()
@@ -641,9 +414,7 @@ async fn rebuilding_each_projection_gives_the_same_rows_as_the_live_tables() {
     app.post_batch(&batch(items)).await;
     app.post_batch(&batch(vec![item("mp3", &server.url("/files/stereo.mp3"))]))
         .await;
-    for id in ["ok", "missing", "pdf", "mp3"] {
-        final_row(&app, id).await;
-    }
+    app.drain().await;
     let projections: Vec<Arc<dyn Projection>> = vec![
         Arc::new(ReadModels(app.privacy.clone())),
         Arc::new(ProcessingJobs(app.privacy.clone())),
@@ -682,7 +453,7 @@ async fn rebuilding_each_projection_gives_the_same_rows_as_the_live_tables() {
 
 #[tokio::test]
 async fn the_projector_never_skips_an_event_that_commits_late() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.post_batch(&batch(vec![item_with_id("seed")])).await;
     let read_models = Projector::new(app.pool.clone(), Arc::new(ReadModels(app.privacy.clone())));
     catch_up_until(&read_models, &app, "select count(*) from call", 1).await;

@@ -2,18 +2,15 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use callingest::config::Role;
 use callingest::partners::{create_partner, PartnerCredentials};
 use callingest_projections::read_models::ReadModels;
 use callingest_projections::Projector;
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    batch, item_with_id, spawn_app, spawn_app_with, test_processing, TestApp, ADMIN_TOKEN,
-};
-use crate::processing::{final_row, item, RecordingServer};
+use crate::helpers::projectors::catch_up_until;
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::{as_analyst, batch, item, item_with_id, TestApp, ADMIN_TOKEN};
 
 fn get_as(app: &TestApp, partner: &PartnerCredentials, path: &str) -> reqwest::RequestBuilder {
     app.client
@@ -31,22 +28,7 @@ async fn json_of(request: reqwest::RequestBuilder, status: u16) -> Value {
 /// Applies the read models by hand (the API-only app runs no projector) until `calls` rows exist.
 async fn project(app: &TestApp, calls: i64) {
     let projector = Projector::new(app.pool.clone(), Arc::new(ReadModels(app.privacy.clone())));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        projector.catch_up().await.unwrap();
-        let count: i64 = sqlx::query_scalar("select count(*) from call")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if count == calls {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} calls projected, expected {calls}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    catch_up_until(&projector, app, "select count(*) from call", calls).await;
 }
 
 fn ids(page: &Value) -> Vec<String> {
@@ -60,7 +42,7 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_partner_reads_its_call_with_analytics_but_never_another_partners() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let other = create_partner(&app.pool, "partner-b", None, 600)
         .await
         .unwrap();
@@ -70,7 +52,7 @@ async fn a_partner_reads_its_call_with_analytics_but_never_another_partners() {
         &server.url("/files/left-only.wav"),
     )]))
     .await;
-    final_row(&app, "c1").await;
+    app.final_row("c1").await;
 
     let call = json_of(get_as(&app, &app.partner, "/api/v1/partner/calls/c1"), 200).await;
     assert_eq!(call["id"], "c1");
@@ -113,7 +95,7 @@ async fn a_partner_reads_its_call_with_analytics_but_never_another_partners() {
 
 #[tokio::test]
 async fn listing_pages_through_calls_newest_first_and_new_calls_do_not_shift_pages() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let first: Vec<Value> = (0..7).map(|i| item_with_id(&format!("a{i}"))).collect();
     assert_eq!(app.post_batch(&batch(first)).await.status(), 200);
     project(&app, 7).await;
@@ -213,7 +195,7 @@ async fn listing_pages_through_calls_newest_first_and_new_calls_do_not_shift_pag
 
 #[tokio::test]
 async fn a_batch_reports_its_counts_and_calls() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let response = app
         .post_batch(&batch(vec![
             item_with_id("b1"),
@@ -262,7 +244,7 @@ fn admin(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::Request
 
 #[tokio::test]
 async fn support_sees_any_calls_history_with_request_metadata_and_can_search() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.batch_request()
         .header("user-agent", "acme-dialer/7")
         .json(&batch(vec![item_with_id("s1")]))
@@ -325,7 +307,7 @@ async fn support_sees_any_calls_history_with_request_metadata_and_can_search() {
 
 #[tokio::test]
 async fn support_creates_partners_and_rotates_their_key_and_secret() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let response = admin(&app, reqwest::Method::POST, "/api/v1/admin/partners")
         .json(&json!({"id": "newco", "name": "New Co", "rate_limit_per_minute": 60}))
@@ -432,7 +414,7 @@ async fn support_creates_partners_and_rotates_their_key_and_secret() {
 
 #[tokio::test]
 async fn the_cli_prints_a_call_history_and_rotates_keys() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.post_batch(&batch(vec![item_with_id("h1"), item_with_id("h1")]))
         .await;
     let url: String = sqlx::query_scalar("select current_database()")
@@ -545,24 +527,9 @@ const QUERIES: [(&str, &str); 6] = [
     ),
 ];
 
-/// Runs `sql` as the analyst role and returns the rows as JSON objects.
-pub async fn as_analyst(app: &TestApp, sql: &str) -> Result<Vec<Value>, sqlx::Error> {
-    let mut tx = app.pool.begin().await?;
-    sqlx::query("set local role callingest_analyst")
-        .execute(&mut *tx)
-        .await?;
-    let wrapped = format!(
-        "select to_jsonb(q) from ({}) q",
-        sql.trim().trim_end_matches(';')
-    );
-    let rows = sqlx::query_scalar(&wrapped).fetch_all(&mut *tx).await;
-    tx.rollback().await?;
-    rows
-}
-
 #[tokio::test]
 async fn the_documented_analyst_queries_run_as_the_analyst_role_and_answer_right() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let server = RecordingServer::start().await;
     let calls = vec![
         item("left", &server.url("/files/left-only.wav")),
@@ -570,14 +537,11 @@ async fn the_documented_analyst_queries_run_as_the_analyst_role_and_answer_right
         item("gone", &server.url("/files/missing.wav")),
     ];
     app.post_batch(&batch(calls)).await;
-    for id in ["left", "both", "gone"] {
-        final_row(&app, id).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !as_analyst(&app, QUERIES[3].1).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "batch counts never settled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.drain().await;
+    assert!(
+        as_analyst(&app, QUERIES[3].1).await.unwrap().is_empty(),
+        "batch counts never settled"
+    );
     let readme = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/projections/README.md"

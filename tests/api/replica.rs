@@ -17,10 +17,10 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::process::Command;
 
+use crate::helpers::instances::{free_port, Instance};
 use crate::helpers::{
-    batch, item_with_id, run_alone, spawn_app_reading_from_itself, ADMIN_TOKEN, BATCH_PATH,
+    batch, item_with_id, run_alone, wait_for, wait_until, TestApp, ADMIN_TOKEN, BATCH_PATH,
 };
-use crate::instances::{free_port, Instance};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -42,6 +42,15 @@ async fn get_json(client: &reqwest::Client, url: String, headers: &[(&str, &str)
     response.json().await.unwrap()
 }
 
+/// `/readyz` once it says the replica serves reads.
+fn serving(ready: Value) -> Result<Value, String> {
+    if ready["replica"]["serving_reads"] == json!(true) {
+        Ok(ready)
+    } else {
+        Err(ready.to_string())
+    }
+}
+
 fn listed(page: &Value) -> Vec<String> {
     page["calls"]
         .as_array()
@@ -60,64 +69,64 @@ fn metric(page: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn a_read_url_on_the_same_server_serves_the_listings_end_to_end() {
-    let app = spawn_app_reading_from_itself(callingest::config::Role::All).await;
+    let app = TestApp::builder()
+        .role(callingest::config::Role::All)
+        .read_from_itself()
+        .spawn()
+        .await;
     let partner = [
         ("x-partner-id", app.partner.partner_id.as_str()),
         ("x-api-key", app.partner.api_key.as_str()),
     ];
     // The read node is a primary: as current as it gets, so it serves reads once measured.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready = get_json(&app.client, app.url("/readyz"), &[]).await;
-        if ready["replica"]["serving_reads"] == json!(true) {
-            assert!(
-                ready["replica"]["lag_seconds"].as_f64().unwrap() < 1.0,
-                "{ready}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replica never served: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let measured = &app;
+    let ready = wait_for(
+        "the replica to serve reads",
+        Duration::from_secs(10),
+        || async move {
+            let ready = get_json(&measured.client, measured.url("/readyz"), &[]).await;
+            serving(ready)
+        },
+    )
+    .await;
+    assert!(
+        ready["replica"]["lag_seconds"].as_f64().unwrap() < 1.0,
+        "{ready}"
+    );
 
-    let answer: Value = app
-        .post_batch(&batch(vec![
+    let answer = app
+        .submit(&batch(vec![
             local_item("replica-1"),
             local_item("replica-2"),
         ]))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["success"], json!(true), "{answer}");
-    let batch_id = answer["batch_id"].as_str().unwrap().to_owned();
+        .await;
+    assert!(answer.success, "{answer:?}");
+    let batch_id = answer.batch_id.parse().expect("a batch id");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let page = get_json(&app.client, app.url("/api/v1/partner/calls"), &partner).await;
-        if listed(&page).len() == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not listed: {page}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let call = get_json(
-        &app.client,
-        app.url("/api/v1/partner/calls/replica-1"),
-        &partner,
+    // Projected by the service's own projector, listed through the replica path.
+    let (reader, partner_headers) = (&app, &partner);
+    wait_for(
+        "both calls to be listed",
+        Duration::from_secs(10),
+        || async move {
+            let page = get_json(
+                &reader.client,
+                reader.url("/api/v1/partner/calls"),
+                partner_headers,
+            )
+            .await;
+            if listed(&page).len() == 2 {
+                Ok(())
+            } else {
+                Err(page.to_string())
+            }
+        },
     )
     .await;
-    assert_eq!(call["id"], json!("replica-1"), "{call}");
-    let found = get_json(
-        &app.client,
-        app.url(&format!("/api/v1/partner/batches/{batch_id}")),
-        &partner,
-    )
-    .await;
-    assert_eq!(found["call_count"], json!(2), "{found}");
+    let call = app.get_call("replica-1").await;
+    assert_eq!(call.id, "replica-1", "{call:?}");
+    let found = app.get_batch(batch_id).await;
+    assert_eq!(found.call_count, 2, "{found:?}");
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     let search = get_json(
         &app.client,
@@ -396,44 +405,55 @@ async fn a_streaming_replica_serves_listings_within_the_lag_allowed_and_hands_ov
     let list = || get_json(&client, service.url("/api/v1/partner/calls"), &headers);
 
     // The standby is found (after the primary, in the list), measured and serving.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let caught_up = loop {
-        let replica = replica_state(&client, &service).await;
+    let (client_ref, service_ref) = (&client, &service);
+    let standby_lag = || async move {
+        let replica = replica_state(client_ref, service_ref).await;
         if replica["serving_reads"] == json!(true) {
-            break replica["lag_seconds"].as_f64().unwrap();
+            Ok(replica["lag_seconds"].as_f64().unwrap())
+        } else {
+            Err(replica.to_string())
         }
-        assert!(
-            Instant::now() < deadline,
-            "the standby never served: {replica}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let caught_up = wait_for("the standby to serve", Duration::from_secs(30), standby_lag).await;
     submit("before-pause").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !listed(&list().await).contains(&"before-pause".to_owned()) {
-        assert!(Instant::now() < deadline, "never listed from the standby");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let listing = |id: &'static str| {
+        let list = &list;
+        move || async move {
+            let page = list().await;
+            if listed(&page).contains(&id.to_owned()) {
+                Ok(())
+            } else {
+                Err(page.to_string())
+            }
+        }
+    };
+    wait_for(
+        "before-pause to be listed from the standby",
+        Duration::from_secs(20),
+        listing("before-pause"),
+    )
+    .await;
 
     // Replay paused: the standby's view stops at this moment.
     pair.pause_replay(true).await;
     let paused = Instant::now();
     let batch_id = submit("after-pause").await;
     // On the primary the call is projected...
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let projected: bool = sqlx::query_scalar(
-            "select exists (select 1 from call where partner_id = 'partner-a' and call_id = 'after-pause')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if projected {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not projected on the primary");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let primary = &pool;
+    wait_until(
+        "after-pause to be projected on the primary",
+        Duration::from_secs(10),
+        || async move {
+            sqlx::query_scalar(
+                "select exists (select 1 from call
+                                where partner_id = 'partner-a' and call_id = 'after-pause')",
+            )
+            .fetch_one(primary)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
     // ...the partner gets it by id (primary) and its batch (not on the standby: the primary)...
     let call = get_json(
         &client,
@@ -462,14 +482,12 @@ async fn a_streaming_replica_serves_listings_within_the_lag_allowed_and_hands_ov
     );
 
     // Past the lag allowed, the list goes to the primary and shows the call.
-    let deadline = paused + max_lag + Duration::from_secs(10);
-    while !listed(&list().await).contains(&"after-pause".to_owned()) {
-        assert!(
-            Instant::now() < deadline,
-            "the primary never took over the list"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "the primary to take over the list",
+        (paused + max_lag + Duration::from_secs(10)).saturating_duration_since(Instant::now()),
+        listing("after-pause"),
+    )
+    .await;
     // Not before the lag allowed had (nearly) passed: the standby had caught up with a moment
     // at most a check or two before the pause.
     let handed_over = paused.elapsed();
@@ -508,18 +526,12 @@ async fn a_streaming_replica_serves_listings_within_the_lag_allowed_and_hands_ov
     // Replay resumed: the standby catches up and serves again.
     pair.pause_replay(false).await;
     let resumed = Instant::now();
-    let deadline = resumed + Duration::from_secs(20);
-    let lag_again = loop {
-        let replica = replica_state(&client, &service).await;
-        if replica["serving_reads"] == json!(true) {
-            break replica["lag_seconds"].as_f64().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the standby never served again: {replica}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let lag_again = wait_for(
+        "the standby to serve again",
+        Duration::from_secs(20),
+        standby_lag,
+    )
+    .await;
     let back_after = resumed.elapsed();
     assert!(listed(&list().await).contains(&"after-pause".to_owned()));
 

@@ -12,15 +12,14 @@ use callingest_projections::processing_jobs::ProcessingJobs;
 use callingest_projections::Projector;
 use serde_json::Value;
 
-use crate::helpers::{batch, spawn_app, test_processing, TestApp};
-use crate::processing::{
-    catch_up_until, event_types, fetch_runner, final_row, item, RecordingServer,
-};
+use crate::helpers::projectors::{catch_up_until, fetch_runner};
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::{batch, item, test_workers, wait_until, TestApp};
 
 /// Test settings, but downloads may take two minutes (the recording server here is slow on
 /// purpose) and lease and grace are the defaults.
 fn slow_downloads() -> WorkersConfig {
-    let test = test_processing();
+    let test = test_workers();
     WorkersConfig {
         fetch: FetchConfig {
             timeout: Duration::from_secs(120),
@@ -47,12 +46,12 @@ async fn one_job(app: &TestApp, id: &str, recording_url: &str) -> Projector {
     jobs
 }
 
+/// Waits until the call has an event of type `event` (a step the test then interrupts).
 async fn wait_for_event(app: &TestApp, id: &str, event: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !event_types(app, id).await.iter().any(|t| t == event) {
-        assert!(Instant::now() < deadline, "{event} never recorded for {id}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(&format!("{event} of {id}"), within, || async move {
+        app.event_types(id).await.iter().any(|t| t == event)
+    })
+    .await;
 }
 
 async fn lease(app: &TestApp) -> Value {
@@ -83,7 +82,7 @@ async fn take_over(app: &TestApp) -> callingest::jobs::Claim {
 
 #[tokio::test]
 async fn a_worker_whose_lease_was_taken_over_cannot_record_its_outcome() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let server = RecordingServer::start().await;
     one_job(&app, "stolen", &server.url("/delay/3000/left-only.wav")).await;
     let processing = slow_downloads();
@@ -105,7 +104,7 @@ async fn a_worker_whose_lease_was_taken_over_cannot_record_its_outcome() {
         .unwrap();
     assert_eq!(outcome.unwrap(), JobOutcome::Processed);
     assert_eq!(
-        event_types(&app, "stolen").await,
+        app.event_types("stolen").await,
         ["CallAccepted", "RecordingFetchStarted"],
         "the worker that lost its lease recorded something"
     );
@@ -117,7 +116,7 @@ async fn a_worker_whose_lease_was_taken_over_cannot_record_its_outcome() {
 
 #[tokio::test]
 async fn a_step_whose_lease_was_taken_over_stops_at_its_next_heartbeat() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let server = RecordingServer::start().await;
     one_job(&app, "stolen", &server.url("/delay/60000/left-only.wav")).await;
     let processing = slow_downloads();
@@ -145,7 +144,7 @@ async fn a_step_whose_lease_was_taken_over_stops_at_its_next_heartbeat() {
         "stopped {stopped_after:?} after the takeover"
     );
     assert_eq!(
-        event_types(&app, "stolen").await,
+        app.event_types("stolen").await,
         ["CallAccepted", "RecordingFetchStarted"]
     );
     assert_eq!(lease(&app).await["token"], thief.token.to_string());
@@ -153,7 +152,7 @@ async fn a_step_whose_lease_was_taken_over_stops_at_its_next_heartbeat() {
 
 #[tokio::test]
 async fn heartbeats_keep_a_long_download_leased_well_past_one_lease() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let server = RecordingServer::start().await;
     let jobs = one_job(&app, "long", &server.url("/delay/42000/left-only.wav")).await;
     let processing = slow_downloads();
@@ -188,7 +187,7 @@ async fn heartbeats_keep_a_long_download_leased_well_past_one_lease() {
     assert!(claimed.elapsed() > Duration::from_secs(40));
     assert!(checked_past_one_lease);
     jobs.catch_up().await.unwrap();
-    let types = event_types(&app, "long").await;
+    let types = app.event_types("long").await;
     assert_eq!(
         types
             .iter()
@@ -206,7 +205,7 @@ async fn heartbeats_keep_a_long_download_leased_well_past_one_lease() {
 
 #[tokio::test]
 async fn a_step_past_its_maximum_duration_is_cancelled_as_a_failed_attempt() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let server = RecordingServer::start().await;
     one_job(&app, "hung", &server.url("/delay/60000/left-only.wav")).await;
     // Below the fetch timeout, which `validate` would refuse: the worker is driven by hand.
@@ -246,7 +245,7 @@ async fn advisory_locks(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attempt() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let server = RecordingServer::start().await;
     // One attempt only: were the interrupted attempt counted, the call would fail.
     let mut processing = slow_downloads();
@@ -298,7 +297,7 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
     // Another instance takes the call at once and completes it with the same single attempt.
     let restarted = Instant::now();
     let _other = callingest::app::spawn_background(&app.pool, &app.privacy, &processing).unwrap();
-    let row = final_row(&app, "drained").await;
+    let row = app.final_row("drained").await;
     assert_eq!(row["status"], "completed", "{row}");
     assert_eq!(row["fetch_attempts"], 1);
     assert!(
@@ -306,7 +305,7 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
         "the released job waited {:?}",
         restarted.elapsed()
     );
-    let types = event_types(&app, "drained").await;
+    let types = app.event_types("drained").await;
     let starts: Vec<Value> = app
         .call_events("partner-a", "drained")
         .await
@@ -319,7 +318,7 @@ async fn a_drain_interrupts_a_step_past_the_grace_releases_it_and_uses_no_attemp
 
 #[tokio::test]
 async fn a_drain_lets_a_step_that_ends_within_the_grace_finish() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let server = RecordingServer::start().await;
     let processing = slow_downloads();
     let instance = callingest::app::spawn_background(&app.pool, &app.privacy, &processing).unwrap();
@@ -338,7 +337,7 @@ async fn a_drain_lets_a_step_that_ends_within_the_grace_finish() {
     let draining = Instant::now();
     instance.drain(processing.jobs.shutdown_grace).await;
     assert!(draining.elapsed() < Duration::from_secs(10));
-    let types = event_types(&app, "finishing").await;
+    let types = app.event_types("finishing").await;
     assert!(
         types.iter().any(|t| t == "ProcessingCompleted"),
         "{types:?}"
@@ -348,15 +347,14 @@ async fn a_drain_lets_a_step_that_ends_within_the_grace_finish() {
 
 #[tokio::test]
 async fn metrics_report_each_pool() {
-    let app =
-        crate::helpers::spawn_app_with(callingest::config::Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let server = RecordingServer::start().await;
     app.post_batch(&batch(vec![item(
         "measured",
         &server.url("/files/left-only.wav"),
     )]))
     .await;
-    final_row(&app, "measured").await;
+    app.final_row("measured").await;
     let metrics = app
         .client
         .get(app.url("/metrics"))

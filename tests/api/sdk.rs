@@ -3,9 +3,7 @@
 //! committed spec stops describing what the service does.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
 
-use callingest::config::Role;
 use callingest::partners::PartnerCredentials;
 use callingest_client::types::{
     self, AgentInfo, BatchCallRequest, CallInfo, CallReceiptStatus, CallStatus, CallSubmission,
@@ -15,8 +13,8 @@ use callingest_client::{Client, Error};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, test_processing, TestApp, ADMIN_TOKEN};
-use crate::processing::RecordingServer;
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::TestApp;
 
 fn time(text: &str) -> DateTime<Utc> {
     text.parse().expect("a valid timestamp")
@@ -59,14 +57,10 @@ fn batch(calls: Vec<CallSubmission>) -> BatchCallRequest {
     BatchCallRequest { data: calls }
 }
 
-/// The client as a partner would build it, pointed at the test app: credentials given once.
+/// The client as a partner would build it, pointed at the test app: credentials given once
+/// (`callingest_client::partner_client`, through the harness).
 fn client(app: &TestApp) -> Client {
-    client_of(app, &app.partner)
-}
-
-fn client_of(app: &TestApp, partner: &PartnerCredentials) -> Client {
-    callingest_client::partner_client(&app.address, &partner.partner_id, &partner.api_key)
-        .expect("credentials that are header values")
+    app.partner_api()
 }
 
 async fn submit(
@@ -90,26 +84,17 @@ async fn get_call(sdk: &Client, call_id: &str) -> Result<CallView, Error<types::
         .map(|answer| answer.into_inner())
 }
 
-/// Polls `getCall` (bounded) until the call has finished, one way or the other.
-async fn until_finished(sdk: &Client, call_id: &str) -> CallView {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let call = get_call(sdk, call_id).await;
-        match call {
-            Ok(call) if matches!(call.status, CallStatus::Completed | CallStatus::Failed) => {
-                return call
-            }
-            // 404 until the read model has the call: the projector runs behind the write.
-            Ok(_) => {}
-            Err(Error::ErrorResponse(answer)) if answer.status() == 404 => {}
-            Err(other) => panic!("getCall failed: {other}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "call {call_id} did not finish in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The call once the service ran out of work: finished, one way or the other.
+async fn finished(app: &TestApp, sdk: &Client, call_id: &str) -> CallView {
+    app.drain().await;
+    let call = get_call(sdk, call_id)
+        .await
+        .unwrap_or_else(|e| panic!("getCall {call_id} failed: {e}"));
+    assert!(
+        matches!(call.status, CallStatus::Completed | CallStatus::Failed),
+        "call {call_id} not finished after the drain: {call:?}"
+    );
+    call
 }
 
 /// The status and body of an error answer, or a failure naming what came instead.
@@ -124,7 +109,7 @@ fn error_answer<T: std::fmt::Debug>(
 
 #[tokio::test]
 async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_back() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let recordings = RecordingServer::start().await;
     let sdk = client(&app);
 
@@ -151,7 +136,7 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
     assert_eq!(accepted.calls[0].id, "sdk-1");
     assert_eq!(accepted.calls[0].status, CallReceiptStatus::Accepted);
 
-    let call = until_finished(&sdk, "sdk-1").await;
+    let call = finished(&app, &sdk, "sdk-1").await;
     assert_eq!(call.status, CallStatus::Completed, "{call:?}");
     assert_eq!(call.batch_id.to_string(), accepted.batch_id);
     assert_eq!(
@@ -234,7 +219,7 @@ async fn a_call_submitted_through_the_client_is_processed_and_its_history_read_b
 
 #[tokio::test]
 async fn resubmitting_a_call_through_the_client_answers_duplicate() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let sdk = client(&app);
     let call = || submission("sdk-dup", "https://recordings.invalid/sdk-dup.mp3");
     submit(&sdk, batch(vec![call()])).await.unwrap();
@@ -246,7 +231,7 @@ async fn resubmitting_a_call_through_the_client_answers_duplicate() {
 
 #[tokio::test]
 async fn listing_with_a_small_limit_pages_through_every_call_exactly_once() {
-    let app = spawn_app_with(Role::All, 600, test_processing()).await;
+    let app = TestApp::spawn_processing().await;
     let sdk = client(&app);
     // A recording the server does not have: each call fails at once, all listing needs.
     let recordings = RecordingServer::start().await;
@@ -255,7 +240,7 @@ async fn listing_with_a_small_limit_pages_through_every_call_exactly_once() {
     let calls = ids.iter().map(|id| submission(id, &missing)).collect();
     submit(&sdk, batch(calls)).await.unwrap();
     for id in &ids {
-        until_finished(&sdk, id).await;
+        finished(&app, &sdk, id).await;
     }
 
     let mut seen = Vec::new();
@@ -295,7 +280,7 @@ async fn listing_with_a_small_limit_pages_through_every_call_exactly_once() {
 
 #[tokio::test]
 async fn a_batch_breaking_field_rules_is_a_typed_422_with_every_field_path() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let sdk = client(&app);
     // Rules the schema cannot express, so the client sends the batch and the service judges:
     // a blank id, an end before the start, an email that is not one.
@@ -330,10 +315,10 @@ async fn a_batch_breaking_field_rules_is_a_typed_422_with_every_field_path() {
 
 #[tokio::test]
 async fn a_wrong_api_key_is_a_typed_403() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let mut partner = app.partner.clone();
     partner.api_key = "not-the-key".to_owned();
-    let sdk = client_of(&app, &partner);
+    let sdk = app.partner_api_as(&partner);
 
     let submitted = submit(
         &sdk,
@@ -352,7 +337,7 @@ async fn a_wrong_api_key_is_a_typed_403() {
 
 #[tokio::test]
 async fn an_unknown_call_or_batch_is_a_typed_404() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let sdk = client(&app);
 
     let call = get_call(&sdk, "never-sent").await;
@@ -375,8 +360,8 @@ async fn an_unknown_call_or_batch_is_a_typed_404() {
 
 #[tokio::test]
 async fn support_staff_give_the_admin_token_once_for_several_operations() {
-    let app = spawn_app().await;
-    let support = callingest_client::admin_client(&app.address, ADMIN_TOKEN).unwrap();
+    let app = TestApp::spawn().await;
+    let support = app.admin_api();
 
     let created = support
         .create_partner()
@@ -413,7 +398,7 @@ async fn support_staff_give_the_admin_token_once_for_several_operations() {
         ..created_credentials(created)
     };
     let call = submission("acme-1", "https://recordings.invalid/acme-1.mp3");
-    submit(&client_of(&app, &acme), batch(vec![call]))
+    submit(&app.partner_api_as(&acme), batch(vec![call]))
         .await
         .unwrap();
     // A client without the token is refused with the contract's 403, not a 401.
@@ -435,7 +420,7 @@ fn created_credentials(created: types::PartnerCredentialsBody) -> PartnerCredent
 /// credentials as parameters of its own.
 #[tokio::test]
 async fn the_served_document_declares_the_credentials_as_security_schemes() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let spec: serde_json::Value = app
         .client
         .get(app.url("/openapi.json"))

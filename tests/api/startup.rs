@@ -10,8 +10,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::helpers::instances::{free_port, Instance};
 use crate::helpers::{TestDatabase, BATCH_PATH};
-use crate::instances::{free_port, Instance};
 
 /// The PostgreSQL server the tests use (host and port), from `DATABASE_URL`.
 fn server() -> PgConnectOptions {

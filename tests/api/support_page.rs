@@ -13,7 +13,8 @@ use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{batch, item_with_id, spawn_app, TestApp, ADMIN_TOKEN};
+use crate::helpers::projectors::catch_up_until;
+use crate::helpers::{batch, item_with_id, TestApp, ADMIN_TOKEN};
 
 /// A call id and agent name a careless page would run as script.
 const HOSTILE: &str = "<script>alert(1)</script>";
@@ -28,25 +29,16 @@ async fn submit_hostile_call(app: &TestApp) {
     assert_eq!(response.status(), StatusCode::OK);
 
     let projector = Projector::new(app.pool.clone(), Arc::new(ReadModels(app.privacy.clone())));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        projector.catch_up().await.unwrap();
-        let rows: i64 =
-            sqlx::query_scalar("select count(*) from call where partner_id = $1 and call_id = $2")
-                .bind(&app.partner.partner_id)
-                .bind(HOSTILE)
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        if rows == 1 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the call never reached the read model"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    catch_up_until(
+        &projector,
+        app,
+        &format!(
+            "select count(*) from call where partner_id = '{}' and call_id = '{HOSTILE}'",
+            app.partner.partner_id
+        ),
+        1,
+    )
+    .await;
 }
 
 /// A client that shows redirects instead of following them.
@@ -60,7 +52,7 @@ fn no_redirects() -> reqwest::Client {
 
 #[tokio::test]
 async fn the_support_page_signs_in_with_the_admin_token_and_shows_a_call_escaped() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     submit_hostile_call(&app).await;
     let client = no_redirects();
     let call_page = format!(
@@ -207,7 +199,7 @@ fn attribute(value: &str) -> String {
 #[tokio::test]
 async fn a_browser_signs_in_and_sees_the_call_timeline() {
     let chromium = chromium();
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     submit_hostile_call(&app).await;
 
     // Signing in takes a form POST, which headless Chromium's `--dump-dom` cannot make and

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use callingest::config::{HttpConfig, Role};
+use callingest::config::HttpConfig;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 
-use crate::helpers::{server_url, spawn_app_with_http, test_processing, TestApp, ADMIN_TOKEN};
+use crate::helpers::{TestApp, ADMIN_TOKEN};
 
 /// The service behind a "proxy" on 127.0.0.1: the test client plays the proxy.
 async fn behind_a_proxy() -> TestApp {
@@ -15,7 +15,7 @@ async fn behind_a_proxy() -> TestApp {
         trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
         ..HttpConfig::default()
     };
-    spawn_app_with_http(&server_url(), Role::Api, 600, test_processing(), http).await
+    TestApp::builder().http(http).spawn().await
 }
 
 fn client() -> reqwest::Client {
@@ -55,7 +55,7 @@ async fn the_session_cookie_is_secure_only_when_the_browser_came_over_https() {
     assert!(cookie(&https).ends_with("; Secure"), "{}", cookie(&https));
 
     // Without a trusted proxy, anyone could claim HTTPS: the header is not believed.
-    let direct = crate::helpers::spawn_app().await;
+    let direct = TestApp::spawn().await;
     let claimed = sign_in(&direct, ADMIN_TOKEN, &[("x-forwarded-proto", "https")]).await;
     assert_eq!(claimed.status(), StatusCode::SEE_OTHER);
     assert!(!cookie(&claimed).contains("Secure"));

@@ -2,52 +2,20 @@
 //! (in-process, and through the OpenAI-compatible API of `callingest transcribe-server`), stores
 //! the transcript and serves it; failures are retried and end in a completed call without one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use callingest::config::{Role, TranscriberKind, TranscriptionConfig};
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde_json::Value;
 
-use crate::helpers::{batch, spawn_app_with, test_processing, TestApp};
-use crate::processing::{event_types, final_row_within, item};
+use crate::helpers::recording_server::MemoryRecordings;
+use crate::helpers::{batch, item, wait_until, TestApp};
 
-/// A recording host on 127.0.0.1 serving one file at `/call.wav`, counting requests.
-struct OneFileServer {
-    url: String,
-    hits: Arc<AtomicUsize>,
-}
-
-impl OneFileServer {
-    async fn start(bytes: Vec<u8>) -> Self {
-        #[handler]
-        fn file(bytes: poem::web::Data<&Arc<Vec<u8>>>) -> Response {
-            Response::builder()
-                .content_type("audio/wav")
-                .body(bytes.0.as_ref().clone())
-        }
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .unwrap();
-        let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let app = Route::new()
-            .at("/call.wav", get(file))
-            .data(Arc::new(bytes))
-            .before(move |req| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move { Ok(req) }
-            });
-        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-        Self {
-            url: format!("http://127.0.0.1:{port}/call.wav"),
-            hits,
-        }
-    }
+/// A recording host on 127.0.0.1 serving `bytes` as `call.wav`, counting requests.
+async fn one_file_server(bytes: Vec<u8>) -> (MemoryRecordings, String) {
+    let server = MemoryRecordings::start([("call.wav".to_owned(), bytes)]).await;
+    let url = server.url("call.wav");
+    (server, url)
 }
 
 fn transcription(kind: TranscriberKind) -> TranscriptionConfig {
@@ -61,9 +29,12 @@ fn transcription(kind: TranscriberKind) -> TranscriptionConfig {
 }
 
 async fn app_transcribing_with(config: TranscriptionConfig) -> TestApp {
-    let mut processing = test_processing();
-    processing.transcription = config;
-    spawn_app_with(Role::All, 1_000, processing).await
+    TestApp::builder()
+        .role(Role::All)
+        .rate_limit(1_000)
+        .transcriber(config)
+        .spawn()
+        .await
 }
 
 async fn transcript_response(app: &TestApp, call_id: &str) -> reqwest::Response {
@@ -107,13 +78,15 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
         "/audio/tests/fixtures/overlap.wav"
     ))
     .unwrap();
-    let host = OneFileServer::start(recording).await;
+    let (host, host_url) = one_file_server(recording).await;
     let response = app
-        .post_batch(&batch(vec![item("unheard", &host.url)]))
+        .post_batch(&batch(vec![item("unheard", &host_url)]))
         .await;
     assert_eq!(response.status(), 200);
 
-    let call = final_row_within(&app, "unheard", Duration::from_secs(30)).await;
+    let call = app
+        .final_row_within("unheard", Duration::from_secs(30))
+        .await;
     assert_eq!(call["status"], "completed", "{call}");
     assert_eq!(call["transcription_status"], "unavailable");
     assert_eq!(call["transcription_attempts"], 2);
@@ -122,7 +95,7 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
         "analytics kept: {call}"
     );
     assert_eq!(
-        event_types(&app, "unheard").await[3..],
+        app.event_types("unheard").await[3..],
         [
             "RecordingAnalyzed",
             "TranscriptionStarted",
@@ -158,14 +131,13 @@ async fn an_unreachable_transcription_service_is_retried_then_the_call_completes
     // The spooled recording was used by both attempts: downloaded once, then let go.
     assert_eq!(host.hits.load(Ordering::SeqCst), 1);
     // (The worker removes it just after recording the outcome: allow it a moment.)
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_dir(&spool).unwrap().count() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the spooled recording was not removed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let spool = &spool;
+    wait_until(
+        "the spooled recording to be removed",
+        Duration::from_secs(5),
+        || async move { std::fs::read_dir(spool).unwrap().count() == 0 },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -176,12 +148,13 @@ async fn without_an_engine_calls_complete_after_analysis_and_have_no_transcript(
         "/audio/tests/fixtures/overlap.wav"
     ))
     .unwrap();
-    let host = OneFileServer::start(recording).await;
-    app.post_batch(&batch(vec![item("plain", &host.url)])).await;
-    let call = final_row_within(&app, "plain", Duration::from_secs(30)).await;
+    let (_host, host_url) = one_file_server(recording).await;
+    app.post_batch(&batch(vec![item("plain", &host_url)])).await;
+    let call = app.final_row_within("plain", Duration::from_secs(30)).await;
     assert_eq!(call["status"], "completed");
     assert_eq!(call["transcription_status"], Value::Null);
-    assert!(!event_types(&app, "plain")
+    assert!(!app
+        .event_types("plain")
         .await
         .iter()
         .any(|t| t.starts_with("Transcri")));
@@ -217,7 +190,7 @@ async fn a_transcript_is_served_from_its_event_before_the_projection_has_it() {
         AudioAnalytics, CallCommand, FetchSuccess, Speaker, TranscriptDone, TranscriptSegment,
     };
     // The API alone: no projector runs, so the `transcript` table stays empty.
-    let app = crate::helpers::spawn_app().await;
+    let app = TestApp::spawn().await;
     app.post_batch(&batch(vec![item("fresh", "https://example.com/a.wav")]))
         .await;
     let now = chrono::Utc::now;
@@ -322,8 +295,10 @@ mod with_whisper {
     use super::*;
     use callingest::config::Secret;
     use callingest_transcribe::word_error_rate;
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    use poem::Server;
 
-    use crate::speech_clips as speech;
+    use crate::helpers::speech_clips as speech;
 
     const AGENT: &str =
         "Thank you for calling the support line, my name is Sarah. How can I help you today?";
@@ -399,11 +374,13 @@ mod with_whisper {
     #[tokio::test]
     async fn whisper_transcribes_each_side_of_a_stereo_call() {
         let app = app_transcribing_with(whisper_config()).await;
-        let host = OneFileServer::start(two_sided_call()).await;
-        app.post_batch(&batch(vec![item("spoken", &host.url)]))
+        let (host, host_url) = one_file_server(two_sided_call()).await;
+        app.post_batch(&batch(vec![item("spoken", &host_url)]))
             .await;
 
-        let call = final_row_within(&app, "spoken", Duration::from_secs(120)).await;
+        let call = app
+            .final_row_within("spoken", Duration::from_secs(120))
+            .await;
         assert_eq!(call["status"], "completed", "{call}");
         assert_eq!(call["transcription_status"], "available");
         let response = transcript_response(&app, "spoken").await;
@@ -441,25 +418,31 @@ mod with_whisper {
         // With the default lease (30 s): the killed service's claim runs out, then the new one
         // takes the call over.
         let app = app_transcribing_with(whisper_config()).await;
-        let host = OneFileServer::start(two_sided_call()).await;
-        app.post_batch(&batch(vec![item("interrupted", &host.url)]))
+        let (_host, host_url) = one_file_server(two_sided_call()).await;
+        app.post_batch(&batch(vec![item("interrupted", &host_url)]))
             .await;
 
         // Kill the service as soon as the first attempt has started.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !event_types(&app, "interrupted")
-            .await
-            .iter()
-            .any(|t| t == "TranscriptionStarted")
-        {
-            assert!(Instant::now() < deadline, "transcription never started");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let started = &app;
+        wait_until(
+            "the transcription to start",
+            Duration::from_secs(30),
+            || async move {
+                started
+                    .event_types("interrupted")
+                    .await
+                    .iter()
+                    .any(|t| t == "TranscriptionStarted")
+            },
+        )
+        .await;
         let app = app.restart().await;
 
-        let call = final_row_within(&app, "interrupted", Duration::from_secs(120)).await;
+        let call = app
+            .final_row_within("interrupted", Duration::from_secs(120))
+            .await;
         assert_eq!(call["transcription_status"], "available", "{call}");
-        let types = event_types(&app, "interrupted").await;
+        let types = app.event_types("interrupted").await;
         let count = |name: &str| types.iter().filter(|t| *t == name).count();
         assert_eq!(count("TranscriptionStarted"), 2, "{types:?}");
         assert_eq!(count("TranscriptProduced"), 1, "{types:?}");
@@ -494,11 +477,13 @@ mod with_whisper {
         config.api_key = Some(Secret::new("stt-key"));
         config.model = "tiny.en".into();
         let app = app_transcribing_with(config).await;
-        let host = OneFileServer::start(two_sided_call()).await;
-        app.post_batch(&batch(vec![item("remote", &host.url)]))
+        let (_host, host_url) = one_file_server(two_sided_call()).await;
+        app.post_batch(&batch(vec![item("remote", &host_url)]))
             .await;
 
-        let call = final_row_within(&app, "remote", Duration::from_secs(120)).await;
+        let call = app
+            .final_row_within("remote", Duration::from_secs(120))
+            .await;
         assert_eq!(call["transcription_status"], "available", "{call}");
         let transcript: Value = transcript_response(&app, "remote")
             .await
@@ -514,9 +499,11 @@ mod with_whisper {
         wrong.url = Some(base);
         wrong.api_key = Some(Secret::new("not-the-key"));
         let app = app_transcribing_with(wrong).await;
-        app.post_batch(&batch(vec![item("refused", &host.url)]))
+        app.post_batch(&batch(vec![item("refused", &host_url)]))
             .await;
-        let call = final_row_within(&app, "refused", Duration::from_secs(60)).await;
+        let call = app
+            .final_row_within("refused", Duration::from_secs(60))
+            .await;
         assert_eq!(call["transcription_status"], "unavailable");
         assert_eq!(call["transcription_attempts"], 1);
         let events = events(&app, "refused").await;

@@ -18,9 +18,9 @@ use callingest::partners::{create_partner, PartnerCredentials};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::callback_receiver::{Receiver, Reply, TestCa};
-use crate::helpers::{batch, item_with_id, TestDatabase, BATCH_PATH};
-use crate::processing::RecordingServer;
+use crate::helpers::callback_receiver::{Receiver, Reply, TestCa};
+use crate::helpers::recording_server::RecordingServer;
+use crate::helpers::{batch, item_with_id, wait_for, TestDatabase, BATCH_PATH};
 
 /// Lines of an instance's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
@@ -372,20 +372,19 @@ impl Fleet {
 
     /// Waits (bounded) until `instance` holds at least `n` processing jobs; returns them.
     pub async fn wait_until_holding(&self, instance: &Instance, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let held = self.jobs_held_by(instance).await;
-            if held.len() >= n {
-                return held;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} holds {} processing jobs, expected at least {n}",
-                instance.name,
-                held.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for(
+            &format!("{} to hold at least {n} processing jobs", instance.name),
+            Duration::from_secs(30),
+            || async move {
+                let held = self.jobs_held_by(instance).await;
+                if held.len() >= n {
+                    Ok(held)
+                } else {
+                    Err(format!("it holds {held:?}"))
+                }
+            },
+        )
+        .await
     }
 
     /// Asserts the receiver saw a delivery for every call of `calls`, under its webhook-id.

@@ -3,7 +3,9 @@
 //! own free port on 127.0.0.1 and is killed when dropped.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::drain::wait_until;
 
 pub struct Instance {
     child: Child,
@@ -30,7 +32,7 @@ impl Instance {
             Stdio::null()
         };
         let child = Command::new(env!("CARGO_BIN_EXE_callingest"))
-            .env("CALLINGEST_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
+            .env("CALLINGEST_MASTER_KEY", super::TEST_MASTER_KEY)
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("CALLINGEST_LISTEN", format!("127.0.0.1:{port}"))
@@ -64,20 +66,20 @@ impl Instance {
         status: u16,
         within: Duration,
     ) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(response) = client.get(self.url(path)).send().await {
-                if response.status() == status {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} of {} did not answer {status} within {within:?}",
-                self.address
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let url = self.url(path);
+        let url = &url;
+        wait_until(
+            &format!("{path} of {} to answer {status}", self.address),
+            within,
+            || async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status() == status)
+            },
+        )
+        .await;
     }
 
     pub async fn wait_ready(&self, client: &reqwest::Client) {
