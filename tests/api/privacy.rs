@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callingest::config::{Role, TranscriberKind, TranscriptionConfig};
 use callingest::erasure::{self, Subject};
@@ -567,15 +567,8 @@ fn spooled(spool: &Path, sha256: &str) -> PathBuf {
 
 /// Waits (bounded) until `path` is gone.
 async fn wait_until_gone(path: &Path, within: Duration) {
-    let deadline = Instant::now() + within;
-    while path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} is still there",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{} to be deleted", path.display());
+    wait_until(&what, within, || async { !path.exists() }).await;
 }
 
 #[tokio::test]
@@ -679,11 +672,10 @@ async fn a_recording_fetched_while_its_call_is_erased_is_neither_spooled_nor_tra
         &recordings.url("/delay/4000/overlap.wav"),
     );
     assert_eq!(app.post_batch(&batch(vec![item])).await.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while recordings.hits.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the fetch never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the fetch to start", Duration::from_secs(30), || async {
+        recordings.hits.load(Ordering::SeqCst) > 0
+    })
+    .await;
     let answer = erase(&app, json!({"phone_number": "+447700900777"})).await;
     assert_eq!(answer["calls_erased"], 1, "{answer}");
 
@@ -758,11 +750,12 @@ async fn a_call_erased_while_it_is_transcribed_gets_no_transcript() {
         &recordings.url("/files/overlap.wav"),
     );
     assert_eq!(app.post_batch(&batch(vec![item])).await.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while requests.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the transcription never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "the transcription to start",
+        Duration::from_secs(30),
+        || async { requests.load(Ordering::SeqCst) > 0 },
+    )
+    .await;
     let answer = erase(&app, json!({"phone_number": "+447700900888"})).await;
     assert_eq!(answer["calls_erased"], 1, "{answer}");
 
@@ -879,21 +872,18 @@ async fn an_erasure_interrupted_before_its_events_gets_each_event_exactly_once_a
 
     // A worker process records what is missing when it starts, and only that.
     let app = app.restart_as(Role::All).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left: i64 = sqlx::query_scalar("select count(*) from erasure_event_pending")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} erasure events still pending"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "no erasure event left pending",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 = sqlx::query_scalar("select count(*) from erasure_event_pending")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            left == 0
+        },
+    )
+    .await;
     assert_eq!(erasure_events(&app, &["crash-1", "crash-2"]).await, [1, 1]);
     let events = app.call_events("partner-a", "crash-1").await;
     let (_, recorded) = events
@@ -920,11 +910,12 @@ async fn an_erasure_interrupted_before_its_events_gets_each_event_exactly_once_a
         erasure::follow_up::record_missing_events(&app.pool, &calls),
     );
     assert!(a.unwrap() + b.unwrap() <= 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while erasure_events(&app, &["crash-3"]).await != [1] {
-        assert!(Instant::now() < deadline, "crash-3 never got its event");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "crash-3 to get its event",
+        Duration::from_secs(30),
+        || async { erasure_events(&app, &["crash-3"]).await == [1] },
+    )
+    .await;
     assert_eq!(
         erasure::follow_up::record_missing_events(&app.pool, &calls)
             .await

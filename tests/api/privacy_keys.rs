@@ -2,7 +2,7 @@
 //! before sealing, sealed in place) and `privacy rotate-master-key`, run with the real binary.
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callingest_domain::call::{CallEvent, Speaker, TranscriptProduced, TranscriptSegment};
 use callingest_domain::interaction::TranscriptFigures;
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sqlx::{ConnectOptions, PgPool};
 
 use crate::helpers::instances::free_port;
-use crate::helpers::{batch, published_item, TestApp, TEST_MASTER_KEY};
+use crate::helpers::{batch, published_item, wait_until, TestApp, TEST_MASTER_KEY};
 
 /// The real binary against the app's database with these keys; its output, whatever the exit.
 fn run(app: &TestApp, key: &str, previous: Option<&str>, args: &[&str]) -> Output {
@@ -135,24 +135,20 @@ async fn insert_event(pool: &PgPool, aggregate_id: &str, sequence: i64, payload:
 /// Waits until every event is below the oldest transaction running on the server: only then
 /// does a projection replay read them all (other tests' transactions hold it back meanwhile).
 async fn wait_until_the_log_is_readable(pool: &PgPool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let readable: bool = sqlx::query_scalar(
-            "select coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true)
-             from events",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if readable {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the event log stayed behind a transaction"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "every event below the oldest running transaction",
+        Duration::from_secs(60),
+        || async {
+            sqlx::query_scalar(
+                "select coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true)
+                 from events",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
 }
 
 /// Everything of every event row but the payload.
@@ -535,23 +531,18 @@ impl Instance {
         }
         let child = command.spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = app
-                .client
-                .get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ready {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the instance did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until(
+            "the instance to be ready",
+            Duration::from_secs(60),
+            || async {
+                app.client
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
         Self { _child: child, url }
     }
 
