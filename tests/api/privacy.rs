@@ -42,12 +42,7 @@ const PERSONAL: [&str; 7] = [
 async fn personal_fields_are_sealed_in_the_event_log_and_read_back_in_clear() {
     let app = TestApp::spawn().await;
     // Both paths: a batch appended at once, and one call by call (a resubmission).
-    assert_eq!(
-        app.post_batch(&batch(vec![published_item()]))
-            .await
-            .status(),
-        200
-    );
+    app.submit(&batch(vec![published_item()])).await;
 
     let stored = app.stored_call_events("partner-a", "call123").await;
     let stored_text = serde_json::to_string(&stored).unwrap();
@@ -112,12 +107,7 @@ async fn personal_fields_are_sealed_in_the_event_log_and_read_back_in_clear() {
 async fn a_resubmission_compares_with_the_opened_call() {
     let app = TestApp::spawn().await;
     for _ in 0..2 {
-        assert_eq!(
-            app.post_batch(&batch(vec![published_item()]))
-                .await
-                .status(),
-            200
-        );
+        app.submit(&batch(vec![published_item()])).await;
     }
     let events = app.call_events("partner-a", "call123").await;
     assert_eq!(events[1].0, "DuplicateSubmissionReceived");
@@ -296,7 +286,7 @@ async fn erasing_a_phone_number_leaves_no_trace_of_the_subject_while_other_calls
             &wav,
         ),
     ];
-    assert_eq!(app.post_batch(&batch(items.clone())).await.status(), 200);
+    app.submit(&batch(items.clone())).await;
     wait_until_finished(&app, &["erase-1", "erase-2", "keep-1"]).await;
     // The read model holds the number in clear until the erasure: the dump below can see it.
     assert!(pg_dump(&app).contains(number));
@@ -480,7 +470,7 @@ async fn calls_older_than_the_partners_retention_lose_their_personal_data_and_ne
             "https://r.invalid/b.wav",
         ),
     ];
-    assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+    app.submit(&batch(items)).await;
     let calls = callingest::event_store::store(app.pool.clone(), &app.privacy);
     // No retention set: nothing is erased, however old.
     sqlx::query(
@@ -598,7 +588,7 @@ async fn an_erased_calls_spooled_recording_is_deleted_within_seconds_and_its_row
             &recordings.url("/files/left-only.wav"),
         ),
     ];
-    assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+    app.submit(&batch(items)).await;
     wait_until_finished(&app, &["spooled-erased", "spooled-kept"]).await;
     // Both recordings left in the spool, as by an instance that analysed the calls while
     // another transcribed them (the spool alone would keep them for a day).
@@ -671,7 +661,7 @@ async fn a_recording_fetched_while_its_call_is_erased_is_neither_spooled_nor_tra
         "flight@example.org",
         &recordings.url("/delay/4000/overlap.wav"),
     );
-    assert_eq!(app.post_batch(&batch(vec![item])).await.status(), 200);
+    app.submit(&batch(vec![item])).await;
     wait_until("the fetch to start", Duration::from_secs(30), || async {
         recordings.hits.load(Ordering::SeqCst) > 0
     })
@@ -749,7 +739,7 @@ async fn a_call_erased_while_it_is_transcribed_gets_no_transcript() {
         "heard@example.org",
         &recordings.url("/files/overlap.wav"),
     );
-    assert_eq!(app.post_batch(&batch(vec![item])).await.status(), 200);
+    app.submit(&batch(vec![item])).await;
     wait_until(
         "the transcription to start",
         Duration::from_secs(30),
@@ -827,7 +817,7 @@ async fn an_erasure_interrupted_before_its_events_gets_each_event_exactly_once_a
             "https://r.invalid/c.wav",
         ),
     ];
-    assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+    app.submit(&batch(items)).await;
 
     // The erasure's transaction, then a crash before any event is recorded.
     let subject = Subject::PhoneNumber("+447700900555".into());
@@ -1053,7 +1043,7 @@ mod with_whisper {
                 &format!("{host}/other.wav"),
             ),
         ];
-        assert_eq!(app.post_batch(&batch(items)).await.status(), 200);
+        app.submit(&batch(items)).await;
         for id in ["said", "other-said"] {
             let call = app.final_row_within(id, Duration::from_secs(180)).await;
             assert_eq!(call["transcription_status"], "available", "{call}");
