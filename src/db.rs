@@ -11,6 +11,7 @@
 pub mod derived;
 pub mod follower;
 pub mod lag;
+pub mod liveness;
 pub mod replica;
 pub mod session;
 pub mod target;
@@ -280,9 +281,11 @@ async fn connect_pool(
             let follower = checked.clone();
             Box::pin(async move { follower.check_new_session(conn).await })
         })
-        .before_acquire(move |_, meta| {
+        // Pinged on acquire only after an idle spell (see `liveness`).
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
             let fresh = !aged.is_stale(meta.age);
-            Box::pin(async move { Ok(fresh) })
+            Box::pin(async move { Ok(fresh && liveness::alive(conn, &meta).await) })
         })
         .connect_with(follower.current_options())
         .await?;

@@ -138,7 +138,8 @@ async fn remaining(pool: &PgPool, version: i32) -> Result<i64, sqlx::Error> {
 }
 
 /// The previous key is forgotten: a start holding only it is refused, and a row wrapped by it
-/// can no longer be written (the foreign key refuses it).
+/// can no longer be written (the key-version triggers of migration 0019 refuse it, as they
+/// refuse this delete while a row still uses the key).
 async fn retire(pool: &PgPool, version: i32) -> Result<(), sqlx::Error> {
     sqlx::query("delete from keyring.master_key where version = $1 and not is_current")
         .bind(version)

@@ -52,9 +52,11 @@ impl DerivedPool {
                     Ok(())
                 })
             })
-            .before_acquire(move |_, meta| {
+            // Pinged on acquire only after an idle spell (see `liveness`).
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
                 let fresh = !aged.is_older(meta.age);
-                Box::pin(async move { Ok(fresh) })
+                Box::pin(async move { Ok(fresh && super::liveness::alive(conn, &meta).await) })
             })
             .connect_lazy_with(customize((*copied).clone()));
         Self {

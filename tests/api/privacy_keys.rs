@@ -869,3 +869,45 @@ async fn rotating_the_master_key_rewraps_every_row_recomputes_the_indexes_and_re
     assert_eq!(key_rows(&app.pool).await, erased_rows);
     drop(both);
 }
+
+/// The key-version checks of migration 0019 (a foreign key's guarantee, checked once per
+/// statement): a key row naming a master key the keyring lacks is refused, in a batch as
+/// alone, and a master key still wrapping rows cannot be deleted; both with SQLSTATE 23503,
+/// which ingest and rotation handle.
+#[tokio::test]
+async fn key_rows_only_name_master_keys_the_keyring_holds() {
+    let app = TestApp::spawn().await;
+    app.submit(&batch(vec![published_item()])).await;
+    let sqlstate = |result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>| match result {
+        Err(sqlx::Error::Database(e)) => e.code().map(|c| c.into_owned()),
+        other => panic!("expected a database error, got {other:?}"),
+    };
+
+    let unknown_version = sqlx::query(
+        "insert into keyring.call_key (call_aggregate_id, partner_id, master_key_version)
+         select 'partner-x:' || n, 'partner-x', case when n = 3 then 7 else 1 end
+         from generate_series(1, 5) n",
+    )
+    .execute(&app.pool)
+    .await;
+    assert_eq!(sqlstate(unknown_version).as_deref(), Some("23503"));
+    let moved = sqlx::query("update keyring.call_key set master_key_version = 2")
+        .execute(&app.pool)
+        .await;
+    assert_eq!(sqlstate(moved).as_deref(), Some("23503"));
+
+    let in_use = sqlx::query("delete from keyring.master_key where version = 1")
+        .execute(&app.pool)
+        .await;
+    assert_eq!(sqlstate(in_use).as_deref(), Some("23503"));
+    let rows: i64 = sqlx::query_scalar("select count(*) from keyring.call_key")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "nothing was written by the refused statements");
+    let version: i32 = sqlx::query_scalar("select master_key_version from keyring.call_key")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+}
