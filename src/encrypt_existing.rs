@@ -19,23 +19,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use callingest_domain::call::CallEvent;
-use callingest_privacy::{keyring, seal, CallKeyRow, CallKeys, KeyringError, Privacy, SealError};
+use callingest_privacy::{keyring, seal, CallKeyRow, CallKeys, Privacy};
 use sqlx::PgPool;
+
+use crate::stored_rewrite_error::StoredRewriteError;
 
 /// Calls per transaction unless told otherwise.
 pub const DEFAULT_BATCH_CALLS: i64 = 200;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RewriteError {
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Keyring(#[from] KeyringError),
-    #[error(transparent)]
-    Sealed(#[from] SealError),
-    #[error("event {0} does not decode")]
-    Decode(i64, #[source] serde_json::Error),
-}
 
 /// What a run did: the command's JSON summary.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -69,7 +59,7 @@ pub async fn encrypt_existing(
     pool: &PgPool,
     privacy: &Privacy,
     batch_calls: i64,
-) -> Result<RewriteSummary, RewriteError> {
+) -> Result<RewriteSummary, StoredRewriteError> {
     let started = Instant::now();
     let run_id: i64 = sqlx::query_scalar(
         "insert into event_rewrite (kind, host) values ('encrypt-existing', $1) returning run_id",
@@ -132,7 +122,7 @@ async fn rewrite_batch(
     cursor: &str,
     batch_calls: i64,
     summary: &mut RewriteSummary,
-) -> Result<Option<String>, RewriteError> {
+) -> Result<Option<String>, StoredRewriteError> {
     let mut tx = pool.begin().await?;
     sqlx::query("set local callingest.rewrite = 'encrypt-existing'")
         .execute(&mut *tx)
@@ -162,7 +152,7 @@ async fn rewrite_batch(
     let mut events = Vec::with_capacity(rows.len());
     for (aggregate_id, sequence, global_position, payload) in rows {
         let event = serde_json::from_value(payload)
-            .map_err(|e| RewriteError::Decode(global_position, e))?;
+            .map_err(|e| StoredRewriteError::Decode(format!("event {global_position}"), e))?;
         events.push(ClearEvent {
             aggregate_id,
             sequence,
@@ -179,10 +169,9 @@ async fn rewrite_batch(
             continue;
         };
         let sealed = seal::seal_event(privacy, &e.aggregate_id, &e.event, keys)?;
-        payload.push(
-            serde_json::to_string(sealed.as_ref())
-                .map_err(|err| RewriteError::Decode(e.global_position, err))?,
-        );
+        payload.push(serde_json::to_string(sealed.as_ref()).map_err(|err| {
+            StoredRewriteError::Decode(format!("event {}", e.global_position), err)
+        })?);
         id.push(e.aggregate_id.clone());
         sequence.push(e.sequence);
         positions.push(e.global_position);
@@ -233,7 +222,7 @@ async fn call_keys(
     ids: &[String],
     events: &[ClearEvent],
     summary: &mut RewriteSummary,
-) -> Result<HashMap<String, CallKeys>, RewriteError> {
+) -> Result<HashMap<String, CallKeys>, StoredRewriteError> {
     let with_events: Vec<String> = ids
         .iter()
         .filter(|id| events.iter().any(|e| &e.aggregate_id == *id))

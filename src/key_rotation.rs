@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use callingest_domain::call::CallEvent;
 use callingest_domain::submission::NewCall;
 use callingest_privacy::keys::Part;
-use callingest_privacy::{keyring, seal, KeyringError, Privacy, SealError};
+use callingest_privacy::{keyring, seal, Privacy};
 use sqlx::PgPool;
+
+use crate::stored_rewrite_error::StoredRewriteError;
 
 /// Key rows re-wrapped per transaction.
 const BATCH: i64 = 500;
@@ -27,20 +29,6 @@ const BATCH: i64 = 500;
 /// a `CallAccepted` may be a call being accepted this instant. Past this age it is a leftover
 /// of a failed acceptance (its call never existed) and is re-wrapped without indexes.
 const ORPHAN_AFTER_SECONDS: f64 = 60.0;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RotationError {
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Keyring(#[from] KeyringError),
-    #[error(transparent)]
-    Sealed(#[from] SealError),
-    #[error("the CallAccepted event of {0} does not decode")]
-    Decode(String, #[source] serde_json::Error),
-    #[error("the keys of {0} do not open with CALLINGEST_PREVIOUS_MASTER_KEY")]
-    DoesNotOpen(String),
-}
 
 /// What a run did: the command's JSON summary.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -58,7 +46,10 @@ pub struct RotationSummary {
 }
 
 /// Rotates to the configured master key from the previous one (see the module documentation).
-pub async fn rotate(pool: &PgPool, privacy: &Privacy) -> Result<RotationSummary, RotationError> {
+pub async fn rotate(
+    pool: &PgPool,
+    privacy: &Privacy,
+) -> Result<RotationSummary, StoredRewriteError> {
     let started = Instant::now();
     let to = privacy.current_version();
     let Some(from) = privacy.previous_version() else {
@@ -159,7 +150,7 @@ async fn rewrap_batch(
     from: i32,
     cursor: &str,
     summary: &mut RotationSummary,
-) -> Result<Option<String>, RotationError> {
+) -> Result<Option<String>, StoredRewriteError> {
     let to = privacy.current_version();
     let mut tx = pool.begin().await?;
     // Rows an erasure holds are skipped: the next walk takes them.
@@ -208,7 +199,7 @@ async fn rewrap_batch(
             wrapped
                 .map(|w| privacy.rewrap(&id, part, from, &w, to))
                 .transpose()
-                .map_err(|_| RotationError::DoesNotOpen(id.clone()))
+                .map_err(|_| StoredRewriteError::DoesNotOpen(id.clone()))
         };
         update.call_key.push(rewrap(Part::Call, call_key)?);
         update.agent_key.push(rewrap(Part::Agent, agent_key)?);
@@ -261,7 +252,7 @@ async fn accepted_calls(
     tx: &mut sqlx::PgConnection,
     privacy: &Privacy,
     ids: &[String],
-) -> Result<HashMap<String, NewCall>, RotationError> {
+) -> Result<HashMap<String, NewCall>, StoredRewriteError> {
     let events: Vec<(String, serde_json::Value)> = sqlx::query_as(
         "select aggregate_id, payload from events
          where aggregate_type = 'Call' and event_type = 'CallAccepted' and aggregate_id = any($1)",
@@ -272,8 +263,9 @@ async fn accepted_calls(
     let keys = keyring::load(&mut *tx, privacy, ids).await?;
     let mut calls = HashMap::with_capacity(events.len());
     for (id, payload) in events {
-        let event: CallEvent =
-            serde_json::from_value(payload).map_err(|e| RotationError::Decode(id.clone(), e))?;
+        let event: CallEvent = serde_json::from_value(payload).map_err(|e| {
+            StoredRewriteError::Decode(format!("the CallAccepted event of {id}"), e)
+        })?;
         if let CallEvent::CallAccepted(accepted) =
             seal::open_event(privacy, &id, event, keys.get(&id))?
         {

@@ -22,5 +22,6 @@ pub mod process_metrics;
 pub mod processing;
 pub mod queries;
 pub mod rebuild_progress;
+pub mod stored_rewrite_error;
 pub mod telemetry;
 pub mod transcription;

@@ -29,6 +29,12 @@ const SENTENCES: &[&str] = &[
     "The weather was cold and windy, so we stayed inside and read books.",
 ];
 
+/// The tests that transcribe share the CPU (read); the stop test takes it alone (write). It
+/// measures how soon a stop request takes effect, and with the other transcriptions of this
+/// binary beside it on two cores its thread waited for the CPU instead: a stop took 3.07 s in
+/// one CI run on a slowed-down machine.
+static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn engine() -> &'static WhisperEngine {
     static ENGINE: OnceLock<WhisperEngine> = OnceLock::new();
     ENGINE.get_or_init(|| WhisperEngine::load(&model_path(), 2).expect("model loads"))
@@ -50,6 +56,7 @@ fn words(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn plain_english_sentences_are_transcribed_within_the_wer_bound() {
+    let _cpu = CPU.read().await;
     let dir = tempfile::tempdir().unwrap();
     let mut total = 0.0;
     for sentence in SENTENCES {
@@ -82,6 +89,7 @@ const CUSTOMER: &str = "Hello, I am having trouble logging into my account since
 
 #[tokio::test]
 async fn stereo_call_keeps_each_speaker_on_its_own_channel() {
+    let _cpu = CPU.read().await;
     let dir = tempfile::tempdir().unwrap();
     let agent = speak(AGENT, dir.path());
     let customer = speak(CUSTOMER, dir.path());
@@ -168,6 +176,7 @@ async fn stereo_call_keeps_each_speaker_on_its_own_channel() {
 
 #[tokio::test]
 async fn a_silent_side_produces_no_segments() {
+    let _cpu = CPU.read().await;
     let dir = tempfile::tempdir().unwrap();
     let agent = speak(AGENT, dir.path());
     let len = agent.len() + samples(4.0);
@@ -207,6 +216,7 @@ async fn a_silent_side_produces_no_segments() {
 /// transcribe as well as the published f16 ones (a wrong block layout gives noise: WER near 1).
 #[tokio::test]
 async fn quantised_models_load_and_transcribe() {
+    let _cpu = CPU.read().await;
     let dir = tempfile::tempdir().unwrap();
     for weights in ["q8_0", "q5_1"] {
         let path = fetched_model(weights);
@@ -265,6 +275,7 @@ async fn a_stop_request_ends_a_long_transcription_within_a_second_or_two() {
     // Loaded before the clock starts (other tests may be loading it right now): what is
     // measured is how soon a transcription under way stops, not how long a model takes to load.
     let engine = engine();
+    let _alone = CPU.write().await;
     let stop = callingest_transcribe::Stop::new();
     let running = {
         let stop = stop.clone();
@@ -308,6 +319,7 @@ async fn a_stop_request_ends_a_long_transcription_within_a_second_or_two() {
 /// silence, a customer sentence at a known time.
 #[tokio::test]
 async fn a_streamed_recording_keeps_its_words_and_times_across_pieces() {
+    let _cpu = CPU.read().await;
     let dir = tempfile::tempdir().unwrap();
     let mut monologue = Vec::new();
     let mut said = Vec::new();
