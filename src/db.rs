@@ -274,19 +274,14 @@ async fn connect_pool(
     follower.use_host(index, state);
     let checked = follower.clone();
     let aged = follower.clone();
-    let pool = PgPoolOptions::new()
+    let options = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
         .after_connect(move |conn, _| {
             let follower = checked.clone();
             Box::pin(async move { follower.check_new_session(conn).await })
-        })
-        // Pinged on acquire only after an idle spell (see `liveness`).
-        .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
-            let fresh = !aged.is_stale(meta.age);
-            Box::pin(async move { Ok(fresh && liveness::alive(conn, &meta).await) })
-        })
+        });
+    let pool = liveness::check_before_acquire(options, move |age| !aged.is_stale(age))
         .connect_with(follower.current_options())
         .await?;
     follower.spawn_watch(pool.clone());

@@ -33,7 +33,7 @@ impl DerivedPool {
         let copied = main.connect_options();
         let switched = Arc::new(SwitchClock::default());
         let aged = switched.clone();
-        let pool = PgPoolOptions::new()
+        let options = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(main.options().get_acquire_timeout())
             .after_connect(|conn, _| {
@@ -51,13 +51,8 @@ impl DerivedPool {
                     }
                     Ok(())
                 })
-            })
-            // Pinged on acquire only after an idle spell (see `liveness`).
-            .test_before_acquire(false)
-            .before_acquire(move |conn, meta| {
-                let fresh = !aged.is_older(meta.age);
-                Box::pin(async move { Ok(fresh && super::liveness::alive(conn, &meta).await) })
-            })
+            });
+        let pool = super::liveness::check_before_acquire(options, move |age| !aged.is_older(age))
             .connect_lazy_with(customize((*copied).clone()));
         Self {
             main: main.clone(),

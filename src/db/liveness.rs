@@ -11,12 +11,28 @@
 use std::time::Duration;
 
 use sqlx::pool::PoolConnectionMetadata;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
 /// A connection released less than this long ago is handed out without a ping.
 pub const BYPASS_WINDOW: Duration = Duration::from_millis(500);
 
+/// `options` checking each connection before it is handed out: `fresh(age)` first (a pool
+/// following failovers refuses connections opened before a switch), then [`alive`], in place
+/// of sqlx's ping on every acquire. Both pools are built through here, so neither pings twice.
+pub fn check_before_acquire(
+    options: PgPoolOptions,
+    fresh: impl Fn(Duration) -> bool + Send + Sync + 'static,
+) -> PgPoolOptions {
+    options
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let fresh = fresh(meta.age);
+            Box::pin(async move { Ok(fresh && alive(conn, &meta).await) })
+        })
+}
+
 /// Whether `conn` may be handed out: used within the window, or answering a ping.
-pub async fn alive(conn: &mut PgConnection, meta: &PoolConnectionMetadata) -> bool {
+async fn alive(conn: &mut PgConnection, meta: &PoolConnectionMetadata) -> bool {
     meta.idle_for < BYPASS_WINDOW || conn.ping().await.is_ok()
 }
