@@ -55,10 +55,20 @@ use sqlx::{ConnectOptions, PgPool};
 /// The master key of the bench's service (fixed: a bench may reuse its database).
 const BENCH_MASTER_KEY: &str = "YmVuY2ggbWFzdGVyIGtleSBvZiBjYWxsaW5nZXN0ISE=";
 
+fn bench_master_key() -> callingest_privacy::MasterKey {
+    callingest_privacy::MasterKey::from_base64(BENCH_MASTER_KEY).expect("a valid key")
+}
+
 fn bench_privacy() -> callingest_privacy::Privacy {
-    callingest_privacy::Privacy::new(
-        &callingest_privacy::MasterKey::from_base64(BENCH_MASTER_KEY).expect("a valid key"),
-    )
+    callingest_privacy::Privacy::new(&bench_master_key())
+}
+
+/// The bench database, migrated, its keyring holding the bench's master key as a start of the
+/// service records it (key rows name the master key that wrapped them).
+async fn prepare(url: &str) -> anyhow::Result<PgPool> {
+    let pool = callingest::db::prepare(&database_config(url)).await?;
+    callingest_privacy::keyring::open(&pool, &bench_master_key(), None).await?;
+    Ok(pool)
 }
 
 const FIXTURE: &str = concat!(
@@ -184,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
 /// Part 1: projector replay rate.
 async fn replay(calls: usize) -> anyhow::Result<()> {
     let db = fresh_database().await?;
-    let pool = callingest::db::prepare(&database_config(&db.url)).await?;
+    let pool = prepare(&db.url).await?;
     callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
     let ingest = Arc::new(IngestService::new(pool.clone(), &bench_privacy()));
     let started = Instant::now();
@@ -406,7 +416,7 @@ async fn callback_throughput(n: usize) -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let ca = TestCa::new();
     let receiver = Receiver::start(&ca, vec![Reply::Status(200)]).await;
-    let pool = callingest::db::prepare(&database_config(&db.url)).await?;
+    let pool = prepare(&db.url).await?;
     callingest::partners::create_partner(&pool, "bench", None, 1_000_000).await?;
     let ingest = IngestService::new(pool.clone(), &bench_privacy());
     for b in 0..n / 50 {

@@ -213,7 +213,7 @@ async fn started_count(pool: &PgPool, like: &str, event_type: &str) -> anyhow::R
 async fn claim_cost(rows: i64, partners: i64) -> anyhow::Result<()> {
     use callingest::jobs::{claim_next, FETCH};
     let db = fresh_database().await?;
-    let pool = callingest::db::prepare(&database_config(&db.url)).await?;
+    let pool = super::prepare(&db.url).await?;
     sqlx::query(
         "insert into processing_job (call_aggregate_id, partner_id, call_id, recording_url, due_at, stage)
          select 'p' || (i % $2) || ':c' || i, 'p' || (i % $2), 'c' || i, 'https://example.com/r.wav',

@@ -189,16 +189,40 @@ pub async fn load<'c>(
     privacy: &Privacy,
     aggregate_ids: &[String],
 ) -> Result<HashMap<String, CallKeys>, KeyringError> {
+    load_parts(executor, privacy, aggregate_ids, true).await
+}
+
+/// [`load`] without the agent keys: for readers that use none of the agent's personal fields
+/// (the projections: no read model holds the agent's name or e-mail), so a replay neither
+/// reads nor unwraps them. Those fields read as erased in what such a reader opens.
+pub async fn load_call_keys<'c>(
+    executor: impl PgExecutor<'c>,
+    privacy: &Privacy,
+    aggregate_ids: &[String],
+) -> Result<HashMap<String, CallKeys>, KeyringError> {
+    load_parts(executor, privacy, aggregate_ids, false).await
+}
+
+async fn load_parts<'c>(
+    executor: impl PgExecutor<'c>,
+    privacy: &Privacy,
+    aggregate_ids: &[String],
+    with_agent: bool,
+) -> Result<HashMap<String, CallKeys>, KeyringError> {
     if aggregate_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<StoredKeys> = sqlx::query_as(
+    let query = if with_agent {
         "select call_aggregate_id, call_key, agent_key, master_key_version from keyring.call_key
-         where call_aggregate_id = any($1)",
-    )
-    .bind(aggregate_ids)
-    .fetch_all(executor)
-    .await?;
+         where call_aggregate_id = any($1)"
+    } else {
+        "select call_aggregate_id, call_key, null::bytea, master_key_version from keyring.call_key
+         where call_aggregate_id = any($1)"
+    };
+    let rows: Vec<StoredKeys> = sqlx::query_as(query)
+        .bind(aggregate_ids)
+        .fetch_all(executor)
+        .await?;
     let mut keys = HashMap::with_capacity(rows.len());
     for (id, call, agent, version) in rows {
         if !privacy.versions().any(|v| v == version) {

@@ -27,6 +27,10 @@ pub enum SealError {
     },
 }
 
+/// The types of the events that can hold sealed fields (their `event_type` in the log, the
+/// variant's name): a reader can load the keys a page needs before it decodes the page.
+pub const SEALABLE_EVENT_TYPES: [&str; 2] = ["CallAccepted", "TranscriptProduced"];
+
 /// Whether a stored event holds sealed fields (and so needs its call's keys to be read).
 pub fn is_sealed(event: &CallEvent) -> bool {
     match event {

@@ -91,26 +91,24 @@ impl Projection for ProcessingJobs {
         }
 
         let mut removed = Vec::new();
-        let mut queued = Vec::new();
         let mut created = NewRows::default();
         let mut updated = UpdatedRows::default();
+        let mut woken = Woken::default();
         for (id, change) in changes {
             if change.remove {
                 removed.push(id);
                 continue;
             }
-            if change.new.is_some() || change.due_at.is_some() || change.stage.is_some() {
-                queued.push(id);
-            }
             if let Some(job) = change.new {
+                let due_at = change.due_at.expect("set on acceptance");
+                let stage = change.stage.unwrap_or("fetch");
+                woken.wake(stage, &job.partner_id, due_at);
                 created.ids.push(id);
                 created.partner_ids.push(job.partner_id);
                 created.call_ids.push(job.call_id);
                 created.urls.push(job.recording_url);
-                created
-                    .due_at
-                    .push(change.due_at.expect("set on acceptance"));
-                created.stages.push(change.stage.unwrap_or("fetch"));
+                created.due_at.push(due_at);
+                created.stages.push(stage);
                 created.sha256.push(change.recording_sha256);
             } else if change.due_at.is_some()
                 || change.stage.is_some()
@@ -147,7 +145,8 @@ impl Projection for ProcessingJobs {
         }
         if !updated.ids.is_empty() {
             // A new due time means the step that held the lease is over: the lease goes too.
-            sqlx::query(
+            // Rows rescheduled or moved to another stage come back to wake their partner.
+            let rescheduled: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
                 "update processing_job j
                  set due_at = coalesce(u.due_at, j.due_at),
                      stage = coalesce(u.stage, j.stage),
@@ -156,38 +155,69 @@ impl Projection for ProcessingJobs {
                      lease_owner = case when u.due_at is null then j.lease_owner end
                  from unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
                      as u(id, due_at, stage, sha256)
-                 where j.call_aggregate_id = u.id",
+                 where j.call_aggregate_id = u.id
+                 returning j.stage, j.partner_id, j.due_at, (u.due_at is not null or u.stage is not null)",
             )
             .bind(&updated.ids)
             .bind(&updated.due_at)
             .bind(&updated.stages)
             .bind(&updated.sha256)
-            .execute(&mut *conn)
-            .await?;
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .filter_map(|(stage, partner, due_at, queued): (String, String, DateTime<Utc>, bool)| {
+                queued.then_some((stage, partner, due_at))
+            })
+            .collect();
+            for (stage, partner, due_at) in &rescheduled {
+                woken.wake(stage, partner, *due_at);
+            }
         }
-        wake_partners(conn, &queued).await?;
+        woken.store(conn).await?;
         Ok(())
     }
 }
 
-/// Puts the partners of jobs just queued or rescheduled in their pool's rotation, and wakes
-/// them if they were resting (see `src/jobs/claim.rs`, which takes the turns).
-async fn wake_partners(conn: &mut PgConnection, ids: &[&str]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
+/// The partners of jobs a page queued or rescheduled, per stage, with their earliest due time:
+/// they join their pool's rotation, and are woken if they were resting (see
+/// `src/jobs/claim.rs`, which takes the turns). Gathered from the values the page writes, so
+/// the rows just written are not read back.
+#[derive(Default)]
+struct Woken(HashMap<(String, String), DateTime<Utc>>);
+
+impl Woken {
+    fn wake(&mut self, stage: &str, partner_id: &str, due_at: DateTime<Utc>) {
+        self.0
+            .entry((stage.to_owned(), partner_id.to_owned()))
+            .and_modify(|earliest| *earliest = (*earliest).min(due_at))
+            .or_insert(due_at);
     }
-    sqlx::query(
-        "insert into job_queue_partner (queue, partner_id, idle_until)
-         select stage, partner_id, min(due_at) from processing_job
-         where call_aggregate_id = any($1)
-         group by stage, partner_id
-         on conflict (queue, partner_id) do update
-         set idle_until = least(job_queue_partner.idle_until, excluded.idle_until)",
-    )
-    .bind(ids)
-    .execute(conn)
-    .await?;
-    Ok(())
+
+    async fn store(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut stages = Vec::with_capacity(self.0.len());
+        let mut partners = Vec::with_capacity(self.0.len());
+        let mut due = Vec::with_capacity(self.0.len());
+        for ((stage, partner), due_at) in self.0 {
+            stages.push(stage);
+            partners.push(partner);
+            due.push(due_at);
+        }
+        sqlx::query(
+            "insert into job_queue_partner (queue, partner_id, idle_until)
+             select * from unnest($1::text[], $2::text[], $3::timestamptz[])
+             on conflict (queue, partner_id) do update
+             set idle_until = least(job_queue_partner.idle_until, excluded.idle_until)",
+        )
+        .bind(&stages)
+        .bind(&partners)
+        .bind(&due)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Columns of the rows a page inserts, one vector per column (bound as arrays).
