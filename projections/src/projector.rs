@@ -107,15 +107,32 @@ impl Projector {
     /// Applies one page; returns how many events it read (0: caught up). Events the projection
     /// cannot apply are parked (see [`crate::parking`]) rather than failing the page.
     pub async fn step(&self) -> Result<usize, ProjectionError> {
-        match self.step_as(Attempt::Whole).await {
+        self.step_reading_ahead(None, false)
+            .await
+            .map(|(read, _)| read)
+    }
+
+    /// [`Self::step`], taking its page from `ahead` when that was read from the checkpoint,
+    /// and with `read_next` starting to read the following page while this one is applied.
+    async fn step_reading_ahead(
+        &self,
+        ahead: Option<ReadAhead>,
+        read_next: bool,
+    ) -> Result<(usize, Option<ReadAhead>), ProjectionError> {
+        match self.step_as(Attempt::Whole, ahead, read_next).await {
             // Somewhere in the page is an event that cannot be applied: read the page again in
             // a fresh transaction and find it.
-            Err(err) if err.lies_in_the_data() => self.step_as(Attempt::Bisect).await,
+            Err(err) if err.lies_in_the_data() => self.step_as(Attempt::Bisect, None, false).await,
             outcome => outcome,
         }
     }
 
-    async fn step_as(&self, how: Attempt) -> Result<usize, ProjectionError> {
+    async fn step_as(
+        &self,
+        how: Attempt,
+        ahead: Option<ReadAhead>,
+        read_next: bool,
+    ) -> Result<(usize, Option<ReadAhead>), ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
         // Locking the checkpoint row serialises pages with a concurrent `reset` or `retry`.
@@ -130,19 +147,25 @@ impl Projector {
         .bind(name)
         .fetch_one(&mut *tx)
         .await?;
-        let events = read_page(
-            &mut tx,
-            LogPosition {
-                tx_id,
-                global_position,
-            },
-            PAGE_SIZE,
-        )
-        .await?;
+        let checkpoint = LogPosition {
+            tx_id,
+            global_position,
+        };
+        let read_ahead = match ahead {
+            Some(ahead) => ahead.page_from(checkpoint).await,
+            None => None,
+        };
+        let events = match read_ahead {
+            Some(events) => events,
+            None => read_page(&mut tx, checkpoint, PAGE_SIZE).await?,
+        };
         let Some(last) = events.last().map(StoredEvent::position) else {
             tx.rollback().await?;
-            return Ok(0);
+            return Ok((0, None));
         };
+        // A short page ended at what was readable: nothing to read ahead.
+        let full = events.len() as i64 == PAGE_SIZE;
+        let next = (read_next && full).then(|| ReadAhead::start(&self.pool, last));
         let parked = self.apply_or_park(&mut tx, &events, how).await?;
         sqlx::query(
             "update projection_checkpoint
@@ -156,7 +179,7 @@ impl Projector {
         .await?;
         tx.commit().await?;
         report_parked(name, &parked);
-        Ok(events.len())
+        Ok((events.len(), next))
     }
 
     /// Applies a page, skipping what must wait behind a parked event and, when bisecting,
@@ -360,12 +383,18 @@ impl Projector {
     }
 
     /// Applies pages until the log has nothing more that can be read; returns the event count.
+    /// After a full page the next one is read on another connection while the current one is
+    /// applied, so a replay keeps PostgreSQL and this process busy at once.
     pub async fn catch_up(&self) -> Result<usize, ProjectionError> {
         let mut total = 0;
+        let mut ahead = None;
         loop {
-            match self.step().await? {
-                0 => return Ok(total),
-                n => total += n,
+            match self.step_reading_ahead(ahead.take(), true).await? {
+                (0, _) => return Ok(total),
+                (n, next) => {
+                    total += n;
+                    ahead = next;
+                }
             }
         }
     }
@@ -459,6 +488,39 @@ async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<(), sqlx
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// The page after a position, read on its own connection while the page before it is applied.
+///
+/// A page read ahead is the page a later read would start with: it holds only events of
+/// transactions that had ended (below the oldest running one), and any event that becomes
+/// readable afterwards belongs to a later transaction and so sorts after all of them.
+struct ReadAhead {
+    after: LogPosition,
+    page: tokio::task::JoinHandle<Result<Vec<StoredEvent>, sqlx::Error>>,
+}
+
+impl ReadAhead {
+    fn start(pool: &PgPool, after: LogPosition) -> Self {
+        let pool = pool.clone();
+        let page = tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            read_page(&mut conn, after, PAGE_SIZE).await
+        });
+        Self { after, page }
+    }
+
+    /// The page, when it was read from `checkpoint` and holds events. Otherwise (the
+    /// checkpoint moved, the read failed, or it found nothing yet) the caller reads afresh.
+    async fn page_from(self, checkpoint: LogPosition) -> Option<Vec<StoredEvent>> {
+        if self.after != checkpoint {
+            return None;
+        }
+        match self.page.await {
+            Ok(Ok(events)) if !events.is_empty() => Some(events),
+            _ => None,
+        }
+    }
 }
 
 /// How a page is applied: whole (the fast path), or bisected to find what fails.
