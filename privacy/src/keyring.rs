@@ -212,17 +212,14 @@ async fn load_parts<'c>(
     if aggregate_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let query = if with_agent {
-        "select call_aggregate_id, call_key, agent_key, master_key_version from keyring.call_key
-         where call_aggregate_id = any($1)"
-    } else {
-        "select call_aggregate_id, call_key, null::bytea, master_key_version from keyring.call_key
-         where call_aggregate_id = any($1)"
-    };
-    let rows: Vec<StoredKeys> = sqlx::query_as(query)
-        .bind(aggregate_ids)
-        .fetch_all(executor)
-        .await?;
+    let rows: Vec<StoredKeys> = sqlx::query_as(
+        "select call_aggregate_id, call_key, case when $2 then agent_key end, master_key_version
+         from keyring.call_key where call_aggregate_id = any($1)",
+    )
+    .bind(aggregate_ids)
+    .bind(with_agent)
+    .fetch_all(executor)
+    .await?;
     let mut keys = HashMap::with_capacity(rows.len());
     for (id, call, agent, version) in rows {
         if !privacy.versions().any(|v| v == version) {

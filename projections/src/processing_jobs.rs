@@ -146,7 +146,7 @@ impl Projection for ProcessingJobs {
         if !updated.ids.is_empty() {
             // A new due time means the step that held the lease is over: the lease goes too.
             // Rows rescheduled or moved to another stage come back to wake their partner.
-            let rescheduled: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+            let rows: Vec<(String, String, DateTime<Utc>, bool)> = sqlx::query_as(
                 "update processing_job j
                  set due_at = coalesce(u.due_at, j.due_at),
                      stage = coalesce(u.stage, j.stage),
@@ -163,14 +163,11 @@ impl Projection for ProcessingJobs {
             .bind(&updated.stages)
             .bind(&updated.sha256)
             .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .filter_map(|(stage, partner, due_at, queued): (String, String, DateTime<Utc>, bool)| {
-                queued.then_some((stage, partner, due_at))
-            })
-            .collect();
-            for (stage, partner, due_at) in &rescheduled {
-                woken.wake(stage, partner, *due_at);
+            .await?;
+            for (stage, partner, due_at, queued) in &rows {
+                if *queued {
+                    woken.wake(stage, partner, *due_at);
+                }
             }
         }
         woken.store(conn).await?;
